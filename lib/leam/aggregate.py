@@ -1,0 +1,163 @@
+"""Aggregate stage: every Parquet output into one DuckDB file with the paper's tables as views.
+
+``results/leam.duckdb`` is self-contained (tables are copied in), so ``duckdb results/leam.duckdb``
+works from any directory. Tables:
+
+* ``images`` (faces table: every input file, status, reason), ``aligned`` (frame metadata),
+  ``counts`` (wide: one row per map x selection, one column per class), ``pairs`` (cosine of every
+  ordered same-identity pair), ``embeddings``, ``classes``, ``layers`` (model, layer, order, module).
+
+Views (shares in percent; absent classes of a parser are simply missing rows):
+
+* ``rejects``: images not used, with the reason (status ``rejected`` or ``duplicate``);
+* ``counts_long``: ``counts`` unpivoted, one row per map x selection x class, with
+  ``abs_pct`` = 100 pixels / n_pixels and ``rel_pct`` = 100 pixels / n_selected (NULL if nothing
+  was selected);
+* ``class_share_layer`` (paper Tables 1, 2) and ``class_share_model`` (Tables 10, 11 and the
+  Appendix B threshold tables; all layers of a model pooled): per group and class, ``n_maps``,
+  ``mean_rel_pct`` / ``mean_abs_pct`` (mean of per-map shares: every map weighs the same) and
+  ``pooled_rel_pct`` / ``pooled_abs_pct`` (share of the pooled pixels: big selections weigh more);
+* ``threshold_table`` (Appendix B layout): model x class, ``full_activation`` and one column per
+  level (``top0_01`` ... ``top100``), mean_rel_pct;
+* ``layer_table`` (Table 1 layout): model x selection x class, one column per layer, mean_rel_pct;
+* ``identity_share`` (Table 7): model x identity x selection x class, mean and pooled shares;
+* ``identity_variation`` (Table 8): model x identity x selection x class: std (sample, n-1),
+  mean, min, max and CV = 100 std / mean of the per-map relative shares;
+* ``cosine_same``: per model, the ordered same-identity pairs' cosine (mean, std, n);
+  ``cosine_different``: per model, every unordered pair of images of different identities;
+  ``cosine_summary``: both side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import duckdb
+
+from .classes import CLASSES, class_column
+from .io import atomic_path
+
+__all__ = ["build_database", "create_views", "level_column"]
+
+log = logging.getLogger(__name__)
+
+
+def level_column(level: float) -> str:
+    """Column of a top-k level in ``threshold_table``: 0.01 -> ``top0_01``, 100 -> ``top100``."""
+    return f"top{level:g}".replace(".", "_")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _files(paths: Sequence[str | os.PathLike]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_names: Sequence[str]) -> None:
+    """Create the analysis views on tables ``counts``, ``pairs``, ``embeddings``, ``images``."""
+    con.execute("""
+        CREATE OR REPLACE VIEW rejects AS
+        SELECT identity, image, status, reason, duplicate_of, path FROM images WHERE status <> 'ok'
+        ORDER BY identity, image""")
+    con.execute("""
+        CREATE OR REPLACE VIEW counts_long AS
+        SELECT u.model, u.layer, u.layer_idx, u.identity, u.anchor, u.positive, u.parser, u.selection, u.level,
+               CAST(substr(u.col, 2, 2) AS INTEGER) AS class_id, c.name AS class, u.pixels,
+               u.n_selected, u.n_pixels,
+               100.0 * u.pixels / u.n_pixels AS abs_pct,
+               CASE WHEN u.n_selected > 0 THEN 100.0 * u.pixels / u.n_selected END AS rel_pct
+        FROM (UNPIVOT counts ON COLUMNS('^c[0-9][0-9]_') INTO NAME col VALUE pixels) u
+        JOIN classes c ON c.class_id = CAST(substr(u.col, 2, 2) AS INTEGER)""")
+    share = """
+        count(*) AS n_maps,
+        avg(rel_pct) AS mean_rel_pct,
+        100.0 * sum(pixels) / nullif(sum(n_selected), 0) AS pooled_rel_pct,
+        avg(abs_pct) AS mean_abs_pct,
+        100.0 * sum(pixels) / sum(n_pixels) AS pooled_abs_pct"""
+    con.execute(f"""
+        CREATE OR REPLACE VIEW class_share_layer AS
+        SELECT model, layer, any_value(layer_idx) AS layer_idx, selection, level, class_id, class, {share}
+        FROM counts_long GROUP BY model, layer, selection, level, class_id, class""")
+    con.execute(f"""
+        CREATE OR REPLACE VIEW class_share_model AS
+        SELECT model, selection, level, class_id, class, {share}
+        FROM counts_long GROUP BY model, selection, level, class_id, class""")
+    level_cols = ",\n".join(
+        f"max(CASE WHEN selection = 'top{lv:g}' THEN mean_rel_pct END) AS {_q(level_column(lv))}" for lv in levels)
+    con.execute(f"""
+        CREATE OR REPLACE VIEW threshold_table AS
+        SELECT model, class_id, class,
+               max(CASE WHEN selection = 'full' THEN mean_rel_pct END) AS full_activation,
+               {level_cols}
+        FROM class_share_model GROUP BY model, class_id, class""")
+    layer_cols = ",\n".join(
+        f"max(CASE WHEN layer = '{name.replace(chr(39), chr(39) * 2)}' THEN mean_rel_pct END) AS {_q(name)}"
+        for name in layer_names)
+    con.execute(f"""
+        CREATE OR REPLACE VIEW layer_table AS
+        SELECT model, selection, level, class_id, class, {layer_cols}
+        FROM class_share_layer GROUP BY model, selection, level, class_id, class""")
+    con.execute(f"""
+        CREATE OR REPLACE VIEW identity_share AS
+        SELECT model, identity, selection, level, class_id, class, {share}
+        FROM counts_long GROUP BY model, identity, selection, level, class_id, class""")
+    con.execute("""
+        CREATE OR REPLACE VIEW identity_variation AS
+        SELECT model, identity, selection, level, class_id, class, count(rel_pct) AS n_maps,
+               stddev_samp(rel_pct) AS std, avg(rel_pct) AS mean, min(rel_pct) AS min, max(rel_pct) AS max,
+               100.0 * stddev_samp(rel_pct) / nullif(avg(rel_pct), 0) AS cv
+        FROM counts_long GROUP BY model, identity, selection, level, class_id, class""")
+    con.execute("""
+        CREATE OR REPLACE VIEW cosine_same AS
+        SELECT model, count(*) AS n_pairs, avg(cosine) AS mean_cosine, stddev_samp(cosine) AS std_cosine
+        FROM pairs GROUP BY model""")
+    con.execute("""
+        CREATE OR REPLACE VIEW cosine_different AS
+        SELECT a.model, count(*) AS n_pairs,
+               avg(list_cosine_similarity(a.embedding, b.embedding)) AS mean_cosine,
+               stddev_samp(list_cosine_similarity(a.embedding, b.embedding)) AS std_cosine
+        FROM embeddings a JOIN embeddings b
+          ON a.model = b.model AND a.identity < b.identity
+        GROUP BY a.model""")
+    con.execute("""
+        CREATE OR REPLACE VIEW cosine_summary AS
+        SELECT s.model, s.n_pairs AS same_pairs, s.mean_cosine AS same_mean, s.std_cosine AS same_std,
+               d.n_pairs AS different_pairs, d.mean_cosine AS different_mean, d.std_cosine AS different_std,
+               s.mean_cosine - d.mean_cosine AS margin
+        FROM cosine_same s LEFT JOIN cosine_different d USING (model)""")
+
+
+def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: Sequence[str],
+                   embeddings: Sequence[str], faces: Sequence[str], aligned: Sequence[str],
+                   models: dict, levels: Sequence[float]) -> None:
+    """Write ``db_path`` afresh (atomically) from the Parquet outputs of the earlier stages."""
+    db_path = Path(db_path)
+    with atomic_path(db_path) as tmp:
+        tmp.unlink()  # duckdb creates the file itself
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute(f"CREATE TABLE images AS SELECT * FROM read_parquet({_files(faces)}) ORDER BY identity, image")
+            con.execute(f"""CREATE TABLE aligned AS SELECT identity, image, reference, is_reference, size, align_rmse
+                            FROM read_parquet({_files(aligned)}) ORDER BY identity, image""")
+            con.execute(f"CREATE TABLE counts AS SELECT * FROM read_parquet({_files(counts)}, union_by_name = true)")
+            con.execute(f"CREATE TABLE pairs AS SELECT * FROM read_parquet({_files(pairs)})")
+            con.execute(f"CREATE TABLE embeddings AS SELECT * FROM read_parquet({_files(embeddings)})")
+            con.execute("CREATE TABLE classes (class_id INTEGER, tag VARCHAR, name VARCHAR, col VARCHAR)")
+            con.executemany("INSERT INTO classes VALUES (?, ?, ?, ?)",
+                            [(i, tag, name, class_column(i)) for i, tag, name in CLASSES])
+            con.execute("CREATE TABLE layers (model VARCHAR, layer VARCHAR, layer_idx INTEGER, module VARCHAR)")
+            rows = [(m, layer, i, path) for m, spec in models.items() for i, (layer, path) in enumerate(spec["layers"].items())]
+            con.executemany("INSERT INTO layers VALUES (?, ?, ?, ?)", rows)
+            layer_names = list(dict.fromkeys(r[1] for r in rows))
+            create_views(con, levels, layer_names)
+            n = con.execute("SELECT count(*) FROM counts").fetchone()[0]
+            log.info("%s: %d count rows, %d models", db_path, n, len(models))
+        finally:
+            con.close()
+        wal = Path(str(tmp) + ".wal")
+        wal.unlink(missing_ok=True)

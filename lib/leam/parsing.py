@@ -1,0 +1,107 @@
+"""Face parsing into FaRL's 19 classes, in the aligned frame.
+
+``landmarks`` (the offline default) needs nothing downloaded: it draws polygons from the 68 dlib
+landmarks (already in frame coordinates):
+
+* face: the jaw line (0-16) closed over the forehead, taken as the brow line (17-26) raised by
+  0.6 x the brow-to-eye-centre distance;
+* right/left eyebrow (6/7): the brow points 17-21 / 22-26 and the same points lowered by
+  0.08 x the inter-ocular distance (a band);
+* right/left eye (8/9): 36-41 / 42-47;
+* nose (10): bridge 27-30 widened by 0.18 x nose width on each side, over the nostril base 31-35;
+* upper lip (13): outer 48-54 over inner 60-64; lower lip (12): outer 54-59,48 over inner 64-67,60;
+* inner mouth (11): 60-67;
+* everything else: background (0).
+
+It cannot see neck, clothes, ears, hair, eyeglasses, hat, earrings or necklace: those classes are
+*absent* (NULL in tables), not zero. Later polygons are painted over earlier ones in the order
+face, brows, eyes, nose, lips, inner mouth. ``farl`` (pyfacer, celebm/448) produces all 19.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageDraw
+
+from .io import write_parquet
+
+__all__ = ["LandmarkParser", "PARSERS", "visible_classes", "parse_shard", "LABELS_SCHEMA"]
+
+log = logging.getLogger(__name__)
+
+class LandmarkParser:
+    """Offline parser: (68, 2) frame landmarks -> (S, S) uint8 label map with FaRL ids."""
+
+    name = "landmarks"
+    visible = (0, 2, 6, 7, 8, 9, 10, 11, 12, 13)
+
+    def polygons(self, pts: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(class id, (K, 2) polygon) in painting order."""
+        pts = np.asarray(pts, np.float64).reshape(68, 2)
+        eye_r, eye_l = pts[36:42].mean(0), pts[42:48].mean(0)
+        iod = np.linalg.norm(eye_l - eye_r)
+        brows = pts[17:27]
+        eye_y = (eye_r[1] + eye_l[1]) / 2
+        lift = 0.6 * (eye_y - brows[:, 1].mean())
+        up = np.array([0.0, -1.0])
+        forehead = brows[::-1] + lift * up
+        face = np.vstack([pts[0:17], forehead])
+        band = 0.08 * iod
+        brow_r = np.vstack([pts[17:22], pts[21:16:-1] - band * up])
+        brow_l = np.vstack([pts[22:27], pts[26:21:-1] - band * up])
+        nose_w = np.linalg.norm(pts[35] - pts[31])
+        side = np.array([1.0, 0.0]) * 0.18 * nose_w
+        nose = np.vstack([pts[27:31] - side, pts[31:36], pts[30:26:-1] + side])
+        upper_lip = np.vstack([pts[48:55], pts[64:59:-1]])
+        lower_lip = np.vstack([pts[54:60], pts[48:49], pts[60:61], pts[67:63:-1]])
+        inner = pts[60:68]
+        return [
+            (2, face), (6, brow_r), (7, brow_l), (8, pts[36:42]), (9, pts[42:48]),
+            (10, nose), (13, upper_lip), (12, lower_lip), (11, inner),
+        ]
+
+    def __call__(self, landmarks: np.ndarray, size: int) -> np.ndarray:
+        """(68, 2) landmarks in frame pixels (centres at integers) -> (size, size) uint8 labels."""
+        img = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(img)  # ImageDraw puts pixel centres at integer coordinates, as leam does
+        for cid, poly in self.polygons(landmarks):
+            draw.polygon([(float(x), float(y)) for x, y in poly], fill=cid)
+        return np.array(img, dtype=np.uint8)
+
+
+PARSERS = {"landmarks": LandmarkParser}
+
+
+def visible_classes(parser: str) -> tuple[int, ...]:
+    """Class ids a parser can produce (the others are absent from its tables)."""
+    if parser == "farl":
+        return tuple(range(19))
+    return PARSERS[parser].visible
+
+
+LABELS_SCHEMA = pa.schema([
+    ("identity", pa.string()),
+    ("image", pa.string()),
+    ("parser", pa.string()),
+    ("size", pa.int32()),
+    ("labels", pa.binary()),  # size*size uint8, row-major
+])
+
+
+def parse_shard(aligned: pa.Table, out_path: str, *, parser: str = "landmarks") -> pa.Table:
+    """Parse stage for one shard: aligned table in, label table (:data:`LABELS_SCHEMA`) out."""
+    if parser not in PARSERS:
+        raise ValueError(f"parser {parser!r} is not available here; choose one of {sorted(PARSERS)}")
+    p = PARSERS[parser]()
+    rows = []
+    for i, r in enumerate(aligned.to_pylist(), 1):
+        lab = p(np.asarray(r["landmarks"]).reshape(68, 2), r["size"])
+        rows.append({"identity": r["identity"], "image": r["image"], "parser": parser, "size": r["size"],
+                     "labels": lab.tobytes()})
+        log.info("[%d/%d] parsed %s/%s", i, aligned.num_rows, r["identity"], r["image"])
+    table = pa.Table.from_pylist(rows, schema=LABELS_SCHEMA)
+    write_parquet(table, out_path)
+    return table

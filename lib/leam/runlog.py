@@ -1,0 +1,29 @@
+"""Logging for pipeline steps: every line to the rule's log file and to stderr; errors too."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+__all__ = ["log_to"]
+
+
+def log_to(path: str | os.PathLike, level: int = logging.INFO) -> logging.Logger:
+    """Send logging (and uncaught exceptions) to ``path`` and stderr; returns the root logger."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    for h in (logging.FileHandler(path, mode="w", encoding="utf-8"), logging.StreamHandler(sys.stderr)):
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    logging.captureWarnings(True)
+
+    def hook(exc_type, exc, tb):
+        root.error("failed: %s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = hook
+    return root

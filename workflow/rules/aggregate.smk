@@ -1,0 +1,19 @@
+# Aggregate: every Parquet output into results/leam.duckdb, with the paper's tables as views.
+
+
+rule aggregate:
+    input:
+        counts=shard_outputs(rules.count.output.counts, model=MODELS),
+        pairs=shard_outputs(rules.extract.output.pairs, model=MODELS),
+        embeddings=shard_outputs(rules.extract.output.embeddings, model=MODELS),
+        faces=shard_outputs(rules.detect.output.faces),
+        aligned=shard_outputs(rules.align.output.aligned),
+    output:
+        db="results/leam.duckdb",
+    params:
+        models=config["models"],
+        levels=config["count"]["levels"],
+    log:
+        "logs/aggregate/aggregate.log",
+    script:
+        "../scripts/aggregate.py"

@@ -1,0 +1,16 @@
+# Align: per identity, a seeded reference photo (eye corners level) and every photo warped onto it.
+
+
+rule align:
+    input:
+        faces=rules.detect.output.faces,
+    output:
+        aligned="results/aligned/shard-{shard}.parquet",
+    params:
+        size=config["align"]["size"],
+        padding=config["align"]["padding"],
+        seed=config["seed"],
+    log:
+        "logs/align/shard-{shard}.log",
+    script:
+        "../scripts/align.py"

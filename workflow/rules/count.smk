@@ -1,0 +1,17 @@
+# Count: pixels per face-parser class at the full threshold and the top-k levels -> wide Parquet.
+
+
+rule count:
+    input:
+        maps=rules.extract.output.maps,
+        labels=rules.parse.output.labels,
+    output:
+        counts="results/counts/model={model}/shard-{shard}.parquet",
+    params:
+        levels=config["count"]["levels"],
+        full_threshold=config["count"]["full_threshold"],
+        topk_of=config["count"]["topk_of"],
+    log:
+        "logs/count/{model}/shard-{shard}.log",
+    script:
+        "../scripts/count.py"

@@ -1,0 +1,19 @@
+# Detect + filter: one face per photo, 68 landmarks, rejects and duplicates recorded with reasons.
+
+
+rule detect:
+    input:
+        images=shard_images,
+    output:
+        faces="results/faces/shard-{shard}.parquet",
+    params:
+        raw_dir=RAW,
+        upsample=config["detect"]["upsample"],
+        min_score=config["detect"]["min_score"],
+        near_duplicate_mad=config["detect"]["near_duplicate_mad"],
+    log:
+        "logs/detect/shard-{shard}.log",
+    benchmark:
+        "results/benchmarks/detect/shard-{shard}.tsv"
+    script:
+        "../scripts/detect.py"

@@ -1,0 +1,24 @@
+# Extract: LEAM maps of every ordered same-identity pair x configured layer, per model and shard.
+# Outputs are per model, so adding a model to config.yaml runs only its jobs (and aggregation).
+
+
+rule extract:
+    input:
+        aligned=rules.align.output.aligned,
+    output:
+        maps="results/maps/model={model}/shard-{shard}.parquet",
+        pairs="results/pairs/model={model}/shard-{shard}.parquet",
+        embeddings="results/embeddings/model={model}/shard-{shard}.parquet",
+    params:
+        spec=lambda wildcards: config["models"][wildcards.model],
+        device=config["extract"]["device"],
+        memory_budget_mb=config["extract"]["memory_budget_mb"],
+    threads: workflow.cores
+    resources:
+        mem_mb=4096,
+    log:
+        "logs/extract/{model}/shard-{shard}.log",
+    benchmark:
+        "results/benchmarks/extract/{model}/shard-{shard}.tsv"
+    script:
+        "../scripts/extract.py"

@@ -1,0 +1,17 @@
+# Figures: layer-by-layer maps over one face (paper Fig. 4) and class share vs threshold.
+
+
+rule figures:
+    input:
+        db=rules.aggregate.output.db,
+        maps=shard_outputs(rules.extract.output.maps, model="{model}"),
+        aligned=shard_outputs(rules.align.output.aligned),
+    output:
+        layers="results/figures/{model}_layers.png",
+        threshold="results/figures/{model}_share_vs_threshold.png",
+    params:
+        identity=config["figures"]["example_identity"],
+    log:
+        "logs/figures/{model}.log",
+    script:
+        "../scripts/figures.py"

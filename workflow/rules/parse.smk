@@ -1,0 +1,14 @@
+# Parse: FaRL-class label maps of the aligned frames.
+
+
+rule parse:
+    input:
+        aligned=rules.align.output.aligned,
+    output:
+        labels="results/labels/shard-{shard}.parquet",
+    params:
+        parser=config["parser"],
+    log:
+        "logs/parse/shard-{shard}.log",
+    script:
+        "../scripts/parse.py"

@@ -1,0 +1,14 @@
+from leam.aggregate import build_database
+from leam.runlog import log_to
+
+log_to(snakemake.log[0])
+build_database(
+    snakemake.output.db,
+    counts=snakemake.input.counts,
+    pairs=snakemake.input.pairs,
+    embeddings=snakemake.input.embeddings,
+    faces=snakemake.input.faces,
+    aligned=snakemake.input.aligned,
+    models=dict(snakemake.params.models),
+    levels=snakemake.params.levels,
+)

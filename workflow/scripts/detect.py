@@ -1,0 +1,12 @@
+from leam.dataset import entries_from_paths
+from leam.detect import detect_shard
+from leam.runlog import log_to
+
+log_to(snakemake.log[0])
+detect_shard(
+    entries_from_paths(snakemake.input.images, snakemake.params.raw_dir),
+    snakemake.output.faces,
+    upsample=snakemake.params.upsample,
+    min_score=snakemake.params.min_score,
+    near_duplicate_mad=snakemake.params.near_duplicate_mad,
+)

@@ -1,0 +1,5 @@
+from leam.dataset import fetch_sample_photos
+from leam.runlog import log_to
+
+log_to(snakemake.log[0])
+fetch_sample_photos(snakemake.params.sample, snakemake.params.raw_dir)
