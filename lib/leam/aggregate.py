@@ -22,7 +22,8 @@ Views (shares in percent; absent classes of a parser are simply missing rows):
 * ``layer_table`` (Table 1 layout): model x selection x class, one column per layer, mean_rel_pct;
 * ``identity_share`` (Table 7): model x identity x selection x class, mean and pooled shares;
 * ``identity_variation`` (Table 8): model x identity x selection x class: std (sample, n-1),
-  mean, min, max and CV = 100 std / mean of the per-map relative shares;
+  mean, min, max and CV = 100 std / mean of the per-map relative shares (``n_maps`` here counts
+  the maps that selected something, i.e. that have a relative share);
 * ``cosine_same``: per model, the ordered same-identity pairs' cosine (mean, std, n);
   ``cosine_different``: per model, every unordered pair of images of different identities;
   ``cosine_summary``: both side by side.
@@ -119,8 +120,8 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
     con.execute("""
         CREATE OR REPLACE VIEW cosine_different AS
         SELECT a.model, count(*) AS n_pairs,
-               avg(list_cosine_similarity(a.embedding, b.embedding)) AS mean_cosine,
-               stddev_samp(list_cosine_similarity(a.embedding, b.embedding)) AS std_cosine
+               avg(list_cosine_similarity(a.embedding::DOUBLE[], b.embedding::DOUBLE[])) AS mean_cosine,
+               stddev_samp(list_cosine_similarity(a.embedding::DOUBLE[], b.embedding::DOUBLE[])) AS std_cosine
         FROM embeddings a JOIN embeddings b
           ON a.model = b.model AND a.identity < b.identity
         GROUP BY a.model""")

@@ -158,13 +158,7 @@ def shard_of(identity: str, n_shards: int) -> int:
     return zlib.crc32(identity.encode("utf-8")) % n_shards
 
 
-def entries_from_paths(paths, raw_dir: str | os.PathLike) -> list[ImageEntry]:
-    """``raw_dir/{identity}/{image}`` paths -> sorted :class:`ImageEntry` list."""
-    raw = Path(raw_dir)
-    out = []
-    for p in paths:
-        rel = Path(p).relative_to(raw)
-        if len(rel.parts) != 2:
-            raise ValueError(f"{p}: expected {raw}/{{identity}}/{{image}}")
-        out.append(ImageEntry(rel.parts[0], rel.parts[1], str(p)))
+def entries_from_paths(paths) -> list[ImageEntry]:
+    """``.../{identity}/{image}`` paths -> :class:`ImageEntry` list sorted by (identity, image)."""
+    out = [ImageEntry(Path(p).parent.name, Path(p).name, str(p)) for p in paths]
     return sorted(out, key=lambda e: (e.identity, e.image))

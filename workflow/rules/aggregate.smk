@@ -13,6 +13,8 @@ rule aggregate:
     params:
         models=config["models"],
         levels=config["count"]["levels"],
+    conda:
+        "../../envs/leam.yaml"
     log:
         "logs/aggregate/aggregate.log",
     script:

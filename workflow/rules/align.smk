@@ -10,6 +10,8 @@ rule align:
         size=config["align"]["size"],
         padding=config["align"]["padding"],
         seed=config["seed"],
+    conda:
+        "../../envs/leam.yaml"
     log:
         "logs/align/shard-{shard}.log",
     script:

@@ -11,6 +11,8 @@ rule count:
         levels=config["count"]["levels"],
         full_threshold=config["count"]["full_threshold"],
         topk_of=config["count"]["topk_of"],
+    conda:
+        "../../envs/leam.yaml"
     log:
         "logs/count/{model}/shard-{shard}.log",
     script:

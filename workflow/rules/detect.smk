@@ -7,10 +7,11 @@ rule detect:
     output:
         faces="results/faces/shard-{shard}.parquet",
     params:
-        raw_dir=RAW,
         upsample=config["detect"]["upsample"],
         min_score=config["detect"]["min_score"],
         near_duplicate_mad=config["detect"]["near_duplicate_mad"],
+    conda:
+        "../../envs/leam.yaml"
     log:
         "logs/detect/shard-{shard}.log",
     benchmark:

@@ -7,7 +7,8 @@ checkpoint sample_photos:
         manifest=f"{RAW}/{MANIFEST_NAME}",
     params:
         sample=config["input"]["sample"],
-        raw_dir=RAW,
+    conda:
+        "../../envs/leam.yaml"
     log:
         "logs/download/sample_photos.log",
     script:

@@ -16,6 +16,8 @@ rule extract:
     threads: workflow.cores
     resources:
         mem_mb=4096,
+    conda:
+        "../../envs/leam.yaml"
     log:
         "logs/extract/{model}/shard-{shard}.log",
     benchmark:

@@ -11,6 +11,8 @@ rule figures:
         threshold="results/figures/{model}_share_vs_threshold.png",
     params:
         identity=config["figures"]["example_identity"],
+    conda:
+        "../../envs/leam.yaml"
     log:
         "logs/figures/{model}.log",
     script:

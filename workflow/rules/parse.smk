@@ -8,6 +8,8 @@ rule parse:
         labels="results/labels/shard-{shard}.parquet",
     params:
         parser=config["parser"],
+    conda:
+        "../../envs/leam.yaml"
     log:
         "logs/parse/shard-{shard}.log",
     script:

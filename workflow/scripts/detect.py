@@ -4,7 +4,7 @@ from leam.runlog import log_to
 
 log_to(snakemake.log[0])
 detect_shard(
-    entries_from_paths(snakemake.input.images, snakemake.params.raw_dir),
+    entries_from_paths(snakemake.input.images),
     snakemake.output.faces,
     upsample=snakemake.params.upsample,
     min_score=snakemake.params.min_score,

@@ -1,5 +1,7 @@
+from pathlib import Path
+
 from leam.dataset import fetch_sample_photos
 from leam.runlog import log_to
 
 log_to(snakemake.log[0])
-fetch_sample_photos(snakemake.params.sample, snakemake.params.raw_dir)
+fetch_sample_photos(snakemake.params.sample, Path(snakemake.output.manifest).parent)

@@ -1,0 +1,65 @@
+"""Configuration validation: defaults filled, problems named by key with a readable reason."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from leam.config import ConfigError, load_config, validate_config
+
+
+@pytest.fixture
+def cfg():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_embedded_default_is_valid_and_defaults_fill_in(cfg):
+    full = load_config(REPO / "config.yaml")
+    assert full["count"]["levels"] == [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 3, 5, 10, 100]
+    minimal = {"models": copy.deepcopy(cfg["models"])}
+    validate_config(minimal)
+    assert minimal["align"] == {"size": 150, "padding": 0.25}
+    assert minimal["input"]["sample"] == "face_recognition_1.3.0" and minimal["shards"] == 1
+
+
+def test_every_problem_is_reported_with_its_key(cfg):
+    cfg["shards"] = 0
+    cfg["extract"]["devce"] = "cpu"
+    cfg["models"]["dlib_resnet"]["input_size"] = [150]
+    del cfg["models"]["dlib_resnet"]["builder"]
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    msg = str(e.value)
+    assert "4 problem(s)" in msg
+    assert "shards: 0 is less than the minimum of 1 (number of shards" in msg
+    assert "extract: Additional properties are not allowed ('devce' was unexpected); allowed keys: device, memory_budget_mb" in msg
+    assert "models.dlib_resnet.input_size: [150] is too short (model input as [height, width] pixels)" in msg
+    assert "models.dlib_resnet: 'builder' is a required property" in msg
+
+
+def test_cross_field_checks(cfg):
+    cfg["count"]["levels"] = [1, 0.5, 100]
+    with pytest.raises(ConfigError, match=r"count.levels: must be increasing"):
+        validate_config(cfg)
+    cfg["count"]["levels"] = [0.005, 1]
+    with pytest.raises(ConfigError, match=r"0.005 is not a multiple of 0.01"):
+        validate_config(cfg)
+
+
+def test_bad_builder_and_device_patterns(cfg):
+    cfg["models"]["dlib_resnet"]["builder"] = "no colon here"
+    cfg["extract"]["device"] = "gpu0"
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    assert "models.dlib_resnet.builder: 'no colon here' does not match" in str(e.value)
+    assert "extract.device: 'gpu0' does not match" in str(e.value)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"{p}: not valid YAML"):
+        load_config(p)

@@ -1,0 +1,75 @@
+"""The offline landmark parser: FaRL ids where the landmarks say, absent classes absent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leam.align import align_shard
+from leam.classes import CLASS_NAMES, FARL_TAGS, N_CLASSES
+from leam.detect import detect_shard
+from leam.parsing import LandmarkParser, parse_shard, visible_classes
+
+
+def test_farl_class_table():
+    assert N_CLASSES == 19
+    assert FARL_TAGS[:3] == ("background", "neck", "face") and FARL_TAGS[10] == "nose" and FARL_TAGS[18] == "neck_l"
+    assert CLASS_NAMES[8] == "right eye" and CLASS_NAMES[11] == "inner mouth"
+
+
+@pytest.fixture(scope="module")
+def parsed(sample_entries, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parse")
+    faces = detect_shard(sample_entries, tmp / "faces.parquet")
+    aligned = align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
+    return aligned, parse_shard(aligned, tmp / "labels.parquet")
+
+
+def test_labels_follow_the_landmarks(parsed):
+    aligned, labels = parsed
+    assert labels.num_rows == aligned.num_rows == 6
+    for a, l in zip(aligned.to_pylist(), labels.to_pylist()):
+        lab = np.frombuffer(l["labels"], np.uint8).reshape(150, 150)
+        pts = np.asarray(a["landmarks"]).reshape(68, 2)
+
+        def at(p):
+            x, y = np.round(p).astype(int)
+            return lab[y, x]
+
+        assert at(pts[36:42].mean(0)) == 8  # subject's right eye (image left)
+        assert at(pts[42:48].mean(0)) == 9
+        assert at(pts[29]) == 10  # nose bridge
+        assert at(pts[51] + 0.35 * (pts[62] - pts[51])) == 13  # upper lip, between its outer and inner edge
+        assert at(pts[19] + [0, 1]) == 6 and at(pts[24] + [0, 1]) == 7  # brows
+        assert at(pts[36:48].mean(0) + [0, 0.25 * (pts[8, 1] - pts[27, 1])]) in (2, 10)  # cheek/nose, face
+        assert lab[0, 0] == 0 and lab[0, 149] == 0  # corners: background
+        assert set(np.unique(lab)) <= set(visible_classes("landmarks"))
+        face_share = (lab == 2).mean()
+        assert 0.3 < face_share < 0.8
+
+
+def test_polygons_paint_in_order():
+    # a synthetic, symmetric face: every class is non-empty and the face is the largest region
+    rng = np.random.default_rng(0)
+    parser = LandmarkParser()
+    jaw = np.stack([40 + 70 * (1 - np.cos(np.linspace(0, np.pi, 17))) / 2, 60 + 70 * np.sin(np.linspace(0, np.pi, 17))], 1)
+    pts = np.zeros((68, 2))
+    pts[0:17] = jaw
+    pts[17:22] = np.stack([np.linspace(45, 70, 5), np.full(5, 50.0)], 1)
+    pts[22:27] = np.stack([np.linspace(80, 105, 5), np.full(5, 50.0)], 1)
+    pts[27:31] = np.stack([np.full(4, 75.0), np.linspace(60, 85, 4)], 1)
+    pts[31:36] = np.stack([np.linspace(65, 85, 5), np.full(5, 90.0)], 1)
+    ang = np.linspace(0, 2 * np.pi, 7)[:-1]
+    pts[36:42] = np.stack([57 + 7 * np.cos(ang), 62 + 3 * np.sin(ang)], 1)
+    pts[42:48] = np.stack([93 + 7 * np.cos(ang), 62 + 3 * np.sin(ang)], 1)
+    ang12 = np.linspace(np.pi, 3 * np.pi, 13)[:-1]
+    pts[48:60] = np.stack([75 + 15 * np.cos(ang12), 105 + 7 * np.sin(ang12)], 1)
+    ang8 = np.linspace(np.pi, 3 * np.pi, 9)[:-1]
+    pts[60:68] = np.stack([75 + 10 * np.cos(ang8), 105 + 3 * np.sin(ang8)], 1)
+    pts += rng.normal(0, 0.01, pts.shape)
+    lab = parser(pts, 150)
+    areas = np.bincount(lab.ravel(), minlength=N_CLASSES)
+    for c in parser.visible:
+        assert areas[c] > 0, CLASS_NAMES[c]
+    assert areas[2] == max(areas[1:])
+    assert areas[1] == areas[3] == areas[14] == 0  # neck, clothes, hair: invisible to this parser

@@ -1,0 +1,167 @@
+"""The Snakemake pipeline end to end on the real photos, plus bad input, reruns and a new model.
+
+The run directory holds a copy of the sample photos with bad files added (a truncated JPEG, a
+text file, a faceless image in an identity of its own). The Snakefile is the repository's.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import REPO
+from leam.classes import CLASS_COLUMNS
+from leam.counting import LEVELS, selection_names
+from leam.io import read_parquet
+from leam.maps import to_frame
+from leam.parsing import visible_classes
+from test_counting import naive_counts
+
+pytestmark = pytest.mark.pipeline
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+           "--configfile", str(workdir / "config.yaml"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return proc
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def run(sample_raw, tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipeline")
+    raw = d / "data" / "raw"
+    shutil.copytree(sample_raw, raw)
+    jpeg = (raw / "obama" / "obama3.jpg").read_bytes()
+    (raw / "obama" / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (raw / "biden" / "notes.txt").write_text("not a photo\n")
+    (raw / "nobody").mkdir()
+    Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(raw / "nobody" / "grey.png")
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["input"] = {"dir": "data/raw", "sample": None}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(d)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return d, cfg
+
+
+def test_outputs_and_logs(run):
+    d, _ = run
+    for p in ["results/leam.duckdb", "results/figures/dlib_resnet_layers.png",
+              "results/figures/dlib_resnet_share_vs_threshold.png", "results/faces/shard-000.parquet",
+              "results/counts/model=dlib_resnet/shard-000.parquet", "logs/detect/shard-000.log",
+              "logs/align/shard-000.log", "logs/parse/shard-000.log", "logs/extract/dlib_resnet/shard-000.log",
+              "logs/count/dlib_resnet/shard-000.log", "logs/aggregate/aggregate.log", "logs/figures/dlib_resnet.log"]:
+        assert (d / p).stat().st_size > 0, p
+    log = (d / "logs/extract/dlib_resnet/shard-000.log").read_text()
+    assert "[2/2] obama: 5 images, 20 pairs x 9 layers" in log  # per-identity progress lines
+
+
+def test_bad_input_is_recorded_and_costs_nothing_else(run):
+    d, _ = run
+    con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+    rejects = {(r[0], r[1]): (r[2], r[3]) for r in con.execute("SELECT identity, image, status, reason FROM rejects").fetchall()}
+    assert set(rejects) == {("obama", "broken.jpg"), ("biden", "notes.txt"), ("nobody", "grey.png"), ("obama", "32bit.png")}
+    assert rejects[("obama", "broken.jpg")][1].startswith(("truncated", "decode-error"))
+    assert rejects[("biden", "notes.txt")][1].startswith("not-an-image")
+    assert rejects[("nobody", "grey.png")] == ("rejected", "no-face")
+    assert rejects[("obama", "32bit.png")][0] == "duplicate"
+    # every good photo was used: 5 of Obama (20 ordered pairs), 1 of Biden
+    assert con.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0] == 6
+    assert con.execute("SELECT count(*) FROM pairs").fetchone()[0] == 20
+    n_sel = len(selection_names(LEVELS))
+    assert con.execute("SELECT count(*) FROM counts").fetchone()[0] == 20 * 9 * n_sel
+
+
+def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run):
+    d, cfg = run
+    maps = read_parquet(d / "results/maps/model=dlib_resnet/shard-000.parquet").to_pylist()
+    labels = {(r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(150, 150)
+              for r in read_parquet(d / "results/labels/shard-000.parquet").to_pylist()}
+    con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+    visible = set(visible_classes("landmarks"))
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(maps), 12, replace=False):
+        r = maps[i]
+        raw = np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"])
+        frame = to_frame(torch.from_numpy(raw.copy())[None], 150)[0].numpy().reshape(-1)
+        ref = naive_counts(frame, labels[(r["identity"], r["anchor"])].reshape(-1), LEVELS, 0.01, "active")
+        got = con.execute(f"""SELECT selection, {', '.join(CLASS_COLUMNS)} FROM counts
+                              WHERE layer = ? AND anchor = ? AND positive = ?""",
+                          [r["layer"], r["anchor"], r["positive"]]).fetchall()
+        got = {row[0]: row[1:] for row in got}
+        for s, name in enumerate(selection_names(LEVELS)):
+            for c, v in enumerate(got[name]):
+                assert v == (int(ref[s, c]) if c in visible else None), (r["layer"], name, c)
+
+
+def test_the_papers_findings_are_measured(run):
+    """Not asserted by construction: numbers from the run, printed for the closing note."""
+    d, _ = run
+    con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+    same, diff = con.execute("SELECT same_mean, different_mean FROM cosine_summary WHERE model='dlib_resnet'").fetchone()
+    central = dict(con.execute("""
+        SELECT selection, sum(mean_rel_pct) FROM class_share_model
+        WHERE model = 'dlib_resnet' AND class IN ('nose', 'right eye', 'left eye', 'right eyebrow', 'left eyebrow')
+          AND selection IN ('top1', 'top100') GROUP BY selection""").fetchall())
+    print(f"\ncosine same-identity {same:.4f} vs different-identity {diff:.4f}; "
+          f"nose+eyes+brows share top1 {central['top1']:.2f} % vs top100 {central['top100']:.2f} %")
+    assert same > diff
+    assert central["top1"] > central["top100"]
+
+
+def test_rerun_is_a_no_op_and_outputs_are_deterministic(run):
+    d, _ = run
+    proc = snakemake(d, "-n")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+    files = sorted((d / "results").glob("*/model=dlib_resnet/*.parquet")) + sorted((d / "results").glob("*/shard-*.parquet"))
+    before = {p: sha(p) for p in files}
+    proc = snakemake(d, "--forcerun", "detect", "align", "parse", "extract", "count")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p: sha(p) for p in files} == before
+
+
+def test_adding_a_model_runs_only_its_jobs(run):
+    d, cfg = run
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["models"]["dlib_again"] = copy.deepcopy(cfg["models"]["dlib_resnet"])
+    cfg2["models"]["dlib_again"]["layers"] = {"conv1": "conv1", "l2_0.conv2": "layer2.0.conv2"}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg2))
+    try:
+        old = {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")}
+        proc = snakemake(d, "-n", "--quiet", "rules")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+                if len(line.split()) == 2 and line.split()[1].isdigit()}
+        assert jobs == {"extract": 1, "count": 1, "aggregate": 1, "figures": 2, "all": 1, "total": 6}, out
+        proc = snakemake(d, "--allowed-rules", "extract", "count", "aggregate", "figures", "all")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
+        con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+        rows = con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall()
+        assert rows == [("dlib_again", 20), ("dlib_resnet", 20)]
+        # same weights, same conv1: the two models' conv1 counts agree row for row
+        a, b = (con.execute(f"""SELECT anchor, positive, selection, c10_nose FROM counts
+                                WHERE model = '{m}' AND layer = 'conv1' ORDER BY ALL""").fetchall()
+                for m in ("dlib_resnet", "dlib_again"))
+        assert a == b
+    finally:
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
