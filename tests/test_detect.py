@@ -157,13 +157,9 @@ def test_header_below_leam_limit_is_not_too_large(tmp_path):
     assert _rejected(p).reason == "truncated"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG images.py: PIL's DecompressionBombWarning (Image.MAX_IMAGE_PIXELS = 89,478,485) is turned "
-    "into an error before leam's own max_pixels check, so photos between 89.5M and MAX_PIXELS = 100M "
-    "pixels (e.g. the documented '12k x 8k photo') are rejected as too-large, and a larger "
-    "max_pixels argument cannot raise the limit"))
 @pytest.mark.parametrize("max_pixels", [MAX_PIXELS, 10 ** 9])
 def test_twelve_by_eight_k_header_is_within_the_limit(tmp_path, max_pixels):
+    """Regression: PIL's own bomb limit (89.5 M pixels) used to reject these before leam's check."""
     p = _png_header_only(tmp_path / "12kx8k.png", 12_000, 8_000)
     assert 12_000 * 8_000 <= max_pixels
     # the header is accepted; the (missing) pixel data then makes it "truncated"
@@ -214,6 +210,14 @@ def test_dark_16bit_png_is_not_mistaken_for_8bit(tmp_path):
     Image.fromarray(v).save(p)
     got = load_rgb(p)
     assert got.rgb.max() <= 1
+
+
+def test_float_tiff_in_unit_range_is_scaled_to_8bit(tmp_path):
+    a = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    p = tmp_path / "float.tif"
+    Image.fromarray(a, "F").save(p)
+    got = load_rgb(p).rgb
+    np.testing.assert_array_equal(got[..., 0], np.round(a * 255).astype(np.uint8))
 
 
 def test_palette_png_equals_pil_rgb(tmp_path):

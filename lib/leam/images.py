@@ -49,7 +49,13 @@ def _to_rgb8(im: Image.Image, notes: list[str]) -> Image.Image:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+        top = float(a.max()) if a.size else 0.0
+        if mode.startswith("I;16") or top > 255:
+            hi = 65535.0
+        elif mode == "F" and top <= 1.0:
+            hi = 1.0  # float images in [0, 1]
+        else:
+            hi = 255.0
         notes.append(f"{mode}->8bit")
         im = Image.fromarray(np.clip(np.round(a / hi * 255.0), 0, 255).astype(np.uint8), "L")
         mode = "L"
@@ -80,7 +86,10 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Loaded
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
         raise ImageRejected(path, "not-an-image", "the file is HTML/XML/JSON text")
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
+        # PIL's own bomb check follows leam's limit (it warns above it; the warning is an error here)
+        Image.MAX_IMAGE_PIXELS = max_pixels
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
@@ -100,6 +109,8 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Loaded
         raise ImageRejected(path, reason, str(e)) from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the file
         raise ImageRejected(path, "decode-error", f"{type(e).__name__}: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     notes: list[str] = []
     source_mode = im.mode
     orientation = im.getexif().get(0x0112, 1)
