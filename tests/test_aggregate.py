@@ -404,6 +404,26 @@ def test_layer_table(random_db, hand_long):
     assert_frames(view, hand, keys=["model", "selection", "level", "class_id"], floats=layer_names, exact=[])
 
 
+@pytest.mark.parametrize("view_name, by_layer", [("model_table", False), ("model_layer_table", True)])
+def test_models_side_by_side(random_db, hand_long, view_name, by_layer):
+    con, _ = random_db
+    view = _view(con, view_name)
+    models = list(MODELS)
+    lead = ["layer"] if by_layer else []
+    assert list(view.columns) == [*lead, "selection", "level", "class_id", "class", *models]
+    share = _group(hand_long, [*lead, "model", "selection", "level", "class_id", "class"], _share)
+    rows = {}
+    for r in share.to_dict("records"):
+        key = tuple(r[k] for k in [*lead, "selection", "level", "class_id"])
+        row = rows.setdefault(key, {k: r[k] for k in [*lead, "selection", "level", "class_id", "class"]}
+                              | {m: np.nan for m in models})
+        row[r["model"]] = r["mean_rel_pct"]
+    hand = pd.DataFrame(list(rows.values()))
+    # classes the landmark parser (m2) cannot see are NULL in m2's column, present in m1's
+    assert hand.loc[~hand["class_id"].isin(visible_classes("landmarks")), "m2"].isna().all()
+    assert_frames(view, hand, keys=[*lead, "selection", "level", "class_id"], floats=models, exact=[])
+
+
 def test_identity_share(random_db, hand_long):
     con, _ = random_db
     view = _view(con, "identity_share")

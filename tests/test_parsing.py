@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from leam.align import align_shard
 from leam.classes import CLASS_NAMES, FARL_TAGS, N_CLASSES
 from leam.detect import detect_shard
-from leam.parsing import LandmarkParser, parse_shard, visible_classes
+from leam.parsing import FarlParser, LandmarkParser, parse_shard, visible_classes
 
 
 def test_farl_class_table():
@@ -73,3 +77,51 @@ def test_polygons_paint_in_order():
         assert areas[c] > 0, CLASS_NAMES[c]
     assert areas[2] == max(areas[1:])
     assert areas[1] == areas[3] == areas[14] == 0  # neck, clothes, hair: invisible to this parser
+
+
+class _FakeFarl(torch.nn.Module):
+    """Stands in for FaRL's TorchScript net: (B, 3, 448, 448) -> (logits (B, 19, 448, 448), x).
+
+    Its "parse" is fixed in the warped 448 frame: face (2) in the central square, nose (10) in a
+    small square around the centre; the pipeline must warp it back to the right place.
+    """
+
+    def __init__(self):
+        super().__init__()
+        lab = torch.zeros(448, 448, dtype=torch.long)
+        lab[112:336, 112:336] = 2
+        lab[208:240, 208:240] = 10
+        self.register_buffer("logits", F.one_hot(lab, 19).permute(2, 0, 1).float()[None] * 10)
+
+    def forward(self, x: torch.Tensor):
+        return self.logits.expand(x.shape[0], -1, -1, -1), x
+
+
+def test_farl_parser_through_pyfacer(parsed, tmp_path):
+    weights = tmp_path / "farl.pt"
+    with warnings.catch_warnings():  # FaRL ships TorchScript, deprecated in torch 2.14
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(_FakeFarl()), str(weights))
+    aligned, _ = parsed
+    cfg = {"name": "farl", "weights": {"path": str(weights), "sha256": None, "url": None}}
+    labels = parse_shard(aligned, tmp_path / "labels.parquet", parser=cfg)
+    assert labels.column("parser").to_pylist() == ["farl"] * aligned.num_rows
+    for a, l in zip(aligned.to_pylist(), labels.to_pylist()):
+        lab = np.frombuffer(l["labels"], np.uint8).reshape(150, 150)
+        pts = FarlParser.five_points(np.asarray(a["landmarks"]))
+        # FaRL's celebm crop is centred on eye_avg + 0.1 * (mouth_avg - eye_avg) (pyfacer's get_quad)
+        eye, mouth = pts[:2].mean(0), pts[3:].mean(0)
+        cx, cy = np.round(eye + 0.1 * (mouth - eye)).astype(int)
+        assert lab[cy, cx] == 10
+        assert set(np.unique(lab)) == {0, 2, 10}
+        assert lab[0, 0] == 0
+
+
+def test_farl_weights_missing_is_a_clear_error(parsed, tmp_path):
+    aligned, _ = parsed
+    cfg = {"name": "farl", "weights": {"path": str(tmp_path / "none.pt"), "url": "https://example.org/farl.pt"}}
+    from leam.models import WeightsError
+
+    with pytest.raises(WeightsError, match=r"parser: weight file not found: .*none.pt. Download it from "
+                                           r"https://example.org/farl.pt, then set parser.weights.path"):
+        parse_shard(aligned, tmp_path / "labels.parquet", parser=cfg)

@@ -139,10 +139,19 @@ def test_rerun_is_a_no_op_and_outputs_are_deterministic(run):
 
 
 def test_adding_a_model_runs_only_its_jobs(run):
+    """A second, different architecture (IResNet-18, random weights written here) added to the
+    config: only its jobs run, the first model's files keep their bytes, DuckDB has both side by side;
+    removing it again leaves the first model's files alone."""
+    from leam.models.iresnet import iresnet
+
     d, cfg = run
+    torch.manual_seed(0)
+    (d / "weights").mkdir(exist_ok=True)
+    torch.save(iresnet("r18").state_dict(), d / "weights" / "r18.pth")
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     cfg2 = copy.deepcopy(cfg)
-    cfg2["models"]["dlib_again"] = copy.deepcopy(cfg["models"]["dlib_resnet"])
-    cfg2["models"]["dlib_again"]["layers"] = {"conv1": "conv1", "l2_0.conv2": "layer2.0.conv2"}
+    cfg2["models"]["AF_R18"] = copy.deepcopy(paper["models"]["AF_R18"])
+    cfg2["models"]["AF_R18"]["weights"]["path"] = "weights/r18.pth"
     (d / "config.yaml").write_text(yaml.safe_dump(cfg2))
     try:
         old = {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")}
@@ -152,16 +161,50 @@ def test_adding_a_model_runs_only_its_jobs(run):
         jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
                 if len(line.split()) == 2 and line.split()[1].isdigit()}
         assert jobs == {"extract": 1, "count": 1, "aggregate": 1, "figures": 2, "all": 1, "total": 6}, out
-        proc = snakemake(d, "--allowed-rules", "extract", "count", "aggregate", "figures", "all")
+        proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
         con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
-        rows = con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall()
-        assert rows == [("dlib_again", 20), ("dlib_resnet", 20)]
-        # same weights, same conv1: the two models' conv1 counts agree row for row
-        a, b = (con.execute(f"""SELECT anchor, positive, selection, c10_nose FROM counts
-                                WHERE model = '{m}' AND layer = 'conv1' ORDER BY ALL""").fetchall()
-                for m in ("dlib_resnet", "dlib_again"))
-        assert a == b
+        assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == \
+            [("AF_R18", 20), ("dlib_resnet", 20)]
+        side = con.execute("""SELECT class, AF_R18, dlib_resnet FROM model_table WHERE selection = 'top1'
+                              ORDER BY class_id""").fetchall()
+        assert len(side) == len(visible_classes("landmarks"))
+        assert all(a is not None and b is not None for _, a, b in side)
+        assert sum(a for _, a, _ in side) == pytest.approx(100) and sum(b for _, _, b in side) == pytest.approx(100)
+        layers = con.execute("SELECT DISTINCT layer FROM model_layer_table WHERE AF_R18 IS NOT NULL "
+                             "AND dlib_resnet IS NOT NULL ORDER BY layer").fetchall()
+        assert layers == [("conv1",), ("l1_0.conv1",), ("l1_0.conv2",), ("l1_1.conv1",), ("l1_1.conv2",),
+                          ("l2_0.conv1",), ("l2_0.conv2",)]  # the layer names both families share
+        con.close()
+        assert (d / "results/figures/AF_R18_layers.png").stat().st_size > 0
+    finally:
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # removed again: nothing of dlib_resnet reruns; AF_R18's files stay on disk, out of the database
+    af = {p: sha(p) for p in (d / "results").glob("*/model=AF_R18/*.parquet")}
+    proc = snakemake(d)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
+    assert {p: sha(p) for p in (d / "results").glob("*/model=AF_R18/*.parquet")} == af
+    con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+    assert con.execute("SELECT DISTINCT model FROM pairs").fetchall() == [("dlib_resnet",)]
+
+
+def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
+    d, cfg = run
+    cfg2 = copy.deepcopy(cfg)
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    cfg2["models"]["CF_R50"] = paper["models"]["CF_R50"]
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg2))
+    try:
+        proc = snakemake(d)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        msg = ("model 'CF_R50': weight file not found: weights/insightface/glint360k_cosface_r50_fp16_0.1/backbone.pth. "
+               "Download it from https://github.com/deepinsight/insightface/tree/master/recognition/arcface_torch#model-zoo, "
+               "then set models.CF_R50.weights.path in config.yaml to its location.")
+        assert f"leam: skipping {msg}" in out
+        # the other model's results are complete and current
+        assert "Nothing to be done" in out
     finally:
         (d / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -20,6 +20,8 @@ Views (shares in percent; absent classes of a parser are simply missing rows):
 * ``threshold_table`` (Appendix B layout): model x class, ``full_activation`` and one column per
   level (``top0_01`` ... ``top100``), mean_rel_pct;
 * ``layer_table`` (Table 1 layout): model x selection x class, one column per layer, mean_rel_pct;
+* ``model_table`` (Tables 10, 11 layout): selection x class, one column per model (all layers
+  pooled), and ``model_layer_table`` (Table 2 layout): the same per layer name, models side by side;
 * ``identity_share`` (Table 7): model x identity x selection x class, mean and pooled shares;
 * ``identity_variation`` (Table 8): model x identity x selection x class: std (sample, n-1),
   mean, min, max and CV = 100 std / mean of the per-map relative shares (``n_maps`` here counts
@@ -59,7 +61,13 @@ def _files(paths: Sequence[str | os.PathLike]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
-def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_names: Sequence[str]) -> None:
+def _pivot(column: str, values: Sequence[str], measure: str = "mean_rel_pct") -> str:
+    return ",\n".join(f"max(CASE WHEN {column} = '{v.replace(chr(39), chr(39) * 2)}' THEN {measure} END) AS {_q(v)}"
+                       for v in values)
+
+
+def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_names: Sequence[str],
+                 model_names: Sequence[str] = ()) -> None:
     """Create the analysis views on tables ``counts``, ``pairs``, ``embeddings``, ``images``."""
     con.execute("""
         CREATE OR REPLACE VIEW rejects AS
@@ -96,13 +104,19 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
                max(CASE WHEN selection = 'full' THEN mean_rel_pct END) AS full_activation,
                {level_cols}
         FROM class_share_model GROUP BY model, class_id, class""")
-    layer_cols = ",\n".join(
-        f"max(CASE WHEN layer = '{name.replace(chr(39), chr(39) * 2)}' THEN mean_rel_pct END) AS {_q(name)}"
-        for name in layer_names)
     con.execute(f"""
         CREATE OR REPLACE VIEW layer_table AS
-        SELECT model, selection, level, class_id, class, {layer_cols}
+        SELECT model, selection, level, class_id, class, {_pivot("layer", layer_names)}
         FROM class_share_layer GROUP BY model, selection, level, class_id, class""")
+    if model_names:
+        con.execute(f"""
+            CREATE OR REPLACE VIEW model_table AS
+            SELECT selection, level, class_id, class, {_pivot("model", model_names)}
+            FROM class_share_model GROUP BY selection, level, class_id, class""")
+        con.execute(f"""
+            CREATE OR REPLACE VIEW model_layer_table AS
+            SELECT layer, selection, level, class_id, class, {_pivot("model", model_names)}
+            FROM class_share_layer GROUP BY layer, selection, level, class_id, class""")
     con.execute(f"""
         CREATE OR REPLACE VIEW identity_share AS
         SELECT model, identity, selection, level, class_id, class, {share}
@@ -155,7 +169,7 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
             rows = [(m, layer, i, path) for m, spec in models.items() for i, (layer, path) in enumerate(spec["layers"].items())]
             con.executemany("INSERT INTO layers VALUES (?, ?, ?, ?)", rows)
             layer_names = list(dict.fromkeys(r[1] for r in rows))
-            create_views(con, levels, layer_names)
+            create_views(con, levels, layer_names, list(models))
             n = con.execute("SELECT count(*) FROM counts").fetchone()[0]
             log.info("%s: %d count rows, %d models", db_path, n, len(models))
         finally:

@@ -26,24 +26,37 @@ def load_schema() -> dict:
     return yaml.safe_load(resources.files("leam").joinpath("config.schema.yaml").read_text())
 
 
-def _fill_defaults(node: Any, schema: dict) -> None:
+def _resolve(sub: dict, root: dict) -> dict:
+    """Follow a local ``$ref`` (``#/$defs/name``), keeping the referring node's own keys."""
+    if "$ref" in sub:
+        target = root
+        for part in sub["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in sub.items() if k != "$ref"}}
+    return sub
+
+
+def _fill_defaults(node: Any, schema: dict, root: dict | None = None) -> None:
+    root = root or schema
+    schema = _resolve(schema, root)
     if not isinstance(node, dict):
         return
     for key, sub in schema.get("properties", {}).items():
         if key not in node and "default" in sub:
             node[key] = copy.deepcopy(sub["default"])
         if key in node:
-            _fill_defaults(node[key], sub)
+            _fill_defaults(node[key], sub, root)
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict):
         for key, value in node.items():
             if key not in schema.get("properties", {}):
-                _fill_defaults(value, extra)
+                _fill_defaults(value, extra, root)
 
 
 def _describe(schema: dict, path: list) -> str:
     node = schema
     for key in path:
+        node = _resolve(node, schema)
         if isinstance(key, int):
             node = node.get("items", {})
         elif key in node.get("properties", {}):
@@ -52,7 +65,7 @@ def _describe(schema: dict, path: list) -> str:
             node = node["additionalProperties"]
         else:
             return ""
-    return node.get("description", "")
+    return _resolve(node, schema).get("description", "")
 
 
 def validate_config(cfg: dict, *, source: str = "config.yaml") -> dict:

@@ -15,20 +15,32 @@ landmarks (already in frame coordinates):
 
 It cannot see neck, clothes, ears, hair, eyeglasses, hat, earrings or necklace: those classes are
 *absent* (NULL in tables), not zero. Later polygons are painted over earlier ones in the order
-face, brows, eyes, nose, lips, inner mouth. ``farl`` (pyfacer, celebm/448) produces all 19.
+face, brows, eyes, nose, lips, inner mouth.
+
+``farl`` is pyfacer's FaRL parser (``farl/celebm/448``, all 19 classes), run on the aligned frames
+with the five points it expects (eye centres, nose tip, mouth corners) taken from the 68 frame
+landmarks; its weight file (a TorchScript archive, which pyfacer loads with ``torch.jit.load``) must
+be on disk: leam never downloads it, and checks its sha256 when one is configured. A larger
+``align.size`` (e.g. 448) gives FaRL more pixels to work with.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 
 import numpy as np
 import pyarrow as pa
+import torch
 from PIL import Image, ImageDraw
 
+from .align import decode_png
+from .classes import FARL_TAGS
 from .io import write_parquet
 
-__all__ = ["LandmarkParser", "PARSERS", "visible_classes", "parse_shard", "LABELS_SCHEMA"]
+__all__ = ["LandmarkParser", "FarlParser", "PARSERS", "make_parser", "visible_classes", "parse_shard",
+           "LABELS_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +84,59 @@ class LandmarkParser:
         return np.array(img, dtype=np.uint8)
 
 
-PARSERS = {"landmarks": LandmarkParser}
+class FarlParser:
+    """pyfacer's FaRL celebm/448 parser on aligned frames (all 19 FaRL classes).
+
+    Args:
+        weights: path of ``face_parsing.farl.celebm.main_ema_181500_jit.pt``.
+    """
+
+    name = "farl"
+    visible = tuple(range(19))
+
+    def __init__(self, weights: str | os.PathLike, device: str | torch.device = "cpu"):
+        with warnings.catch_warnings():
+            # pyfacer imports deprecated timm paths and loads TorchScript (deprecated in torch 2.14)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from facer.face_parsing import FaRLFaceParser
+
+            self.device = torch.device(device)
+            self._net = FaRLFaceParser("celebm/448", model_path=str(weights), device=self.device)
+        if list(self._net.label_names) != list(FARL_TAGS):
+            raise ValueError(f"{weights}: FaRL labels {self._net.label_names} != leam's {list(FARL_TAGS)}")
+
+    @staticmethod
+    def five_points(landmarks: np.ndarray) -> np.ndarray:
+        """(68, 2) -> (5, 2): image-left eye centre, image-right eye centre, nose tip, mouth corners."""
+        p = np.asarray(landmarks, np.float64).reshape(68, 2)
+        return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+
+    def batch(self, frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) uint8 frames + (B, 68, 2) landmarks -> (B, S, S) uint8 labels."""
+        images = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous().to(self.device)  # (B, 3, S, S)
+        pts = torch.from_numpy(np.stack([self.five_points(l) for l in landmarks])).float().to(self.device)
+        data = {"points": pts, "image_ids": torch.arange(len(frames), device=self.device)}
+        with torch.inference_mode():
+            logits = self._net(images, data)["seg"]["logits"]  # (B, 19, S, S)
+        return logits.argmax(1).to(torch.uint8).cpu().numpy()
+
+
+PARSERS = {"landmarks": LandmarkParser, "farl": FarlParser}
 
 
 def visible_classes(parser: str) -> tuple[int, ...]:
     """Class ids a parser can produce (the others are absent from its tables)."""
-    if parser == "farl":
-        return tuple(range(19))
     return PARSERS[parser].visible
+
+
+def make_parser(cfg: dict, *, base_dir: str | os.PathLike = ".", device: str = "cpu"):
+    """The parser of config section ``parser`` (``{name, weights}``)."""
+    if cfg["name"] == "landmarks":
+        return LandmarkParser()
+    from .models import weights_path
+
+    return FarlParser(weights_path("parser", cfg["weights"], "parser.weights.path", base_dir), device=device)
 
 
 LABELS_SCHEMA = pa.schema([
@@ -91,17 +148,27 @@ LABELS_SCHEMA = pa.schema([
 ])
 
 
-def parse_shard(aligned: pa.Table, out_path: str, *, parser: str = "landmarks") -> pa.Table:
-    """Parse stage for one shard: aligned table in, label table (:data:`LABELS_SCHEMA`) out."""
-    if parser not in PARSERS:
-        raise ValueError(f"parser {parser!r} is not available here; choose one of {sorted(PARSERS)}")
-    p = PARSERS[parser]()
+def parse_shard(aligned: pa.Table, out_path: str, *, parser: dict | None = None, device: str = "cpu",
+                batch: int = 16) -> pa.Table:
+    """Parse stage for one shard: aligned table in, label table (:data:`LABELS_SCHEMA`) out.
+
+    ``parser``: the config section ``{name, weights}`` (default: the offline landmark parser).
+    """
+    cfg = parser or {"name": "landmarks"}
+    p = make_parser(cfg, device=device)
+    src = aligned.to_pylist()
     rows = []
-    for i, r in enumerate(aligned.to_pylist(), 1):
-        lab = p(np.asarray(r["landmarks"]).reshape(68, 2), r["size"])
-        rows.append({"identity": r["identity"], "image": r["image"], "parser": parser, "size": r["size"],
-                     "labels": lab.tobytes()})
-        log.info("[%d/%d] parsed %s/%s", i, aligned.num_rows, r["identity"], r["image"])
+    for start in range(0, len(src), batch):
+        chunk = src[start:start + batch]
+        lms = np.stack([np.asarray(r["landmarks"]).reshape(68, 2) for r in chunk]) if chunk else np.zeros((0, 68, 2))
+        if isinstance(p, LandmarkParser):
+            labs = [p(lm, r["size"]) for lm, r in zip(lms, chunk)]
+        else:
+            labs = list(p.batch(np.stack([decode_png(r["frame_png"]) for r in chunk]), lms))
+        for r, lab in zip(chunk, labs):
+            rows.append({"identity": r["identity"], "image": r["image"], "parser": p.name, "size": r["size"],
+                         "labels": np.ascontiguousarray(lab, dtype=np.uint8).tobytes()})
+        log.info("[%d/%d] parsed (%s)", min(start + batch, len(src)), len(src), p.name)
     table = pa.Table.from_pylist(rows, schema=LABELS_SCHEMA)
     write_parquet(table, out_path)
     return table

@@ -11,7 +11,7 @@ rule aggregate:
     output:
         db="results/leam.duckdb",
     params:
-        models=config["models"],
+        models={m: config["models"][m] for m in MODELS},
         levels=config["count"]["levels"],
     conda:
         "../../envs/leam.yaml"

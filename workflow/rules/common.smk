@@ -1,14 +1,34 @@
 # Configuration validation and input functions, included first by the Snakefile.
 from pathlib import Path
 
+from snakemake.logging import logger
+
 from leam.config import validate_config
 from leam.dataset import MANIFEST_NAME, list_images, shard_of
+from leam.models import check_weights, missing_file_message
 
 validate_config(config, source="config (config.yaml and --config overrides)")
 
 RAW = config["input"]["dir"]
 SHARDS = [f"{s:03d}" for s in range(config["shards"])]
-MODELS = list(config["models"])
+
+# Models whose weight file is absent are left out (loudly); the others run. A file that is present
+# but wrong (sha256) fails that model's extract job with the same kind of message.
+SKIPPED_MODELS = {m: msg for m, spec in config["models"].items() if (msg := check_weights(m, spec))}
+MODELS = [m for m in config["models"] if m not in SKIPPED_MODELS]
+for _msg in SKIPPED_MODELS.values():
+    logger.warning(f"leam: skipping {_msg}")
+if not MODELS:
+    raise ValueError("no model can run:\n" + "\n".join(SKIPPED_MODELS.values()))
+if config["parser"]["name"] == "farl" and (
+    _msg := missing_file_message("parser 'farl'", config["parser"]["weights"], "parser.weights.path")
+):
+    raise ValueError(_msg)
+
+
+onsuccess:
+    for _msg in SKIPPED_MODELS.values():
+        logger.warning(f"leam: this run left out {_msg}")
 
 
 def sample_manifest():

@@ -8,6 +8,7 @@ rule parse:
         labels="results/labels/shard-{shard}.parquet",
     params:
         parser=config["parser"],
+        device=config["extract"]["device"].replace("auto", "cpu"),
     conda:
         "../../envs/leam.yaml"
     log:

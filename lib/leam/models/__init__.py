@@ -24,12 +24,9 @@ import torch.nn.functional as F
 
 from ..io import sha256_file
 from ..resources import MissingResource, resolve_path
+from .checkpoint import WeightsError, load_state_dict_file
 
-__all__ = ["FaceModel", "WeightsError", "load_model", "resolve_module", "import_builder"]
-
-
-class WeightsError(FileNotFoundError):
-    """A model's weight file is missing or is not the expected file."""
+__all__ = ["FaceModel", "WeightsError", "load_model", "load_state_dict_file", "resolve_module", "import_builder", "check_weights", "missing_file_message", "weights_path"]
 
 
 @dataclass
@@ -89,29 +86,49 @@ def resolve_module(root: nn.Module, path: str) -> nn.Module:
                          f"some module paths: {', '.join(close)}") from None
 
 
-def _weights_path(name: str, spec: dict, base_dir: str | os.PathLike) -> Path:
-    w = spec.get("weights") or {}
-    key = f"models.{name}.weights.path"
+def _missing(what: str, w: dict, key: str, base_dir: str | os.PathLike) -> tuple[Path | None, str | None]:
+    """(resolved path, None) or (path or None, the message saying what is missing and what to do)."""
     where = f" Download it from {w['url']}" if w.get("url") else " It is not publicly downloadable"
     expect = f" (sha256 {w['sha256']})" if w.get("sha256") else ""
     try:
         path = resolve_path(w["path"], base_dir)
     except MissingResource as e:
-        raise WeightsError(f"model '{name}': {e} Or point {key} in config.yaml at a copy of the file{expect}.") from None
+        return None, f"{what}: {e} Or point {key} in config.yaml at a copy of the file{expect}."
     if not path.is_file():
-        raise WeightsError(
-            f"model '{name}': weight file not found: {path}.{where}{expect}, "
-            f"then set {key} in config.yaml to its location."
-        )
+        return path, (f"{what}: weight file not found: {path}.{where}{expect}, "
+                      f"then set {key} in config.yaml to its location.")
+    return path, None
+
+
+def weights_path(what: str, w: dict, key: str, base_dir: str | os.PathLike = ".") -> Path:
+    """The weight file of config entry ``w`` (``{path, sha256, url}``), present and checked.
+
+    ``what`` names the user of the file in messages (``model 'IR_VGG'``), ``key`` is the config key
+    of its path. Raises :class:`WeightsError` naming the file, its expected sha256, where to get
+    it and the key to set.
+    """
+    path, problem = _missing(what, w, key, base_dir)
+    if problem:
+        raise WeightsError(problem)
     if w.get("sha256"):
         got = sha256_file(path)
         if got != w["sha256"]:
+            where = f" Download it from {w['url']}" if w.get("url") else ""
             raise WeightsError(
-                f"model '{name}': weight file {path} has sha256 {got}, expected {w['sha256']}.{where} "
-                f"and set {key} in config.yaml, or correct models.{name}.weights.sha256 if you meant "
-                f"to use this file."
+                f"{what}: weight file {path} has sha256 {got}, expected {w['sha256']}.{where} "
+                f"and set {key} in config.yaml, or correct the sha256 next to it if you meant to use this file."
             )
     return path
+
+
+def missing_file_message(what: str, w: dict, key: str, base_dir: str | os.PathLike = ".") -> str | None:
+    """Cheap pre-flight check of a weight entry (file present, no hashing): None or the message."""
+    return _missing(what, w, key, base_dir)[1]
+
+
+def check_weights(name: str, spec: dict, base_dir: str | os.PathLike = ".") -> str | None:
+    """:func:`missing_file_message` for model ``name``: the message :func:`load_model` would raise."""
+    return missing_file_message(f"model '{name}'", spec.get("weights") or {}, f"models.{name}.weights.path", base_dir)
 
 
 def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".",
@@ -121,8 +138,8 @@ def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".",
     The module is put in eval mode, moved to ``device``/``dtype`` and its parameters are frozen
     (``requires_grad=False``: LEAM needs activation gradients only).
     """
-    path = _weights_path(name, spec, base_dir)
-    module = import_builder(spec["builder"])(path)
+    path = weights_path(f"model '{name}'", spec.get("weights") or {}, f"models.{name}.weights.path", base_dir)
+    module = import_builder(spec["builder"])(path, **spec.get("builder_args", {}))
     if not isinstance(module, nn.Module):
         raise ValueError(f"model '{name}': builder {spec['builder']} returned {type(module).__name__}, not a torch.nn.Module")
     module = module.eval().to(device=device, dtype=dtype)
