@@ -129,10 +129,15 @@ def test_batched_loop_and_chunked_agree(obama_frames, dlib_spec):
         ref = leam.explain(x)
     with LEAM(model.module, model.layers, batched=False) as leam:
         loop = leam.explain(x)
-    with LEAM(model.module, model.layers, memory_budget_mb=16) as leam:  # forces 1 anchor x 1 round chunks
+        assert leam.plan(len(x)) == (4, 1)
+    with LEAM(model.module, model.layers, batched=True, pairs_per_vjp=8) as leam:  # vmap over rounds
+        vmap = leam.explain(x)
+        assert leam.plan(len(x)) == (4, 2)
+    with LEAM(model.module, model.layers, memory_budget_mb=16) as leam:  # forces 1 anchor per graph
         chunked = leam.explain(x)
         assert leam._bytes_per_image * 2 > 16 * 2**20  # the budget really is below one anchor's graph
-    for other in (loop, chunked):
+        assert leam.plan(len(x)) == (1, 1)
+    for other in (loop, vmap, chunked):
         assert torch.equal(other.anchor, ref.anchor) and torch.equal(other.positive, ref.positive)
         for name in ref.maps:
             torch.testing.assert_close(other.maps[name], ref.maps[name], rtol=1e-5, atol=1e-6)

@@ -16,13 +16,16 @@ __all__ = ["normalise", "to_frame", "EPS"]
 EPS = 1e-7
 
 
-def normalise(maps: torch.Tensor) -> torch.Tensor:
-    """(P, h, w) raw maps -> (P, h, w) in [0, 1]: (m - min) / (max(m - min) + 1e-7) per map."""
+def normalise(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """(P, h, w) raw maps -> (P, h, w) in [0, 1]: (m - min) / (max(m - min) + eps) per map.
+
+    ``eps`` is pytorch-grad-cam's 1e-7 (torchcam uses 1e-8).
+    """
     flat = maps.reshape(len(maps), -1)
     lo = flat.min(dim=1, keepdim=True).values
     flat = flat - lo
     hi = flat.max(dim=1, keepdim=True).values
-    return (flat / (hi + EPS)).reshape(maps.shape)
+    return (flat / (hi + eps)).reshape(maps.shape)
 
 
 def to_frame(maps: torch.Tensor, size: int) -> torch.Tensor:

@@ -6,34 +6,56 @@ For an anchor image a and a positive image p of the same person, with embeddings
     M_l = ReLU( sum_c ReLU(dS/dA_c) * A_c )               (A: the anchor's (C, h, w) activations at layer l)
 
 This module computes M_l for every ordered pair (a, p), a != p, of one identity's n images and
-every requested layer, exactly, with the work a naive loop repeats done once:
+every requested layer, exactly, doing once the work a naive loop repeats:
 
 * one forward per image, shared by all of its positives (the anchor graph is kept);
-* dS/de_a in closed form, (e_p/|e_p| - S e_a/|e_a|) / |e_a|, and one batched vector-Jacobian
-  product per group of positives (``is_grads_batched``) that returns the gradients of all layers
-  together;
+* dS/de_a in closed form, (e_p/|e_p| - S e_a/|e_a|) / |e_a|, and batched vector-Jacobian
+  products (``is_grads_batched``) that return the gradients of all layers together;
 * the backward stops at the earliest requested layer (its output is made a leaf; parameters are
   frozen), so nothing below it is differentiated;
 * pairs are processed in "rounds": round k pairs anchor i with positive (i + k) mod n, so every
-  backward is a full batch of anchors; rounds and anchors are chunked to a memory budget.
+  backward is a full batch of anchors. Anchors and rounds are chunked so that one vector-Jacobian
+  product covers about ``pairs_per_vjp`` pairs (cache-sized on CPU, large on GPU) within
+  ``memory_budget_mb``; any identity size fits, and identities of unequal size need no padding.
 
-Maps are returned raw (layer resolution, >= 0, not normalised); :mod:`leam.maps` normalises and
-resizes them.
+The minimum work is n forwards and n (n - 1) activation-gradient backwards from the embedding to
+the earliest layer (each pair needs its own cotangent, and the ReLU on the gradient forbids
+combining them); ``benchmarks/extract.py`` measures that bare cost beside this engine.
+
+Maps are returned raw (layer resolution, >= 0, not normalised) and/or handed, chunk by chunk and
+still on the device, to a consumer (e.g. :class:`leam.counting.MapCounter`: normalise, resize to
+the frame, count classes) so that a large identity never holds all its maps at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from .core import ActivationRecorder
 
-__all__ = ["LEAM", "IdentityMaps"]
+__all__ = ["LEAM", "IdentityMaps", "MapConsumer", "PRECISIONS"]
 
 log = logging.getLogger(__name__)
+
+#: strict fp32 (default; TF32 off on CUDA), TF32 matmuls/convolutions (CUDA), bf16 autocast
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 -> fp32; fp32 and fp64 unchanged."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+class MapConsumer(Protocol):
+    def add(self, layer: str, anchor: torch.Tensor, positive: torch.Tensor, maps: torch.Tensor) -> None:
+        """Take raw maps (P, h, w) of ``layer`` for pairs (anchor[i], positive[i]) (device tensors)."""
 
 
 @dataclass
@@ -42,7 +64,8 @@ class IdentityMaps:
 
     embeddings: (n, D) model embeddings; cosine: (n, n) cosine similarities;
     anchor, positive: (P,) long, P = n (n - 1) ordered pairs sorted by (anchor, positive);
-    maps: {layer: (P, h_l, w_l)} raw LEAM maps (float, >= 0), rows aligned with anchor/positive.
+    maps: {layer: (P, h_l, w_l)} raw LEAM maps (float, >= 0), rows aligned with anchor/positive
+    (empty dict when the caller asked not to keep them).
     """
 
     embeddings: torch.Tensor
@@ -58,45 +81,93 @@ class LEAM:
     Args:
         model: (B, 3, H, W) -> (B, D) embedding module (eval mode, frozen parameters).
         layers: {layer name: module path}.
-        memory_budget_mb: bound on the autograd memory of one chunk (activation graph plus the
-            batched gradients); chunks are sized from the graph size measured on the first batch.
-        batched: use one batched VJP per chunk of rounds (``is_grads_batched``); False loops
-            over rounds (same numbers, less memory, more Python overhead).
+        memory_budget_mb: bound on the autograd memory of one chunk (anchor graph plus batched
+            gradients), from the graph size measured on the first image.
+        pairs_per_vjp: pairs per batched vector-Jacobian product (default 16 on CPU, 512 on GPU).
+        batched: batched VJPs over rounds (``is_grads_batched``, vmap) or a loop of plain VJPs,
+            one round at a time (same numbers). Default (None): batched on GPU, loop on CPU, where
+            vmap measured slower (benchmarks/RESULTS.md).
+        precision: ``fp32`` (strict), ``tf32`` (CUDA TF32 convolutions and matmuls) or ``bf16``
+            (autocast forward in bfloat16; maps are computed in float32 from its activations).
+        channels_last: run the model in channels-last memory format.
 
-    Use as a context manager (hooks are removed and the training flag restored on exit)::
+    Use as a context manager (hooks are removed, the training flag and the TF32 / memory-format
+    settings restored on exit)::
 
         with LEAM(model.module, model.layers) as leam:
             out = leam.explain(x)        # x: (n, 3, H, W) preprocessed images of one identity
     """
 
     def __init__(self, model: torch.nn.Module, layers: dict[str, str], *, memory_budget_mb: float = 2048,
-                 batched: bool = True):
+                 pairs_per_vjp: int | None = None, batched: bool | None = None, precision: str = "fp32",
+                 channels_last: bool = False):
         if not layers:
             raise ValueError("LEAM needs at least one layer")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.model = model
         self.layers = dict(layers)
         self.budget = float(memory_budget_mb) * 2**20
+        self.pairs_per_vjp = pairs_per_vjp
         self.batched = batched
+        self.precision = precision
+        self.channels_last = channels_last
         self._rec = ActivationRecorder(model, self.layers, cut=True)
         self._bytes_per_image: float | None = None
+        self._saved_tf32: tuple[bool, bool] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def _batched(self) -> bool:
+        return self.device.type == "cuda" if self.batched is None else self.batched
 
     def __enter__(self) -> "LEAM":
         self._rec.__enter__()
+        if self.device.type == "cuda":
+            self._saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            tf32 = self.precision == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         return self
 
     def __exit__(self, *exc) -> None:
         self._rec.__exit__(*exc)
+        if self._saved_tf32 is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved_tf32
+        if self.channels_last:
+            self.model.to(memory_format=torch.contiguous_format)
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- embeddings ---------------------------------------------------------------------------
     @torch.no_grad()
-    def embed(self, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
-        """(n, 3, H, W) -> (n, D) embeddings, without a graph."""
+    def embed(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """(n, 3, H, W) -> (n, D) embeddings (at least float32), without a graph.
+
+        Default batch: as many images as one graph's worth of the memory budget holds (<= 64).
+        """
+        if batch is None:
+            b = self._bytes_per_image
+            batch = 64 if b is None else int(max(1, min(64, self.budget // b)))
         rec_cut, self._rec.cut = self._rec.cut, False
         try:
             outs = []
             for i in range(0, len(x), batch):
                 self._rec.reset()
-                outs.append(self.model(x[i:i + batch]))
+                with self._autocast():
+                    outs.append(_at_least_fp32(self.model(self._prepare(x[i:i + batch]))))
             return torch.cat(outs)
         finally:
             self._rec.reset()
@@ -104,23 +175,22 @@ class LEAM:
 
     # -- graph forward ------------------------------------------------------------------------
     def _forward_graph(self, x: torch.Tensor):
-        """Forward with hooks: returns (embeddings (a, D) in the graph, {layer: activation}, inputs)."""
+        """Forward with hooks: (embeddings (a, D) in the graph, {layer: activation})."""
         self._rec.reset()
         self._rec.cut = True
-        with torch.enable_grad():
+        with torch.enable_grad(), self._autocast():
             e = self.model(x)
             missing = [n for n in self.layers if n not in self._rec.activations]
             if missing:
                 raise RuntimeError(f"layers {missing} did not run during the forward pass")
             if self._rec.dominated():
-                return e, dict(self._rec.activations), [self._rec.activations[self._rec.order[0]]]
+                return _at_least_fp32(e), dict(self._rec.activations)
             # some layer is not below the first one (parallel branches): differentiate from the input
             log.debug("layers are not all downstream of %s; backward runs to the input", self._rec.order[0])
             self._rec.reset()
             self._rec.cut = False
-            xi = x.detach().requires_grad_(True)
-            e = self.model(xi)
-            return e, dict(self._rec.activations), [xi]
+            e = self.model(x.detach().requires_grad_(True))
+            return _at_least_fp32(e), dict(self._rec.activations)
 
     def _measure(self, x1: torch.Tensor) -> float:
         """Bytes of autograd graph (saved tensors + layer outputs) for one image."""
@@ -132,11 +202,30 @@ class LEAM:
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            e, acts, _ = self._forward_graph(x1)
+            e, acts = self._forward_graph(x1)
         total += sum(a.numel() * a.element_size() for a in acts.values())
         del e, acts
         self._rec.reset()
         return float(max(total, 1))
+
+    def plan(self, n: int) -> tuple[int, int]:
+        """(anchors per graph, rounds per VJP) for an identity of n images.
+
+        Looping VJPs (``batched=False``, the CPU default) holds one round's gradients at a time,
+        so only the anchor graph counts against the budget: at most 4 anchors per graph on CPU
+        (measured fastest: the graph stays in cache), all of them on GPU. Batched VJPs put about
+        ``pairs_per_vjp`` pairs in one product, with ``anchors * bytes_per_image * (1 + rounds)``
+        within the memory budget.
+        """
+        b = self._bytes_per_image or 1.0
+        gpu = self.device.type == "cuda"
+        a_budget = max(1, int(self.budget // (2 * b)))
+        a = max(1, min(n, a_budget, n if gpu else 4))
+        if not self._batched:
+            return a, 1
+        target = self.pairs_per_vjp or (512 if gpu else 16)
+        r_budget = max(1, int(self.budget // (a * b)) - 1)
+        return a, max(1, min(n - 1, r_budget, math.ceil(target / a)))
 
     # -- maps ---------------------------------------------------------------------------------
     @staticmethod
@@ -150,50 +239,78 @@ class LEAM:
         s = (u_p * u_a).sum(-1, keepdim=True)  # (r, a, 1)
         return (u_p - s * u_a) / norm
 
-    def explain(self, x: torch.Tensor) -> IdentityMaps:
-        """LEAM maps for all ordered pairs of the n images in ``x`` ((n, 3, H, W), preprocessed)."""
+    def _round_maps(self, e_a, targets, acts_f, v) -> list[torch.Tensor]:
+        """Maps of every layer for cotangents v (r, a, D) -> list of (r a, h, w), one per layer."""
+        if self._batched and len(v) > 1:
+            grads = torch.autograd.grad(e_a, targets, grad_outputs=v, retain_graph=True, is_grads_batched=True)
+            per_round = [[g[j] for g in grads] for j in range(len(v))]
+        else:
+            per_round = [torch.autograd.grad(e_a, targets, grad_outputs=v[j], retain_graph=True) for j in range(len(v))]
+        out = []
+        for i, act in enumerate(acts_f):  # act: (a, C, h, w)
+            # the gradients are fresh tensors, used once: ReLU and weighting in place
+            maps = [_at_least_fp32(g[i]).clamp_min_(0).mul_(act).sum(1).clamp_min_(0) for g in per_round]  # (a, h, w)
+            out.append(maps[0] if len(maps) == 1 else torch.cat(maps))
+        return out
+
+    def explain(self, x: torch.Tensor, *, keep_maps: bool = True, consumer: MapConsumer | None = None,
+                on_chunk: Callable[[int, int], None] | None = None) -> IdentityMaps:
+        """LEAM maps for all ordered pairs of the n images in ``x`` ((n, 3, H, W), preprocessed).
+
+        ``consumer.add`` receives every chunk's maps on the device; ``keep_maps=False`` then avoids
+        holding them all. ``on_chunk(done_pairs, total_pairs)`` reports progress.
+        """
+        x = self._prepare(x)
         n = len(x)
+        if self._bytes_per_image is None and n >= 2:
+            self._bytes_per_image = self._measure(x[:1])
+            if 2 * self._bytes_per_image > self.budget:
+                log.warning("memory budget %.0f MiB is below two graphs of one image (%.0f MiB each): "
+                            "running one anchor at a time, above the budget", self.budget / 2**20,
+                            self._bytes_per_image / 2**20)
         emb = self.embed(x)
         unit = F.normalize(emb, dim=-1)
         cosine = unit @ unit.T
+        empty = torch.empty(0, dtype=torch.long, device=x.device)
         if n < 2:
-            empty = torch.empty(0, dtype=torch.long, device=x.device)
-            return IdentityMaps(emb, cosine, empty, empty, {k: x.new_empty((0, 0, 0)) for k in self.layers})
-        if self._bytes_per_image is None:
-            self._bytes_per_image = self._measure(x[:1])
-        b = self._bytes_per_image
-        n_rounds = n - 1
-        anchors_per_chunk = int(max(1, min(n, self.budget // (2 * b))))
-        out_maps: dict[str, list[torch.Tensor]] = {k: [] for k in self.layers}
+            return IdentityMaps(emb, cosine, empty, empty, {})
+        a_chunk, r_chunk = self.plan(n)
+        names = list(self.layers)
+        out_maps: dict[str, list[torch.Tensor]] = {k: [] for k in names}
         out_a, out_p = [], []
-        for a0 in range(0, n, anchors_per_chunk):
-            idx = torch.arange(a0, min(n, a0 + anchors_per_chunk), device=x.device)
-            a = len(idx)
-            rounds_per_chunk = int(max(1, min(n_rounds, self.budget // (a * b) - 1)))
-            e_a, acts, leaves = self._forward_graph(x[idx])
-            acts_d = {k: v.detach() for k, v in acts.items()}
-            names = list(self.layers)
+        done = 0
+        for a0 in range(0, n, a_chunk):
+            idx = torch.arange(a0, min(n, a0 + a_chunk), device=x.device)
+            e_a, acts = self._forward_graph(x[idx])
+            acts_f = [_at_least_fp32(acts[k].detach()) for k in names]
             targets = [acts[k] for k in names]
-            for k0 in range(1, n, rounds_per_chunk):
-                ks = torch.arange(k0, min(n, k0 + rounds_per_chunk), device=x.device)  # (r,)
+            e_const = e_a.detach()
+            chunk_maps: list[list[torch.Tensor]] = [[] for _ in names]
+            chunk_a, chunk_p = [], []
+            for k0 in range(1, n, r_chunk):
+                ks = torch.arange(k0, min(n, k0 + r_chunk), device=x.device)  # (r,)
                 pos = (idx[None, :] + ks[:, None]) % n  # (r, a)
-                v = self._cos_grad(e_a.detach(), unit[pos])  # (r, a, D)
-                if self.batched:
-                    grads = torch.autograd.grad(e_a, targets, grad_outputs=v, retain_graph=True,
-                                                is_grads_batched=True, allow_unused=False)
-                else:
-                    per = [torch.autograd.grad(e_a, targets, grad_outputs=v[j], retain_graph=True)
-                           for j in range(len(ks))]
-                    grads = [torch.stack([g[i] for g in per]) for i in range(len(names))]
-                for name, g in zip(names, grads):  # g: (r, a, C, h, w)
-                    m = (g.clamp_min(0) * acts_d[name]).sum(2).clamp_min(0)  # (r, a, h, w)
-                    out_maps[name].append(m.reshape(-1, *m.shape[-2:]))
-                out_a.append(idx[None, :].expand_as(pos).reshape(-1))
-                out_p.append(pos.reshape(-1))
-            del e_a, acts, leaves, targets, acts_d
+                v = self._cos_grad(e_const, unit[pos]).to(e_a.dtype)  # (r, a, D)
+                for i, m in enumerate(self._round_maps(e_a, targets, acts_f, v)):
+                    chunk_maps[i].append(m)  # (r a, h, w)
+                chunk_a.append(idx[None, :].expand_as(pos).reshape(-1))
+                chunk_p.append(pos.reshape(-1))
+            del e_a, acts, targets, acts_f
             self._rec.reset()
+            anc, pp = torch.cat(chunk_a), torch.cat(chunk_p)
+            for name, parts in zip(names, chunk_maps):
+                m = torch.cat(parts)  # (a (n - 1), h, w)
+                if consumer is not None:
+                    consumer.add(name, anc, pp, m)
+                if keep_maps:
+                    out_maps[name].append(m)
+            out_a.append(anc)
+            out_p.append(pp)
+            done += len(pp)
+            if on_chunk is not None:
+                on_chunk(done, n * (n - 1))
         anchor = torch.cat(out_a)
         positive = torch.cat(out_p)
         order = torch.argsort(anchor * n + positive)
-        maps = {k: torch.cat(v)[order] for k, v in out_maps.items()}
+        maps = {k: torch.cat(v)[order] for k, v in out_maps.items()} if keep_maps else {}
         return IdentityMaps(emb, cosine, anchor[order], positive[order], maps)
