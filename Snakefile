@@ -15,13 +15,15 @@ include: "workflow/rules/align.smk"
 include: "workflow/rules/parse.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/count.smk"
+include: "workflow/rules/compare.smk"
+include: "workflow/rules/occlude.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.aggregate.output.db,
-        expand(rules.figures.output.layers, model=MODELS),
-        expand(rules.figures.output.threshold, model=MODELS),
+        rules.report.output.html,

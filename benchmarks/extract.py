@@ -87,7 +87,8 @@ class PeakMemory:
             self.mib = (self.peak - self.base) / 2**20
 
 
-def peak_in_subprocess(args, name: str) -> float:
+def peak_in_subprocess(args, name: str, *, arch: str | None = None, images: int | None = None,
+                       layers: str = "paper") -> float:
     """Peak memory (MiB above the set-up) of one contender run alone in a fresh process (CPU).
 
     RSS in this process only grows, so an in-process CPU figure would hide later contenders'
@@ -96,8 +97,9 @@ def peak_in_subprocess(args, name: str) -> float:
     import subprocess
     import sys
 
-    cmd = [sys.executable, __file__, "--peak-of", name, "--arch", args.arch, "--images", str(args.images),
-           "--device", args.device, "--budget-mb", str(args.budget_mb), "--peer-anchors", str(args.peer_anchors)]
+    cmd = [sys.executable, __file__, "--peak-of", name, "--arch", arch or args.arch, "--images", str(images or args.images),
+           "--device", args.device, "--budget-mb", str(args.budget_mb), "--peer-anchors", str(args.peer_anchors),
+           "--layers", layers]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -120,7 +122,7 @@ def rss_high_water_mark() -> int:
 
 def main_peak_of(args, device):
     """``--peak-of NAME``: run one contender once after set-up, print its peak MiB above the set-up."""
-    model, x, labels, layers = setup(args.arch, args.images, device)
+    model, x, labels, layers = setup(args.arch, args.images, device, layers=args.layers)
     unit = cosine_unit(model, x)
     grad_model = iresnet(args.arch).to(device).eval()
     grad_model.load_state_dict(model.state_dict())
@@ -151,10 +153,14 @@ def _once(fn, device) -> float:
 
 
 def timed(fn, device, repeat: int) -> tuple[float, float, object]:
-    """(median seconds, peak MiB of the first run, last result) of ``fn()`` after one warm-up."""
-    fn()
+    """(median seconds, peak MiB of the first run, last result) of ``fn()`` after one warm-up.
+
+    ``repeat=0``: a single run, no warm-up.
+    """
+    if repeat:
+        fn()
     times, peak, out = [], None, None
-    for i in range(repeat):
+    for i in range(max(1, repeat)):
         with PeakMemory(device) as pm:
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -428,14 +434,17 @@ def main_compare(args, device, log):
 def main_scaling(args, device, log):
     log(f"## scaling: {machine(device)}; {datetime.date.today()}")
     log("")
-    log("| model | images/identity | layers | maps | maps/s | peak MiB | plan (anchors x rounds) |")
+    log("| model | images/identity | layers | maps | maps/s | peak MiB (fresh process) | plan (anchors x rounds) |")
     log("|---|---:|---:|---:|---:|---:|---|")
     rows = []
-    grid = [("r18", n, "paper") for n in (5, 10, 20, 40)] + [("r18", 14, "1"), ("r18", 14, "all")]
+    grid = [("r18", n, "paper") for n in (5, 10, 14, 20, 40)] + [("r18", 14, "1"), ("r18", 14, "all")]
     grid += [("r50", 14, "paper"), ("r100", 14, "paper")]
     for arch, n, lay in grid:
         model, x, labels, layers = setup(arch, n, device, layers=lay)
-        t, m, _ = timed(lambda: run_leam(model, layers, x, labels, 112, memory_budget_mb=args.budget_mb), device, 1)
+        run_leam(model, layers, x[:2], labels[:2], 112)  # warm-up
+        t, m, _ = timed(lambda: run_leam(model, layers, x, labels, 112, memory_budget_mb=args.budget_mb), device, 0)
+        if device.type == "cpu":
+            m = peak_in_subprocess(args, "leam", arch=arch, images=n, layers=lay)
         with LEAM(model, layers, memory_budget_mb=args.budget_mb) as probe:
             probe._bytes_per_image = probe._measure(x[:1])
             plan = probe.plan(n)
@@ -507,6 +516,7 @@ def main():
     ap.add_argument("--memory-chunks", type=int, default=3)
     ap.add_argument("--record", action="store_true", help=f"append the output to {RESULTS.name}")
     ap.add_argument("--peak-of", choices=["leam", "bare", "gradcam", "torchcam"], help=argparse.SUPPRESS)
+    ap.add_argument("--layers", default="paper", help="paper (the nine), all (every conv) or a number of paper layers")
     args = ap.parse_args()
     device = torch.device(args.device)
     lines = []

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -18,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, snakemake
 from leam.classes import CLASS_COLUMNS
 from leam.counting import LEVELS, selection_names
 from leam.io import read_parquet
@@ -30,36 +26,13 @@ from test_counting import naive_counts
 
 pytestmark = pytest.mark.pipeline
 
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(workdir / "config.yaml"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    return proc
-
-
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
-def run(sample_raw, tmp_path_factory):
-    d = tmp_path_factory.mktemp("pipeline")
-    raw = d / "data" / "raw"
-    shutil.copytree(sample_raw, raw)
-    jpeg = (raw / "obama" / "obama3.jpg").read_bytes()
-    (raw / "obama" / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 3])
-    (raw / "biden" / "notes.txt").write_text("not a photo\n")
-    (raw / "nobody").mkdir()
-    Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(raw / "nobody" / "grey.png")
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg["input"] = {"dir": "data/raw", "sample": None}
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    proc = snakemake(d)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return d, cfg
+def run(pipeline_run):
+    return pipeline_run
 
 
 def test_outputs_and_logs(run):
@@ -68,7 +41,10 @@ def test_outputs_and_logs(run):
               "results/figures/dlib_resnet_share_vs_threshold.png", "results/faces/shard-000.parquet",
               "results/counts/model=dlib_resnet/shard-000.parquet", "logs/detect/shard-000.log",
               "logs/align/shard-000.log", "logs/parse/shard-000.log", "logs/extract/dlib_resnet/shard-000.log",
-              "logs/count/dlib_resnet/shard-000.log", "logs/aggregate/aggregate.log", "logs/figures/dlib_resnet.log"]:
+              "logs/count/dlib_resnet/shard-000.log", "logs/aggregate/aggregate.log", "logs/figures/dlib_resnet.log",
+              "results/report.html", "results/compare/model=dlib_resnet/compare.parquet",
+              "results/occlusion/shard-000.parquet", "results/atlas/shard-000.parquet", "logs/compare/dlib_resnet.log",
+              "logs/occlude/shard-000.log", "logs/report/report.log", "results/figures/occlusion.png"]:
         assert (d / p).stat().st_size > 0, p
     log = (d / "logs/extract/dlib_resnet/shard-000.log").read_text()
     assert "[2/2] obama: 5 images, 20 pairs x 9 layers" in log  # per-identity progress lines
@@ -131,9 +107,12 @@ def test_rerun_is_a_no_op_and_outputs_are_deterministic(run):
     d, _ = run
     proc = snakemake(d, "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
-    files = sorted((d / "results").glob("*/model=dlib_resnet/*.parquet")) + sorted((d / "results").glob("*/shard-*.parquet"))
+    files = (sorted((d / "results").glob("*/model=dlib_resnet/*.parquet")) + sorted((d / "results").glob("*/shard-*.parquet"))
+             + [d / "results/occlusion/population.parquet"])
+    assert len(files) == 11
     before = {p: sha(p) for p in files}
-    proc = snakemake(d, "--forcerun", "detect", "align", "parse", "extract", "count")
+    proc = snakemake(d, "--forcerun", "detect", "align", "parse", "extract", "count", "compare", "population_atlas",
+                     "occlude")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: sha(p) for p in files} == before
 
@@ -152,7 +131,7 @@ def test_adding_a_model_runs_only_its_jobs(run):
     cfg2 = copy.deepcopy(cfg)
     cfg2["models"]["AF_R18"] = copy.deepcopy(paper["models"]["AF_R18"])
     cfg2["models"]["AF_R18"]["weights"]["path"] = "weights/r18.pth"
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg2))
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg2, sort_keys=False))
     try:
         old = {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")}
         proc = snakemake(d, "-n", "--quiet", "rules")
@@ -160,7 +139,10 @@ def test_adding_a_model_runs_only_its_jobs(run):
         assert proc.returncode == 0, out
         jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
                 if len(line.split()) == 2 and line.split()[1].isdigit()}
-        assert jobs == {"extract": 1, "count": 1, "aggregate": 1, "figures": 2, "all": 1, "total": 6}, out
+        # its own extract/count/compare, the occlusion (every model is a transfer target), and the
+        # aggregation, figures and report after them; nothing of dlib_resnet's
+        assert jobs == {"extract": 1, "count": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 2,
+                        "study_figures": 1, "report": 1, "all": 1, "total": 10}, out
         proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
@@ -179,7 +161,7 @@ def test_adding_a_model_runs_only_its_jobs(run):
         con.close()
         assert (d / "results/figures/AF_R18_layers.png").stat().st_size > 0
     finally:
-        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # removed again: nothing of dlib_resnet reruns; AF_R18's files stay on disk, out of the database
     af = {p: sha(p) for p in (d / "results").glob("*/model=AF_R18/*.parquet")}
     proc = snakemake(d)
@@ -195,7 +177,7 @@ def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
     cfg2 = copy.deepcopy(cfg)
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     cfg2["models"]["CF_R50"] = paper["models"]["CF_R50"]
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg2))
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg2, sort_keys=False))
     try:
         proc = snakemake(d)
         out = proc.stdout + proc.stderr
@@ -207,4 +189,4 @@ def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
         # the other model's results are complete and current
         assert "Nothing to be done" in out
     finally:
-        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -26,6 +26,12 @@ Views (shares in percent; absent classes of a parser are simply missing rows):
 * ``identity_variation`` (Table 8): model x identity x selection x class: std (sample, n-1),
   mean, min, max and CV = 100 std / mean of the per-map relative shares (``n_maps`` here counts
   the maps that selected something, i.e. that have a relative share);
+* ``compare_summary`` / ``compare_table`` (Tables 3-6): per model, layer and selection, mean BC
+  and EMD of same- and different-identity image maps;
+* ``occlusion_table`` (Table 9: mean drop, LEAM vs random, per size), ``occlusion_by_model``
+  (Table 21 / Fig. 8: per target model), ``atlas_summary`` (own / identity / population / random);
+* with metadata: ``occlusion_by_group`` (gender, ethnicity; Tables 22-23), ``demographic_tests``
+  (Mann-Whitney U between groups), ``occlusion_by_age_gap`` (Fig. 10);
 * ``cosine_same``: per model, the ordered same-identity pairs' cosine (mean, std, n);
   ``cosine_different``: per model, every unordered pair of images of different identities;
   ``cosine_summary``: both side by side.
@@ -39,6 +45,7 @@ from pathlib import Path
 from typing import Sequence
 
 import duckdb
+import pandas as pd
 
 from .classes import CLASSES, class_column
 from .io import atomic_path
@@ -46,6 +53,14 @@ from .io import atomic_path
 __all__ = ["build_database", "create_views", "level_column"]
 
 log = logging.getLogger(__name__)
+
+
+def _empty_table(schema_name: str):
+    """An empty Arrow table with the schema of a stage output (for runs without that stage)."""
+    from . import compare, occlude
+
+    schema = getattr(compare, schema_name, None) or getattr(occlude, schema_name)
+    return schema.empty_table()
 
 
 def level_column(level: float) -> str:
@@ -147,9 +162,96 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
         FROM cosine_same s LEFT JOIN cosine_different d USING (model)""")
 
 
+def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Views on ``compare``, ``occlusion`` and ``atlas`` (paper Tables 3-6, 9, 21; the atlas)."""
+    con.execute("""
+        CREATE OR REPLACE VIEW compare_summary AS
+        SELECT model, layer, any_value(layer_idx) AS layer_idx, selection, kind, count(*) AS n_pairs,
+               avg(bc) AS mean_bc, stddev_samp(bc) AS std_bc, avg(emd) AS mean_emd, stddev_samp(emd) AS std_emd
+        FROM compare GROUP BY model, layer, selection, kind""")
+    con.execute("""
+        CREATE OR REPLACE VIEW compare_table AS
+        SELECT model, layer, any_value(layer_idx) AS layer_idx, selection,
+               max(CASE WHEN kind = 'same' THEN mean_bc END) AS bc_same,
+               max(CASE WHEN kind = 'different' THEN mean_bc END) AS bc_different,
+               max(CASE WHEN kind = 'same' THEN mean_emd END) AS emd_same,
+               max(CASE WHEN kind = 'different' THEN mean_emd END) AS emd_different,
+               max(CASE WHEN kind = 'same' THEN n_pairs END) AS n_same,
+               max(CASE WHEN kind = 'different' THEN n_pairs END) AS n_different
+        FROM compare_summary GROUP BY model, layer, selection""")
+    con.execute("""
+        CREATE OR REPLACE VIEW occlusion_by_model AS
+        SELECT source_model, source_layer, model, method, size_pct, count(*) AS n_pairs,
+               avg(drop) AS mean_drop, stddev_samp(drop) AS std_drop, avg(cosine_before) AS mean_cosine_before
+        FROM occlusion GROUP BY source_model, source_layer, model, method, size_pct""")
+    con.execute("""
+        CREATE OR REPLACE VIEW occlusion_table AS
+        SELECT size_pct,
+               avg(CASE WHEN method = 'leam' THEN drop END) AS leam_drop,
+               avg(CASE WHEN method = 'random' THEN drop END) AS random_drop,
+               count(*) FILTER (WHERE method = 'leam') AS n_leam,
+               count(*) FILTER (WHERE method = 'random') AS n_random
+        FROM occlusion GROUP BY size_pct""")
+    con.execute("""
+        CREATE OR REPLACE VIEW atlas_summary AS
+        SELECT source_model, source_layer, model, method, size_pct, count(*) AS n_images,
+               avg(drop) AS mean_drop, stddev_samp(drop) AS std_drop
+        FROM atlas GROUP BY source_model, source_layer, model, method, size_pct""")
+
+
+def create_demographic_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Views joining occlusion drops with identity metadata and ages (paper Tables 22-23, Fig. 9-11)."""
+    con.execute("""
+        CREATE OR REPLACE VIEW occlusion_by_group AS
+        SELECT 'gender' AS factor, m.gender AS grp, o.model, o.method, o.size_pct, count(*) AS n_pairs,
+               avg(o.drop) AS mean_drop, avg(o.cosine_before) AS mean_cosine_before
+        FROM occlusion o JOIN identity_meta m USING (identity) WHERE m.gender IS NOT NULL
+        GROUP BY m.gender, o.model, o.method, o.size_pct
+        UNION ALL
+        SELECT 'ethnicity', m.ethnicity, o.model, o.method, o.size_pct, count(*), avg(o.drop), avg(o.cosine_before)
+        FROM occlusion o JOIN identity_meta m USING (identity) WHERE m.ethnicity IS NOT NULL
+        GROUP BY m.ethnicity, o.model, o.method, o.size_pct""")
+    con.execute("""
+        CREATE OR REPLACE VIEW occlusion_by_age_gap AS
+        SELECT o.model, o.method, o.size_pct, abs(a.age - p.age) AS age_gap, count(*) AS n_pairs,
+               avg(o.drop) AS mean_drop, avg(o.cosine_before) AS mean_cosine_before
+        FROM occlusion o
+        JOIN image_meta a ON a.identity = o.identity AND a.image = o.anchor
+        JOIN image_meta p ON p.identity = o.identity AND p.image = o.positive
+        GROUP BY o.model, o.method, o.size_pct, abs(a.age - p.age)""")
+
+
+def _load_metadata(con, metadata: dict | None) -> bool:
+    """Tables identity_meta / image_meta / demographic_tests from the optional metadata; True if any."""
+    from .demographics import group_tests, read_ages, read_identities
+
+    metadata = metadata or {}
+    have = False
+    if metadata.get("identities"):
+        ident = read_identities(metadata["identities"])  # noqa: F841 (used by duckdb)
+        con.execute("CREATE TABLE identity_meta AS SELECT * FROM ident")
+        drops = con.execute("""SELECT m.gender, m.ethnicity, o.method, o.size_pct, o.drop
+                               FROM occlusion o JOIN identity_meta m USING (identity)""").df()
+        tests = pd.concat([group_tests(drops, "gender"), group_tests(drops, "ethnicity")], ignore_index=True)  # noqa: F841
+        con.execute("CREATE TABLE demographic_tests AS SELECT * FROM tests")
+        have = True
+    else:
+        con.execute("CREATE TABLE identity_meta (identity VARCHAR, gender VARCHAR, ethnicity VARCHAR)")
+    if metadata.get("ages"):
+        images = con.execute("SELECT identity, image FROM images WHERE status = 'ok'").fetchall()
+        ages = read_ages(metadata["ages"], images)  # noqa: F841
+        con.execute("CREATE TABLE image_meta AS SELECT * FROM ages")
+        have = True
+    else:
+        con.execute("CREATE TABLE image_meta (identity VARCHAR, image VARCHAR, age INTEGER)")
+    create_demographic_views(con)
+    return have
+
+
 def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: Sequence[str],
                    embeddings: Sequence[str], faces: Sequence[str], aligned: Sequence[str],
-                   models: dict, levels: Sequence[float]) -> None:
+                   models: dict, levels: Sequence[float], compare: Sequence[str] = (),
+                   occlusion: Sequence[str] = (), atlas: Sequence[str] = (), metadata: dict | None = None) -> None:
     """Write ``db_path`` afresh (atomically) from the Parquet outputs of the earlier stages."""
     db_path = Path(db_path)
     with atomic_path(db_path) as tmp:
@@ -170,6 +272,15 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
             con.executemany("INSERT INTO layers VALUES (?, ?, ?, ?)", rows)
             layer_names = list(dict.fromkeys(r[1] for r in rows))
             create_views(con, levels, layer_names, list(models))
+            for name, files, schema in (("compare", compare, "COMPARE_SCHEMA"), ("occlusion", occlusion, "OCCLUSION_SCHEMA"),
+                                        ("atlas", atlas, "ATLAS_SCHEMA")):
+                if files:
+                    con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet({_files(files)})")
+                else:
+                    empty = _empty_table(schema)  # noqa: F841
+                    con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
+            create_analysis_views(con)
+            _load_metadata(con, metadata)
             n = con.execute("SELECT count(*) FROM counts").fetchone()[0]
             log.info("%s: %d count rows, %d models", db_path, n, len(models))
         finally:

@@ -97,7 +97,7 @@ def extract_shard(aligned: pa.Table, model_name: str, model_spec: dict, *, maps_
             cos = out.cosine.double().cpu().numpy()
             pairs_rows += [{**key, "anchor": images[a], "positive": images[p], "cosine": float(cos[a, p])}
                            for a, p in zip(out.anchor.tolist(), out.positive.tolist())]
-            for li, layer in enumerate(layer_names):
+            for li, layer in enumerate(layer_names if pairs else []):  # one photo: no pairs, no maps
                 m = out.maps[layer].float().cpu().numpy()  # (P, h, w)
                 maps_rows += [{**key, "layer": layer, "layer_idx": li, "anchor": a, "positive": p,
                                "height": m.shape[1], "width": m.shape[2], "map": m[r].astype("<f4").tobytes()}

@@ -8,11 +8,16 @@ rule aggregate:
         embeddings=shard_outputs(rules.extract.output.embeddings, model=MODELS),
         faces=shard_outputs(rules.detect.output.faces),
         aligned=shard_outputs(rules.align.output.aligned),
+        compare=expand(rules.compare.output.compare, model=MODELS),
+        occlusion=shard_outputs(rules.occlude.output.occlusion),
+        atlas=shard_outputs(rules.occlude.output.atlas),
+        metadata=metadata_files(),
     output:
         db="results/leam.duckdb",
     params:
         models={m: config["models"][m] for m in MODELS},
         levels=config["count"]["levels"],
+        metadata=config["metadata"],
     conda:
         "../../envs/leam.yaml"
     log:

@@ -26,6 +26,15 @@ if config["parser"]["name"] == "farl" and (
     raise ValueError(_msg)
 
 
+# the occlusion source: the paper used IR_CASIA's first convolution
+OCCLUDE_SOURCE = config["occlude"]["source_model"] or MODELS[0]
+if OCCLUDE_SOURCE not in MODELS:
+    raise ValueError(f"occlude.source_model {OCCLUDE_SOURCE!r} is not one of the models that can run: {MODELS}")
+OCCLUDE_LAYER = config["occlude"]["source_layer"] or next(iter(config["models"][OCCLUDE_SOURCE]["layers"]))
+if OCCLUDE_LAYER not in config["models"][OCCLUDE_SOURCE]["layers"]:
+    raise ValueError(f"occlude.source_layer {OCCLUDE_LAYER!r} is not a layer of model {OCCLUDE_SOURCE}")
+
+
 onsuccess:
     for _msg in SKIPPED_MODELS.values():
         logger.warning(f"leam: this run left out {_msg}")
@@ -43,6 +52,11 @@ def shard_images(wildcards):
     sample_manifest()
     n = config["shards"]
     return [e.path for e in list_images(RAW) if shard_of(e.identity, n) == int(wildcards.shard)]
+
+
+def metadata_files():
+    """The demographic CSVs named in config (none by default)."""
+    return [f for f in (config["metadata"]["identities"], config["metadata"]["ages"]) if f and f != "fgnet"]
 
 
 def shard_outputs(pattern, **kw):

@@ -17,3 +17,19 @@ rule figures:
         "logs/figures/{model}.log",
     script:
         "../scripts/figures.py"
+
+
+rule study_figures:
+    input:
+        db=rules.aggregate.output.db,
+    output:
+        compare="results/figures/compare.png",
+        occlusion="results/figures/occlusion.png",
+        atlas="results/figures/atlas.png",
+        demographics="results/figures/demographics.png",
+    conda:
+        "../../envs/leam.yaml"
+    log:
+        "logs/figures/study.log",
+    script:
+        "../scripts/study_figures.py"

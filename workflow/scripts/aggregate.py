@@ -9,6 +9,10 @@ build_database(
     embeddings=snakemake.input.embeddings,
     faces=snakemake.input.faces,
     aligned=snakemake.input.aligned,
+    compare=snakemake.input.compare,
+    occlusion=snakemake.input.occlusion,
+    atlas=snakemake.input.atlas,
+    metadata=dict(snakemake.params.metadata),
     models=dict(snakemake.params.models),
     levels=snakemake.params.levels,
 )

@@ -13,6 +13,7 @@ the expected sha256, where to get it, and the config key to set.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +52,13 @@ class FaceModel:
         Frames are resized to the model's input size with antialiased bilinear interpolation when
         the sizes differ, then normalised. dtype/device follow the module's parameters.
         """
-        p = next(self.module.parameters())
-        x = frames.to(device=p.device).permute(0, 3, 1, 2).to(p.dtype)  # (B, 3, S, S)
+        p = next(itertools.chain(self.module.parameters(), self.module.buffers()), None)
+        dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, frames.device)
+        x = frames.to(device=device).permute(0, 3, 1, 2).to(dtype)  # (B, 3, S, S)
         if tuple(x.shape[-2:]) != tuple(self.input_size):
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(self.mean, dtype=p.dtype, device=p.device)[:, None, None]
-        std = torch.tensor(self.std, dtype=p.dtype, device=p.device)[:, None, None]
+        mean = torch.tensor(self.mean, dtype=dtype, device=device)[:, None, None]
+        std = torch.tensor(self.std, dtype=dtype, device=device)[:, None, None]
         return (x - mean) / std
 
 

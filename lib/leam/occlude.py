@@ -1,0 +1,268 @@
+"""Occlude stage: do LEAM's pixels matter? Black-pixel occlusion, LEAM-guided vs random (paper RQ6).
+
+For every ordered same-identity pair (anchor a, positive p) and every size k (% of the frame's
+pixels: 0.01 0.05 0.1 0.25 0.5 0.75 1 1.25 1.5 2 5 10 by default), ``ceil(k / 100 * S * S)``
+pixels of the anchor's aligned frame are set to black:
+
+* ``leam``: the highest pixels of the source model's LEAM map of (a, p) at the source layer
+  (normalised and resized to the frame; ties by pixel index);
+* ``random``: as many pixels drawn uniformly without replacement, seeded by
+  (seed, identity, anchor, positive, size), so a rerun draws the same pixels.
+
+Each target model (every configured model: transfer) embeds the occluded anchor and the intact
+positive; the drop is cos(f(a), f(p)) - cos(f(a_occluded), f(p)).
+
+The identity atlas (beyond the paper): for each image h held out of its identity, four maps pick
+the pixels to occlude in h: its ``own`` map (mean of its LEAM maps over its positives), the
+``identity`` atlas (mean of the own maps of the identity's other images; frames share the
+identity's reference), the ``population`` atlas (mean of the own maps of every image of other
+identities) and ``random``; the drop is averaged over h's positives.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+
+from .extract import iter_identities, pick_device
+from .io import read_parquet, write_parquet
+from .maps import to_frame
+from .models import FaceModel, load_model
+
+__all__ = ["SIZES", "n_occluded", "top_mask", "random_mask", "occlude_pairs", "own_maps", "atlas_occlusion",
+           "source_maps", "population_sum", "write_population", "read_population", "OCCLUSION_SCHEMA", "ATLAS_SCHEMA",
+           "occlude_stage"]
+
+log = logging.getLogger(__name__)
+
+#: the paper's occlusion sizes, % of the image's pixels (Table 9)
+SIZES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 5, 10)
+
+
+def n_occluded(size_pct: float, n_pixels: int) -> int:
+    """Pixels occluded at ``size_pct`` % of ``n_pixels``: rounded up, at least 1 (exact rationals)."""
+    q = round(size_pct * 100)
+    return max(1, -(-n_pixels * q // 10000))
+
+
+def top_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, S, S) maps -> (B, S, S) bool, True on the k highest pixels of each (ties by index)."""
+    b = len(maps)
+    order = torch.sort(maps.reshape(b, -1), dim=1, descending=True, stable=True).indices[:, :k]
+    mask = torch.zeros(b, maps[0].numel(), dtype=torch.bool, device=maps.device)
+    mask.scatter_(1, order, True)
+    return mask.reshape(maps.shape)
+
+
+def random_mask(shape: tuple[int, int], k: int, key: Sequence) -> torch.Tensor:
+    """(S, S) bool with exactly k True pixels, uniformly drawn, seeded by ``key``.
+
+    ``key``: (seed, names...); numbers after the seed are keyed by their value (1 and 1.0 alike).
+    """
+    def part(v):
+        return f"{float(v):.12g}" if isinstance(v, (int, float, np.integer, np.floating)) else str(v)
+
+    seed = [int(key[0])] + [zlib.crc32(part(v).encode()) for v in key[1:]]
+    idx = np.random.default_rng(seed).choice(shape[0] * shape[1], size=k, replace=False)
+    m = np.zeros(shape[0] * shape[1], bool)
+    m[idx] = True
+    return torch.from_numpy(m.reshape(shape))
+
+
+def _cos(model: FaceModel, frames: torch.Tensor, ref: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """(B, S, S, 3) uint8 frames, (B, D) unit references -> (B,) cosines."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(frames), batch):
+            e = F.normalize(model.module(model.preprocess(frames[i:i + batch])).float(), dim=-1)
+            out.append((e * ref[i:i + batch]).sum(-1))
+    return torch.cat(out)
+
+
+def _embed_unit(model: FaceModel, frames: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return F.normalize(model.module(model.preprocess(frames)).float(), dim=-1)
+
+
+OCCLUSION_SCHEMA = pa.schema([
+    ("source_model", pa.string()), ("source_layer", pa.string()), ("model", pa.string()),
+    ("identity", pa.string()), ("anchor", pa.string()), ("positive", pa.string()),
+    ("method", pa.string()), ("size_pct", pa.float64()), ("n_occluded", pa.int32()),
+    ("cosine_before", pa.float64()), ("cosine_after", pa.float64()), ("drop", pa.float64()),
+])
+
+ATLAS_SCHEMA = pa.schema([
+    ("source_model", pa.string()), ("source_layer", pa.string()), ("model", pa.string()),
+    ("identity", pa.string()), ("image", pa.string()), ("method", pa.string()), ("size_pct", pa.float64()),
+    ("n_occluded", pa.int32()), ("n_positives", pa.int32()), ("drop", pa.float64()),
+])
+
+
+def occlude_pairs(frames: dict[str, np.ndarray], maps: dict[tuple[str, str], torch.Tensor], targets: dict[str, FaceModel],
+                  *, identity: str, sizes: Sequence[float] = SIZES, seed: int = 0) -> list[dict]:
+    """Occlusion rows for one identity.
+
+    frames: {image: (S, S, 3) uint8}; maps: {(anchor, positive): (S, S) normalised source map}.
+    """
+    if not maps:
+        return []
+    s = next(iter(frames.values())).shape[0]
+    pairs = sorted(maps)
+    stack = torch.stack([maps[p] for p in pairs])  # (P, S, S)
+    images = sorted(frames)
+    intact = torch.from_numpy(np.stack([frames[i] for i in images]))
+    occluded, meta = [], []
+    for size in sizes:
+        k = n_occluded(size, s * s)
+        leam_masks = top_mask(stack, k)
+        for j, (a, p) in enumerate(pairs):
+            for method, mask in (("leam", leam_masks[j]), ("random", random_mask((s, s), k, (seed, identity, a, p, size)))):
+                f = torch.from_numpy(frames[a].copy())
+                f[mask] = 0
+                occluded.append(f)
+                meta.append((a, p, method, size, k))
+    occ = torch.stack(occluded)
+    rows = []
+    for name, model in targets.items():
+        unit = dict(zip(images, _embed_unit(model, intact)))
+        before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
+        after = _cos(model, occ, torch.stack([unit[p] for _, p, *_ in meta])).tolist()
+        for (a, p, method, size, k), c in zip(meta, after):
+            rows.append({"model": name, "identity": identity, "anchor": a, "positive": p, "method": method,
+                         "size_pct": float(size), "n_occluded": k, "cosine_before": before[(a, p)],
+                         "cosine_after": c, "drop": before[(a, p)] - c})
+    return rows
+
+
+def own_maps(maps: dict[tuple[str, str], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{(anchor, positive): map} -> {anchor: mean of its maps over its positives}."""
+    acc: dict[str, list[torch.Tensor]] = {}
+    for (a, _), m in maps.items():
+        acc.setdefault(a, []).append(m)
+    return {a: torch.stack(ms).mean(0) for a, ms in acc.items()}
+
+
+def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dict[str, torch.Tensor]],
+                    targets: dict[str, FaceModel], *, population_sum: torch.Tensor | None = None,
+                    population_count: int = 0, sizes: Sequence[float] = SIZES, seed: int = 0) -> list[dict]:
+    """Leave-one-image-out occlusion with own / identity / population atlases and random pixels.
+
+    frames: {identity: {image: frame}}; own: {identity: {image: own map}} (identities with >= 2
+    images). ``population_sum`` / ``population_count``: sum and number of own maps over *all*
+    identities of the run (every shard); an identity's population atlas leaves its own maps out.
+    Default: the identities given here. A method whose atlas would be empty (no other image of the
+    identity, no other identity) is left out, not faked.
+    """
+    if population_sum is None:
+        maps = [m for d in own.values() for m in d.values()]
+        population_sum = torch.stack(maps).sum(0) if maps else None
+        population_count = len(maps)
+    rows = []
+    for identity in sorted(own):
+        imgs = sorted(own[identity])
+        mine = torch.stack([own[identity][i] for i in imgs])
+        n_pop = population_count - len(imgs)
+        population = (population_sum - mine.sum(0)) / n_pop if n_pop > 0 else None
+        for h in imgs:
+            rest = [own[identity][i] for i in imgs if i != h]
+            candidates = {"own": own[identity][h], "identity": torch.stack(rest).mean(0) if rest else None,
+                          "population": population}
+            positives = [p for p in imgs if p != h]
+            s = frames[identity][h].shape[0]
+            occluded, meta = [], []
+            for size in sizes:
+                k = n_occluded(size, s * s)
+                masks = {name: top_mask(m[None], k)[0] for name, m in candidates.items() if m is not None}
+                masks["random"] = random_mask((s, s), k, (seed, identity, h, "atlas", size))
+                for method, mask in masks.items():
+                    f = torch.from_numpy(frames[identity][h].copy())
+                    f[mask] = 0
+                    occluded.append(f)
+                    meta.append((method, size, k))
+            occ = torch.stack(occluded)
+            for name, model in targets.items():
+                ids = [h] + positives
+                unit = _embed_unit(model, torch.from_numpy(np.stack([frames[identity][i] for i in ids])))
+                u_h, u_pos = unit[0], unit[1:]  # (D,), (n - 1, D)
+                before = (u_pos @ u_h).mean()
+                u_occ = _embed_unit(model, occ)  # (M, D)
+                after = (u_occ @ u_pos.T).mean(1)  # (M,)
+                for (method, size, k), c in zip(meta, after.tolist()):
+                    rows.append({"model": name, "identity": identity, "image": h, "method": method,
+                                 "size_pct": float(size), "n_occluded": k, "n_positives": len(positives),
+                                 "drop": float(before) - c})
+    return rows
+
+
+def source_maps(maps: pa.Table, layer: str, size: int) -> dict[str, dict[tuple[str, str], torch.Tensor]]:
+    """{identity: {(anchor, positive): (S, S) normalised frame map}} of one layer of a raw-maps table."""
+    out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
+    for r in maps.filter(pc.equal(maps.column("layer"), layer)).to_pylist():
+        raw = torch.from_numpy(np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"]).copy())
+        out.setdefault(r["identity"], {})[(r["anchor"], r["positive"])] = to_frame(raw[None], size)[0]
+    return out
+
+
+def population_sum(maps_tables: Sequence[pa.Table], layer: str, size: int) -> tuple[np.ndarray, int]:
+    """Sum and number of the own maps (mean over positives) of every image in ``maps_tables``."""
+    total, count = np.zeros((size, size)), 0
+    for t in maps_tables:
+        for pairs in source_maps(t, layer, size).values():
+            for m in own_maps(pairs).values():
+                total += m.double().numpy()
+                count += 1
+    return total, count
+
+
+def occlude_stage(aligned: pa.Table, maps: pa.Table, models: dict[str, dict], *, source_model: str,
+                  source_layer: str, occlusion_out: str, atlas_out: str, population: tuple[np.ndarray, int] | None = None,
+                  sizes: Sequence[float] = SIZES, seed: int = 0, device: str = "auto") -> None:
+    """Occlude stage for one shard: source maps + frames in, occlusion and atlas tables out.
+
+    ``population``: (sum, count) of own maps over the whole run (:func:`population_sum`).
+    """
+    dev = pick_device(device)
+    targets = {name: load_model(name, spec, device=dev) for name, spec in models.items()}
+    frames = {identity: dict(zip(images, f)) for identity, images, f in iter_identities(aligned)}
+    size = next(iter(next(iter(frames.values())).values())).shape[0] if frames else 0
+    by_identity = source_maps(maps, source_layer, size)
+    rows = []
+    for i, identity in enumerate(sorted(by_identity), 1):
+        rows += occlude_pairs(frames[identity], by_identity[identity], targets, identity=identity, sizes=sizes, seed=seed)
+        log.info("[%d/%d] occluded %s: %d pairs x %d sizes x 2 methods x %d models", i, len(by_identity), identity,
+                 len(by_identity[identity]), len(sizes), len(targets))
+    for r in rows:
+        r.update(source_model=source_model, source_layer=source_layer)
+    write_parquet(pa.Table.from_pylist(rows, schema=OCCLUSION_SCHEMA), occlusion_out)
+    own = {ident: own_maps(m) for ident, m in by_identity.items()}
+    pop_sum, pop_n = (torch.from_numpy(population[0]).float(), population[1]) if population else (None, 0)
+    arows = atlas_occlusion({k: frames[k] for k in own}, own, targets, population_sum=pop_sum,
+                            population_count=pop_n, sizes=sizes, seed=seed)
+    for r in arows:
+        r.update(source_model=source_model, source_layer=source_layer)
+    write_parquet(pa.Table.from_pylist(arows, schema=ATLAS_SCHEMA), atlas_out)
+    log.info("occlusion: %d rows; atlas: %d rows", len(rows), len(arows))
+
+
+POPULATION_SCHEMA = pa.schema([("layer", pa.string()), ("size", pa.int32()), ("count", pa.int64()),
+                               ("sum", pa.list_(pa.float64()))])
+
+
+def write_population(maps_tables: Sequence[pa.Table], layer: str, size: int, out_path: str) -> None:
+    """Population atlas input: the sum and number of own maps over every shard, one row."""
+    total, count = population_sum(maps_tables, layer, size)
+    write_parquet(pa.Table.from_pylist([{"layer": layer, "size": size, "count": count, "sum": total.ravel().tolist()}],
+                                       schema=POPULATION_SCHEMA), out_path)
+    log.info("population atlas of %s: %d own maps", layer, count)
+
+
+def read_population(path: str) -> tuple[np.ndarray, int]:
+    r = read_parquet(path).to_pylist()[0]
+    return np.asarray(r["sum"]).reshape(r["size"], r["size"]), r["count"]

@@ -1,0 +1,217 @@
+"""Compare, occlusion, atlas and demographic outputs: stage functions and DuckDB views by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from scipy.stats import mannwhitneyu
+
+from leam.compare import COMPARE_SCHEMA, compare_model, select
+from leam.demographics import fgnet_age, group_tests, read_ages
+from leam.extract import MAPS_SCHEMA
+from leam.maps import to_frame
+from leam.occlude import ATLAS_SCHEMA, OCCLUSION_SCHEMA
+
+
+def _maps_table(rng, identities: dict[str, list[str]], layers=("conv1", "l2"), shape=(6, 6)) -> pa.Table:
+    rows = []
+    for li, layer in enumerate(layers):
+        for ident, imgs in identities.items():
+            for a in imgs:
+                for p in imgs:
+                    if a != p:
+                        m = (rng.random(shape) ** 4).astype("<f4")
+                        rows.append({"model": "m", "layer": layer, "layer_idx": li, "identity": ident, "anchor": a,
+                                     "positive": p, "height": shape[0], "width": shape[1], "map": m.tobytes()})
+    return pa.Table.from_pylist(rows, schema=MAPS_SCHEMA)
+
+
+def _image_distribution(maps: pa.Table, layer, ident, image, size, selection):
+    """By hand: mean over positives of the selected, normalised frame maps, each summing to 1."""
+    dists = []
+    for r in maps.to_pylist():
+        if r["layer"] == layer and r["identity"] == ident and r["anchor"] == image:
+            raw = np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"]).astype(np.float64)
+            f = to_frame(torch.from_numpy(raw)[None], size)[0].numpy().ravel()
+            active = f >= 0.01
+            if selection == "full":
+                keep = active
+            else:
+                k = int(np.ceil(active.sum() / 100))  # top 1 % of the activated pixels, rounded up
+                keep = np.zeros_like(active)
+                keep[np.argsort(-f, kind="stable")[:k]] = True
+            d = np.where(keep, f, 0)
+            dists.append(d / d.sum())
+    return np.mean(dists, axis=0).reshape(size, size)
+
+
+def test_compare_stage_by_hand(tmp_path):
+    import ot
+
+    rng = np.random.default_rng(0)
+    maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]})
+    table = compare_model(maps, tmp_path / "c.parquet", model="m", size=16, selections=("top1", "full"), grid=8,
+                          different_per_image=2, seed=0)
+    assert table.schema == COMPARE_SCHEMA
+    df = table.to_pandas()
+    # same identity: every unordered pair within x (3) and y (1); different: 2 per image (5 images)
+    for (layer, sel), g in df.groupby(["layer", "selection"]):
+        assert (g["kind"] == "same").sum() == 4 and (g["kind"] == "different").sum() == 10
+        assert (g.loc[g["kind"] == "same", "identity_a"] == g.loc[g["kind"] == "same", "identity_b"]).all()
+        assert (g.loc[g["kind"] == "different", "identity_a"] != g.loc[g["kind"] == "different", "identity_b"]).all()
+    centres = (np.arange(8) + 0.5) * 16 / 8
+    yy, xx = np.meshgrid(centres, centres, indexing="ij")
+    cost = ot.dist(np.stack([xx.ravel(), yy.ravel()], 1), metric="euclidean")
+    for r in df.sample(8, random_state=0).itertuples():
+        p = _image_distribution(maps, r.layer, r.identity_a, r.image_a, 16, r.selection)
+        q = _image_distribution(maps, r.layer, r.identity_b, r.image_b, 16, r.selection)
+        assert r.bc == pytest.approx(np.sqrt(p * q).sum(), rel=1e-9)
+        pc = p.reshape(8, 2, 8, 2).mean((1, 3))
+        qc = q.reshape(8, 2, 8, 2).mean((1, 3))
+        assert r.emd == pytest.approx(ot.emd2(pc.ravel() / pc.sum(), qc.ravel() / qc.sum(), cost), rel=1e-7)
+    # deterministic: the seed fixes the different-identity draws
+    again = compare_model(maps, tmp_path / "c2.parquet", model="m", size=16, selections=("top1", "full"), grid=8,
+                          different_per_image=2, seed=0)
+    assert again.equals(table)
+
+
+def test_selection_keeps_the_top_pixels():
+    f = torch.tensor([[[0.9, 0.5, 0.005], [0.5, 0.2, 0.0]]], dtype=torch.float64)
+    assert select(f, "full").tolist() == [[[0.9, 0.5, 0.0], [0.5, 0.2, 0.0]]]
+    # 4 activated pixels; top 50 % keeps 2: the 0.9 and the first 0.5 (ties by index)
+    assert select(f, "top50").tolist() == [[[0.9, 0.5, 0.0], [0.0, 0.0, 0.0]]]
+
+
+def test_fgnet_names():
+    assert fgnet_age("001A02.JPG") == ("001", 2)
+    assert fgnet_age("082A18a.jpg") == ("082", 18)
+    assert fgnet_age("obama.jpg") is None
+    ages = read_ages("fgnet", [("001", "001A02.JPG"), ("001", "001A10.JPG"), ("x", "photo.jpg")])
+    assert ages.to_dict("records") == [{"identity": "001", "image": "001A02.JPG", "age": 2},
+                                       {"identity": "001", "image": "001A10.JPG", "age": 10}]
+
+
+def test_group_tests_equal_scipy():
+    rng = np.random.default_rng(1)
+    drops = pd.DataFrame({"gender": rng.choice(["female", "male"], 60), "method": rng.choice(["leam", "random"], 60),
+                          "size_pct": 1.0, "drop": rng.normal(0.1, 0.05, 60)})
+    got = group_tests(drops, "gender")
+    assert len(got) == 2
+    for r in got.itertuples():
+        g = drops[drops["method"] == r.method]
+        a, b = g.loc[g["gender"] == r.group_a, "drop"], g.loc[g["gender"] == r.group_b, "drop"]
+        ref = mannwhitneyu(a, b, alternative="two-sided")
+        assert (r.u, r.p_value) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+        assert (r.n_a, r.n_b) == (len(a), len(b))
+
+
+def _write(rows, schema, path):
+    from leam.io import write_parquet
+
+    write_parquet(pa.Table.from_pylist(rows, schema=schema), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def analysis_db(tmp_path_factory):
+    """A database with random compare / occlusion / atlas rows and demographic metadata."""
+    import duckdb
+
+    from leam.aggregate import build_database
+    from leam.counting import COUNTS_SCHEMA
+    from leam.detect import FACES_SCHEMA
+    from leam.align import ALIGNED_SCHEMA
+    from leam.extract import EMBEDDINGS_SCHEMA, PAIRS_SCHEMA
+
+    tmp = tmp_path_factory.mktemp("analysis")
+    rng = np.random.default_rng(7)
+    idents = {"ann": ["a1", "a2", "a3"], "bob": ["b1", "b2"], "cy": ["c1", "c2", "c3"]}
+    comp = [{"model": m, "layer": l, "layer_idx": li, "selection": s, "kind": k, "identity_a": "ann", "image_a": "a1",
+             "identity_b": "bob" if k == "different" else "ann", "image_b": "b1", "bc": float(rng.random()),
+             "emd": float(rng.random() * 30)}
+            for m in ("m1", "m2") for li, l in enumerate(("conv1", "l2")) for s in ("top1", "full")
+            for k in ("same", "different") for _ in range(int(rng.integers(1, 4)))]
+    occ = [{"source_model": "m1", "source_layer": "conv1", "model": m, "identity": i, "anchor": a, "positive": p,
+            "method": meth, "size_pct": size, "n_occluded": 3, "cosine_before": cb, "cosine_after": cb - d, "drop": d}
+           for m in ("m1", "m2") for i, imgs in idents.items() for a in imgs for p in imgs if a != p
+           for meth in ("leam", "random") for size in (1.0, 5.0)
+           for cb, d in [(float(rng.uniform(0.5, 0.9)), float(rng.normal(0.05, 0.03)))]]
+    atl = [{"source_model": "m1", "source_layer": "conv1", "model": m, "identity": i, "image": h, "method": meth,
+            "size_pct": size, "n_occluded": 3, "n_positives": len(imgs) - 1, "drop": float(rng.normal(0.04, 0.02))}
+           for m in ("m1",) for i, imgs in idents.items() for h in imgs
+           for meth in ("own", "identity", "population", "random") for size in (1.0, 5.0)]
+    faces = [{"identity": i, "image": im, "path": f"{i}/{im}", "bytes": 1, "sha256": "x", "width": 1, "height": 1,
+              "source_mode": "RGB", "notes": "", "n_faces": 1, "box_left": 0, "box_top": 0, "box_right": 1,
+              "box_bottom": 1, "score": 1.0, "landmarks": [0.0] * 136, "status": "ok", "reason": "", "duplicate_of": None}
+             for i, imgs in idents.items() for im in imgs]
+    (tmp / "ids.csv").write_text("identity,gender,ethnicity\nann,female,A\nbob,male,B\ncy,female,B\n")
+    (tmp / "ages.csv").write_text("identity,image,age\n" + "".join(
+        f"{i},{im},{20 + 7 * k}\n" for i, imgs in idents.items() for k, im in enumerate(imgs)))
+    db = tmp / "db.duckdb"
+    build_database(db, counts=[_write([], COUNTS_SCHEMA, tmp / "c.parquet")], pairs=[_write([], PAIRS_SCHEMA, tmp / "p.parquet")],
+                   embeddings=[_write([], EMBEDDINGS_SCHEMA, tmp / "e.parquet")], faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
+                   aligned=[_write([], ALIGNED_SCHEMA, tmp / "a.parquet")], models={"m1": {"layers": {"conv1": "conv1"}}},
+                   levels=[1, 100], compare=[_write(comp, COMPARE_SCHEMA, tmp / "cmp.parquet")],
+                   occlusion=[_write(occ, OCCLUSION_SCHEMA, tmp / "o.parquet")], atlas=[_write(atl, ATLAS_SCHEMA, tmp / "at.parquet")],
+                   metadata={"identities": str(tmp / "ids.csv"), "ages": str(tmp / "ages.csv")})
+    con = duckdb.connect(str(db), read_only=True)
+    yield con, pd.DataFrame(comp), pd.DataFrame(occ), pd.DataFrame(atl), idents
+    con.close()
+
+
+def _close(view: pd.DataFrame, hand: pd.DataFrame, keys: list[str], cols: list[str]):
+    m = view.merge(hand, on=keys, how="outer", suffixes=("_v", "_h"), indicator=True)
+    assert (m["_merge"] == "both").all() and len(m) == len(hand) == len(view)
+    for c in cols:
+        np.testing.assert_allclose(m[f"{c}_v"].astype(float), m[f"{c}_h"].astype(float), rtol=1e-12, equal_nan=True)
+
+
+def test_compare_views_by_hand(analysis_db):
+    con, comp, *_ = analysis_db
+    hand = comp.groupby(["model", "layer", "selection", "kind"]).agg(
+        n_pairs=("bc", "size"), mean_bc=("bc", "mean"), mean_emd=("emd", "mean")).reset_index()
+    _close(con.execute("SELECT * FROM compare_summary").df()[["model", "layer", "selection", "kind", "n_pairs", "mean_bc", "mean_emd"]],
+           hand, ["model", "layer", "selection", "kind"], ["n_pairs", "mean_bc", "mean_emd"])
+    wide = hand.pivot(index=["model", "layer", "selection"], columns="kind", values=["mean_bc", "mean_emd"])
+    wide.columns = [f"{'bc' if a == 'mean_bc' else 'emd'}_{k}" for a, k in wide.columns]
+    view = con.execute("SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different FROM compare_table").df()
+    _close(view, wide.reset_index(), ["model", "layer", "selection"], ["bc_same", "bc_different", "emd_same", "emd_different"])
+
+
+def test_occlusion_and_atlas_views_by_hand(analysis_db):
+    con, _, occ, atl, _ = analysis_db
+    t9 = occ.pivot_table(index="size_pct", columns="method", values="drop", aggfunc="mean").reset_index()
+    view = con.execute("SELECT size_pct, leam_drop AS leam, random_drop AS random FROM occlusion_table").df()
+    _close(view, t9, ["size_pct"], ["leam", "random"])
+    per_model = occ.groupby(["model", "method", "size_pct"]).agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
+    _close(con.execute("SELECT model, method, size_pct, n_pairs, mean_drop FROM occlusion_by_model").df(), per_model,
+           ["model", "method", "size_pct"], ["n_pairs", "mean_drop"])
+    at = atl.groupby(["model", "method", "size_pct"]).agg(n_images=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
+    _close(con.execute("SELECT model, method, size_pct, n_images, mean_drop FROM atlas_summary").df(), at,
+           ["model", "method", "size_pct"], ["n_images", "mean_drop"])
+
+
+def test_demographic_views_by_hand(analysis_db):
+    con, _, occ, _, idents = analysis_db
+    meta = pd.DataFrame({"identity": ["ann", "bob", "cy"], "gender": ["female", "male", "female"], "ethnicity": ["A", "B", "B"]})
+    o = occ.merge(meta, on="identity")
+    for factor in ("gender", "ethnicity"):
+        hand = o.groupby([factor, "model", "method", "size_pct"]).agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
+        hand = hand.rename(columns={factor: "grp"})
+        view = con.execute("SELECT grp, model, method, size_pct, n_pairs, mean_drop FROM occlusion_by_group WHERE factor = ?",
+                           [factor]).df()
+        _close(view, hand, ["grp", "model", "method", "size_pct"], ["n_pairs", "mean_drop"])
+        tests = con.execute("SELECT * FROM demographic_tests WHERE factor = ?", [factor]).df()
+        for r in tests.itertuples():
+            g = o[(o["method"] == r.method) & (o["size_pct"] == r.size_pct)]
+            ref = mannwhitneyu(g.loc[g[factor] == r.group_a, "drop"], g.loc[g[factor] == r.group_b, "drop"],
+                               alternative="two-sided")
+            assert (r.u, r.p_value) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+    ages = {(i, im): 20 + 7 * k for i, imgs in idents.items() for k, im in enumerate(imgs)}
+    occ = occ.assign(age_gap=[abs(ages[(i, a)] - ages[(i, p)]) for i, a, p in zip(occ["identity"], occ["anchor"], occ["positive"])])
+    hand = occ.groupby(["model", "method", "size_pct", "age_gap"]).agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
+    view = con.execute("SELECT model, method, size_pct, age_gap, n_pairs, mean_drop FROM occlusion_by_age_gap").df()
+    _close(view, hand, ["model", "method", "size_pct", "age_gap"], ["n_pairs", "mean_drop"])

@@ -1,0 +1,103 @@
+"""Occlusion: exact pixel counts, seeded random pixels, and the cosine drop computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from leam.models import FaceModel
+from leam.occlude import SIZES, atlas_occlusion, n_occluded, occlude_pairs, own_maps, random_mask, top_mask
+
+
+class MeanColour(nn.Module):
+    """A face model whose embedding is the mean colour of the image: (B, 3, H, W) -> (B, 3)."""
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def tiny_model() -> FaceModel:
+    return FaceModel("mean_colour", MeanColour().eval(), (20, 20), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), {})
+
+
+def test_number_of_occluded_pixels_is_exact():
+    assert SIZES == (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 5, 10)
+    assert n_occluded(1, 22500) == 225
+    assert n_occluded(0.01, 22500) == 3  # 2.25 rounded up
+    assert n_occluded(0.05, 22500) == 12  # 11.25 rounded up
+    assert n_occluded(0.01, 400) == 1  # at least one pixel
+    assert n_occluded(10, 400) == 40
+
+
+def test_top_mask_takes_the_highest_with_ties_by_index():
+    m = torch.tensor([[[0.5, 0.9], [0.5, 0.1]]])
+    assert top_mask(m, 2)[0].tolist() == [[True, True], [False, False]]  # 0.9, then the first 0.5
+    assert int(top_mask(torch.rand(3, 7, 7), 11).sum()) == 33
+
+
+def test_random_masks_are_seeded_and_exact():
+    a = random_mask((30, 30), 17, (0, "id", "a.jpg", "b.jpg", 1.0))
+    b = random_mask((30, 30), 17, (0, "id", "a.jpg", "b.jpg", 1.0))
+    c = random_mask((30, 30), 17, (1, "id", "a.jpg", "b.jpg", 1.0))
+    assert int(a.sum()) == 17 and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _frames(n=3, s=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return {f"img{i}.jpg": rng.integers(30, 256, (s, s, 3), dtype=np.uint8) for i in range(n)}
+
+
+def test_cosine_drop_equals_a_hand_computation():
+    frames = _frames()
+    rng = np.random.default_rng(1)
+    maps = {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
+    rows = occlude_pairs(frames, maps, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
+    assert len(rows) == 6 * 2 * 2
+    for r in rows:
+        a = frames[r["anchor"]].astype(np.float64)
+        p = frames[r["positive"]].astype(np.float64)
+        k = r["n_occluded"]
+        assert k == (4 if r["size_pct"] == 1 else 40)
+        if r["method"] == "leam":
+            flat = maps[(r["anchor"], r["positive"])].numpy().ravel()
+            idx = np.argsort(-flat, kind="stable")[:k]
+        else:
+            idx = np.flatnonzero(random_mask((20, 20), k, (0, "x", r["anchor"], r["positive"], r["size_pct"])).numpy())
+        occ = a.reshape(-1, 3).copy()
+        occ[idx] = 0  # black
+        e_a, e_p, e_o = a.reshape(-1, 3).mean(0), p.reshape(-1, 3).mean(0), occ.mean(0)
+        cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))  # noqa: E731
+        assert r["cosine_before"] == pytest.approx(cos(e_a, e_p), abs=1e-6)
+        assert r["cosine_after"] == pytest.approx(cos(e_o, e_p), abs=1e-6)
+        assert r["drop"] == pytest.approx(cos(e_a, e_p) - cos(e_o, e_p), abs=1e-6)
+
+
+def test_atlas_methods_and_leave_one_out():
+    frames = {"x": _frames(3, seed=2), "y": _frames(2, seed=3)}
+    rng = np.random.default_rng(4)
+    own = {ident: {im: torch.from_numpy(rng.random((20, 20))) for im in f} for ident, f in frames.items()}
+    rows = atlas_occlusion(frames, own, {"mean_colour": tiny_model()}, sizes=(5,), seed=0)
+    methods = {(r["identity"], r["image"]): set() for r in rows}
+    for r in rows:
+        methods[(r["identity"], r["image"])].add(r["method"])
+        assert r["n_occluded"] == 20 and r["n_positives"] == len(frames[r["identity"]]) - 1
+    assert all(m == {"own", "identity", "population", "random"} for m in methods.values())
+    # the identity atlas of img0 of x is the mean of x's other two own maps: check its pixels
+    r = next(r for r in rows if r["identity"] == "x" and r["image"] == "img0.jpg" and r["method"] == "identity")
+    atlas = (own["x"]["img1.jpg"] + own["x"]["img2.jpg"]) / 2
+    idx = np.argsort(-atlas.numpy().ravel(), kind="stable")[:20]
+    h = frames["x"]["img0.jpg"].astype(float).reshape(-1, 3)
+    occ = h.copy()
+    occ[idx] = 0
+    pos = [frames["x"][i].astype(float).reshape(-1, 3).mean(0) for i in ("img1.jpg", "img2.jpg")]
+    cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))  # noqa: E731
+    want = np.mean([cos(h.mean(0), q) for q in pos]) - np.mean([cos(occ.mean(0), q) for q in pos])
+    assert r["drop"] == pytest.approx(want, abs=1e-6)
+
+
+def test_own_maps_average_over_positives():
+    maps = {("a", "b"): torch.ones(2, 2), ("a", "c"): torch.zeros(2, 2), ("b", "a"): torch.full((2, 2), 3.0)}
+    own = own_maps(maps)
+    assert own["a"].tolist() == [[0.5, 0.5], [0.5, 0.5]] and own["b"].tolist() == [[3.0, 3.0], [3.0, 3.0]]

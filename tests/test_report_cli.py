@@ -1,0 +1,83 @@
+"""The HTML report (every listed figure and table is on the page) and ``leam explain``."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from leam.cli import main
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.ids, self.images, self.verdicts = [], {}, [], []
+        self._stack = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and a.get("href", "").startswith("#"):
+            self.links.append(a["href"][1:])
+        if "id" in a:
+            self.ids[a["id"]] = tag
+        if tag == "img":
+            self.images.append((self._stack[-1] if self._stack else None, a.get("src", "")))
+        if tag == "figure":
+            self._stack.append(a.get("id"))
+
+    def handle_endtag(self, tag):
+        if tag == "figure" and self._stack:
+            self._stack.pop()
+
+
+@pytest.mark.pipeline
+def test_report_has_every_figure_and_table_it_lists(pipeline_run):
+    d, _ = pipeline_run
+    html = (d / "results" / "report.html").read_text()
+    page = _Page()
+    page.feed(html)
+    assert len(page.links) >= 12
+    for target in page.links:
+        assert target in page.ids, f"contents link #{target} has no element on the page"
+    figures = [t for t in page.links if t.startswith("figure-")]
+    tables = [t for t in page.links if t.startswith("table-")]
+    assert len(figures) == 5 and len(tables) >= 8
+    srcs = {fid: src for fid, src in page.images}
+    for fid in figures:
+        assert srcs[fid].startswith("data:image/png;base64,")
+        img = Image.open(io.BytesIO(base64.b64decode(srcs[fid].split(",", 1)[1])))
+        assert img.size[0] > 300 and img.size[1] > 150
+    for key in ("cosine", "maps", "occlusion", "central"):
+        assert f"id='finding-{key}'" in html
+    assert html.count(": holds</div>") == 3 and "not measurable here" in html
+
+
+def test_explain_cli(sample_raw, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
+               "--config", str(REPO / "config.yaml"), "--layers", "conv1", "l2_0.conv2", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert text.startswith("cosine(obama.jpg, obama2.jpg) = 0.9") and "with dlib_resnet" in text
+    for name in ("overlay.png", "layers.png", "topk.png"):
+        img = np.asarray(Image.open(out / name))
+        assert img.shape[0] > 100 and img.std() > 10  # a real picture, not blank
+
+
+def test_explain_cli_errors(sample_raw, tmp_path, capsys):
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(grey)
+    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(grey), "--config", str(REPO / "config.yaml"),
+               "--out", str(tmp_path / "o")])
+    assert rc == 2 and f"{grey}: 0 faces found (need exactly one)" in capsys.readouterr().err
+    rc = main(["explain", "a.jpg", "b.jpg", "--config", str(tmp_path / "none.yaml")])
+    assert rc == 2 and "config file" in capsys.readouterr().err
+    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
+               "--config", str(REPO / "config.yaml"), "--layers", "nope"])
+    assert rc == 2 and "layer(s) ['nope'] are not configured for dlib_resnet" in capsys.readouterr().err

@@ -1,0 +1,23 @@
+# Report: one self-contained HTML page with the findings, figures, tables and inputs of the run.
+
+
+rule report:
+    input:
+        db=rules.aggregate.output.db,
+        layers=expand(rules.figures.output.layers, model=MODELS),
+        threshold=expand(rules.figures.output.threshold, model=MODELS),
+        compare=rules.study_figures.output.compare,
+        occlusion=rules.study_figures.output.occlusion,
+        atlas=rules.study_figures.output.atlas,
+        demographics=rules.study_figures.output.demographics,
+    output:
+        html="results/report.html",
+    params:
+        models=MODELS,
+        demographics=bool(config["metadata"]["identities"] or config["metadata"]["ages"]),
+    conda:
+        "../../envs/leam.yaml"
+    log:
+        "logs/report/report.log",
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,21 @@
+import torch
+
+from leam.io import read_parquet
+from leam.occlude import occlude_stage, read_population
+from leam.runlog import log_to
+
+log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+occlude_stage(
+    read_parquet(snakemake.input.aligned),
+    read_parquet(snakemake.input.maps[0]),
+    dict(snakemake.params.models),
+    source_model=snakemake.params.source_model,
+    source_layer=snakemake.params.source_layer,
+    occlusion_out=snakemake.output.occlusion,
+    atlas_out=snakemake.output.atlas,
+    population=read_population(snakemake.input.population),
+    sizes=snakemake.params.sizes,
+    seed=snakemake.params.seed,
+    device=snakemake.params.device,
+)
