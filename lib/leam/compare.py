@@ -98,7 +98,7 @@ def _pairs(images: Sequence[tuple[str, str]], different_per_image: int, seed: in
 
 
 def compare_model(maps: pa.Table, out_path: str, *, model: str, size: int, selections: Sequence[str] = ("top1",),
-                  grid: int = 32, different_per_image: int = 5, seed: int = 0, full_threshold: float = 0.01) -> pa.Table:
+                  grid: int = 16, different_per_image: int = 5, seed: int = 0, full_threshold: float = 0.01) -> pa.Table:
     """Compare stage for one model: BC and EMD of same- and different-identity image maps."""
     rows = []
     for selection in selections:

@@ -64,7 +64,7 @@ def layers_figure(maps: pa.Table, aligned: pa.Table, out_path: str | os.PathLike
     panels = [("anchor", anchor, None), ("positive", positive, None)] + [(r["layer"], anchor, r) for r in rows]
     cols = min(6, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.1 * cols, 2.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.1 * cols, 2.5 * nrows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, name, r) in zip(axes.ravel(), panels):
@@ -76,7 +76,7 @@ def layers_figure(maps: pa.Table, aligned: pa.Table, out_path: str | os.PathLike
         ax.imshow(to_frame(raw[None], size)[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         ax.set_title(f"{title}\n{r['height']}x{r['width']}", fontsize=8)
     fig.suptitle(f"LEAM, {model}: {identity}, anchor {anchor} vs positive {positive}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.2)
     _save(fig, out_path)
     log.info("wrote %s (%s: %s vs %s)", out_path, identity, anchor, positive)
     return identity, anchor, positive
@@ -123,24 +123,35 @@ def _empty(ax, text: str) -> None:
 
 
 def occlusion_figure(db_path, out_path) -> None:
-    """Paper Fig. 8: cosine drop vs occluded share, LEAM-guided (solid) vs random (dashed), per model."""
+    """Paper Fig. 8 (drop vs occluded share, LEAM solid vs random dashed, per model) and Fig. 11
+    (drop at 1 % vs the pair's unoccluded cosine)."""
     df = _query(db_path, "SELECT * FROM occlusion_by_model ORDER BY model, method, size_pct")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    pts = _query(db_path, "SELECT model, method, cosine_before, drop FROM occlusion WHERE size_pct = 1")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     if df.empty:
         _empty(ax, "no occlusion results (no identity has two usable photos)")
+        _empty(ax2, "")
     for i, (model, g) in enumerate(df.groupby("model", sort=True)):
         color = f"C{i}"
-        for method, ls in (("leam", "-"), ("random", "--")):
+        for method, ls, mk in (("leam", "-", "o"), ("random", "--", "x")):
             h = g[g["method"] == method]
             ax.plot(h["size_pct"], h["mean_drop"], ls, color=color, marker="o", ms=3, label=f"{model} {method}")
+            p = pts[(pts["model"] == model) & (pts["method"] == method)]
+            ax2.scatter(p["cosine_before"], p["drop"], s=12, marker=mk, color=color, label=f"{model} {method}")
     if not df.empty:
         src = df.iloc[0]
-        ax.set_title(f"Occlusion of the anchor: LEAM pixels of {src['source_model']} / {src['source_layer']} vs random")
+        ax.set_title(f"Occluding the anchor: LEAM pixels of {src['source_model']} / {src['source_layer']} vs random",
+                     fontsize=9)
         ax.set_xscale("log")
         ax.legend(fontsize=7)
+        ax2.legend(fontsize=7)
     ax.set_xlabel("occluded pixels, % of the frame")
     ax.set_ylabel("cosine drop (mean over pairs)")
-    ax.grid(alpha=0.3)
+    ax2.set_title("drop at 1 % vs unoccluded cosine (Fig. 11)", fontsize=9)
+    ax2.set_xlabel("cosine before occlusion")
+    ax2.set_ylabel("cosine drop")
+    for a in (ax, ax2):
+        a.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, out_path)
 

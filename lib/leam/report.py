@@ -220,8 +220,8 @@ def report_figures(models, files, *, demographics: bool) -> dict[str, str]:
         out[f"{m}: LEAM of every layer over one face (paper Fig. 4)"] = layers
         out[f"{m}: class share vs relevance threshold (Appendix B)"] = threshold
     out["BC and EMD of image maps per layer, same vs different identity (Tables 3-6)"] = files.compare
-    out["Cosine drop vs occluded pixels, LEAM-guided vs random, per model (Fig. 8)"] = files.occlusion
+    out["Cosine drop vs occluded pixels, LEAM-guided vs random, per model (Fig. 8); drop vs cosine (Fig. 11)"] = files.occlusion
     out["Identity atlas: own / identity / population / random pixels"] = files.atlas
     if demographics:
-        out["Cosine drop by gender, ethnicity and age gap (Fig. 9-11)"] = files.demographics
+        out["Cosine drop by gender, ethnicity and age gap (Fig. 9-10)"] = files.demographics
     return out

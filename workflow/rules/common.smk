@@ -54,6 +54,9 @@ def shard_images(wildcards):
     return [e.path for e in list_images(RAW) if shard_of(e.identity, n) == int(wildcards.shard)]
 
 
+HAVE_METADATA = bool(config["metadata"]["identities"] or config["metadata"]["ages"])
+
+
 def metadata_files():
     """The demographic CSVs named in config (none by default)."""
     return [f for f in (config["metadata"]["identities"], config["metadata"]["ages"]) if f and f != "fgnet"]

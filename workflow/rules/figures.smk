@@ -26,10 +26,22 @@ rule study_figures:
         compare="results/figures/compare.png",
         occlusion="results/figures/occlusion.png",
         atlas="results/figures/atlas.png",
-        demographics="results/figures/demographics.png",
     conda:
         "../../envs/leam.yaml"
     log:
         "logs/figures/study.log",
     script:
         "../scripts/study_figures.py"
+
+
+rule demographics_figure:
+    input:
+        db=rules.aggregate.output.db,
+    output:
+        demographics="results/figures/demographics.png",
+    conda:
+        "../../envs/leam.yaml"
+    log:
+        "logs/figures/demographics.log",
+    script:
+        "../scripts/demographics_figure.py"

@@ -9,12 +9,12 @@ rule report:
         compare=rules.study_figures.output.compare,
         occlusion=rules.study_figures.output.occlusion,
         atlas=rules.study_figures.output.atlas,
-        demographics=rules.study_figures.output.demographics,
+        demographics=rules.demographics_figure.output.demographics if HAVE_METADATA else [],
     output:
         html="results/report.html",
     params:
         models=MODELS,
-        demographics=bool(config["metadata"]["identities"] or config["metadata"]["ages"]),
+        demographics=HAVE_METADATA,
     conda:
         "../../envs/leam.yaml"
     log:

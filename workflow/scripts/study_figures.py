@@ -1,8 +1,7 @@
-from leam.plots import atlas_figure, compare_figure, demographics_figure, occlusion_figure
+from leam.plots import atlas_figure, compare_figure, occlusion_figure
 from leam.runlog import log_to
 
 log_to(snakemake.log[0])
 compare_figure(snakemake.input.db, snakemake.output.compare)
 occlusion_figure(snakemake.input.db, snakemake.output.occlusion)
 atlas_figure(snakemake.input.db, snakemake.output.atlas)
-demographics_figure(snakemake.input.db, snakemake.output.demographics)
