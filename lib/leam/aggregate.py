@@ -3,7 +3,8 @@
 ``results/leam.duckdb`` is self-contained (tables are copied in), so ``duckdb results/leam.duckdb``
 works from any directory. Tables:
 
-* ``images`` (faces table: every input file, status, reason), ``aligned`` (frame metadata),
+* ``images`` (faces table: every input file, status, reason), ``downloads`` (when a URL list
+  was downloaded: every URL's outcome; view ``download_summary``), ``aligned`` (frame metadata),
   ``counts`` (wide: one row per map x selection, one column per class), ``pairs`` (cosine of every
   ordered same-identity pair), ``embeddings``, ``classes``, ``layers`` (model, layer, order, module).
 
@@ -251,7 +252,8 @@ def _load_metadata(con, metadata: dict | None) -> bool:
 def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: Sequence[str],
                    embeddings: Sequence[str], faces: Sequence[str], aligned: Sequence[str],
                    models: dict, levels: Sequence[float], compare: Sequence[str] = (),
-                   occlusion: Sequence[str] = (), atlas: Sequence[str] = (), metadata: dict | None = None) -> None:
+                   occlusion: Sequence[str] = (), atlas: Sequence[str] = (), metadata: dict | None = None,
+                   downloads: Sequence[str] | str = ()) -> None:
     """Write ``db_path`` afresh (atomically) from the Parquet outputs of the earlier stages."""
     db_path = Path(db_path)
     with atomic_path(db_path) as tmp:
@@ -280,6 +282,12 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
                     empty = _empty_table(schema)  # noqa: F841
                     con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
             create_analysis_views(con)
+            downloads = [downloads] if isinstance(downloads, (str, os.PathLike)) else list(downloads)
+            if downloads:
+                con.execute(f"CREATE TABLE downloads AS SELECT * FROM read_parquet({_files(downloads)})")
+                con.execute("""CREATE VIEW download_summary AS
+                               SELECT status, split_part(reason, ':', 1) AS reason, count(*) AS urls
+                               FROM downloads GROUP BY ALL ORDER BY status, urls DESC""")
             _load_metadata(con, metadata)
             n = con.execute("SELECT count(*) FROM counts").fetchone()[0]
             log.info("%s: %d count rows, %d models", db_path, n, len(models))

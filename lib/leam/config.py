@@ -90,6 +90,8 @@ def validate_config(cfg: dict, *, source: str = "config.yaml") -> dict:
 
 def _cross_checks(cfg: dict) -> list[str]:
     out = []
+    if cfg["input"]["sample"] and cfg["input"]["urls"]:
+        out.append("input: set either sample (the embedded photos) or urls (a URL list to download), not both")
     levels = cfg["count"]["levels"]
     if list(levels) != sorted(set(levels)):
         out.append(f"count.levels: must be increasing without repeats (got {levels})")

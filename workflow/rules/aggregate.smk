@@ -12,6 +12,7 @@ rule aggregate:
         occlusion=shard_outputs(rules.occlude.output.occlusion),
         atlas=shard_outputs(rules.occlude.output.atlas),
         metadata=metadata_files(),
+        downloads=rules.download.output.table if config["input"]["urls"] else [],
     output:
         db="results/leam.duckdb",
     params:

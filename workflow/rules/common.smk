@@ -41,9 +41,11 @@ onsuccess:
 
 
 def sample_manifest():
-    """The sample-photo manifest when a sample set is configured (a checkpoint), else nothing."""
+    """The sample-photo or download manifest when one is configured (checkpoints), else nothing."""
     if config["input"]["sample"]:
         return checkpoints.sample_photos.get().output.manifest
+    if config["input"]["urls"]:
+        return checkpoints.download.get().output.manifest
     return []
 
 

@@ -1,5 +1,6 @@
 # Input photos. The embedded default fetches the real photos of the face_recognition 1.3.0 sdist
-# with pip (checked by sha256) into input.dir; user photos need no rule.
+# with pip (checked by sha256) into input.dir; a URL list (input.urls) is downloaded into it;
+# photos already in input.dir need no rule.
 
 
 checkpoint sample_photos:
@@ -13,3 +14,20 @@ checkpoint sample_photos:
         "logs/download/sample_photos.log",
     script:
         "../scripts/sample_photos.py"
+
+
+checkpoint download:
+    input:
+        urls=config["input"]["urls"] or [],
+    output:
+        manifest=f"{RAW}/DOWNLOADS.sha256",
+        table="results/downloads.parquet",
+    params:
+        download=config["download"],
+        seed=config["seed"],
+    conda:
+        "../../envs/leam.yaml"
+    log:
+        "logs/download/download.log",
+    script:
+        "../scripts/download.py"

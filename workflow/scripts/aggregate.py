@@ -12,6 +12,7 @@ build_database(
     compare=snakemake.input.compare,
     occlusion=snakemake.input.occlusion,
     atlas=snakemake.input.atlas,
+    downloads=snakemake.input.downloads,
     metadata=dict(snakemake.params.metadata),
     models=dict(snakemake.params.models),
     levels=snakemake.params.levels,
