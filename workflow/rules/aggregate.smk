@@ -19,6 +19,9 @@ rule aggregate:
         models={m: config["models"][m] for m in MODELS},
         levels=config["count"]["levels"],
         metadata=config["metadata"],
+    resources:
+        mem_mb=16000,
+        runtime=120,
     conda:
         "../../envs/leam.yaml"
     log:

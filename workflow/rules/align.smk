@@ -10,6 +10,9 @@ rule align:
         size=config["align"]["size"],
         padding=config["align"]["padding"],
         seed=config["seed"],
+    resources:
+        mem_mb=4000,
+        runtime=60,
     conda:
         "../../envs/leam.yaml"
     log:

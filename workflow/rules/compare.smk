@@ -13,6 +13,9 @@ rule compare:
         different_per_image=config["compare"]["different_per_image"],
         seed=config["seed"],
         full_threshold=config["count"]["full_threshold"],
+    resources:
+        mem_mb=8000,
+        runtime=240,
     conda:
         "../../envs/leam.yaml"
     log:

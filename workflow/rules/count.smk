@@ -11,6 +11,9 @@ rule count:
         levels=config["count"]["levels"],
         full_threshold=config["count"]["full_threshold"],
         topk_of=config["count"]["topk_of"],
+    resources:
+        mem_mb=8000,
+        runtime=60,
     conda:
         "../../envs/leam.yaml"
     log:

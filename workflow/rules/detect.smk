@@ -10,6 +10,9 @@ rule detect:
         upsample=config["detect"]["upsample"],
         min_score=config["detect"]["min_score"],
         near_duplicate_mad=config["detect"]["near_duplicate_mad"],
+    resources:
+        mem_mb=4000,
+        runtime=120,
     conda:
         "../../envs/leam.yaml"
     log:

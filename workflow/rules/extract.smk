@@ -15,7 +15,9 @@ rule extract:
         memory_budget_mb=config["extract"]["memory_budget_mb"],
     threads: workflow.cores
     resources:
-        mem_mb=4096,
+        gpu=1,  # used when present; a CPU-only profile sets it to 0 (profiles/slurm-local)
+        mem_mb=16000,
+        runtime=240,  # minutes, for a shard of ~10 identities on one GPU
     conda:
         "../../envs/leam.yaml"
     log:

@@ -34,6 +34,10 @@ rule occlude:
         seed=config["seed"],
         device=config["extract"]["device"],
     threads: workflow.cores
+    resources:
+        gpu=1,  # every configured model re-embeds the occluded frames
+        mem_mb=16000,
+        runtime=240,
     conda:
         "../../envs/leam.yaml"
     log:

@@ -9,6 +9,10 @@ rule parse:
     params:
         parser=config["parser"],
         device=config["extract"]["device"].replace("auto", "cpu"),
+    resources:
+        gpu=1 if config["parser"]["name"] == "farl" else 0,
+        mem_mb=8000,
+        runtime=60,
     conda:
         "../../envs/leam.yaml"
     log:
