@@ -212,6 +212,16 @@ def test_dark_16bit_png_is_not_mistaken_for_8bit(tmp_path):
     assert got.rgb.max() <= 1
 
 
+def test_greyscale_png_becomes_three_equal_channels(tmp_path):
+    a = np.random.default_rng(5).integers(0, 256, (40, 30), dtype=np.uint8)
+    p = tmp_path / "grey.png"
+    Image.fromarray(a, "L").save(p)
+    got = load_rgb(p)
+    assert got.source_mode == "L" and got.rgb.shape == (40, 30, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(got.rgb[..., c], a)
+
+
 def test_float_tiff_in_unit_range_is_scaled_to_8bit(tmp_path):
     a = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     p = tmp_path / "float.tif"

@@ -43,8 +43,8 @@ def test_outputs_and_logs(run):
               "logs/align/shard-000.log", "logs/parse/shard-000.log", "logs/extract/dlib_resnet/shard-000.log",
               "logs/count/dlib_resnet/shard-000.log", "logs/aggregate/aggregate.log", "logs/figures/dlib_resnet.log",
               "results/report.html", "results/compare/model=dlib_resnet/compare.parquet",
-              "results/occlusion/shard-000.parquet", "results/atlas/shard-000.parquet", "logs/compare/dlib_resnet.log",
-              "logs/occlude/shard-000.log", "logs/report/report.log", "results/figures/occlusion.png"]:
+              "results/occlusion/model=dlib_resnet/shard-000.parquet", "results/atlas/model=dlib_resnet/shard-000.parquet",
+              "logs/compare/dlib_resnet.log", "logs/occlude/dlib_resnet/shard-000.log", "logs/report/report.log", "results/figures/occlusion.png"]:
         assert (d / p).stat().st_size > 0, p
     log = (d / "logs/extract/dlib_resnet/shard-000.log").read_text()
     assert "[2/2] obama: 5 images, 20 pairs x 9 layers" in log  # per-identity progress lines
@@ -139,7 +139,7 @@ def test_adding_a_model_runs_only_its_jobs(run):
         assert proc.returncode == 0, out
         jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
                 if len(line.split()) == 2 and line.split()[1].isdigit()}
-        # its own extract/count/compare, the occlusion (every model is a transfer target), and the
+        # its own extract/count/compare/occlude (it is a transfer target of the occlusion), and the
         # aggregation, figures and report after them; nothing of dlib_resnet's
         assert jobs == {"extract": 1, "count": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 2,
                         "study_figures": 1, "report": 1, "all": 1, "total": 10}, out

@@ -24,7 +24,7 @@ from .cam import LEAM
 from .io import write_parquet
 from .models import FaceModel, load_model
 
-__all__ = ["pick_device", "iter_identities", "extract_shard", "MAPS_SCHEMA", "PAIRS_SCHEMA", "EMBEDDINGS_SCHEMA"]
+__all__ = ["pick_device", "prefetch", "iter_identities", "extract_shard", "MAPS_SCHEMA", "PAIRS_SCHEMA", "EMBEDDINGS_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,30 @@ EMBEDDINGS_SCHEMA = pa.schema([
     ("image", pa.string()),
     ("embedding", pa.list_(pa.float32())),
 ])
+
+
+def prefetch(iterable, depth: int = 2):
+    """Yield from ``iterable`` while a background thread produces the next ``depth`` items
+    (decoding the next identity's frames overlaps the current identity's extraction)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce():
+        try:
+            for item in iterable:
+                q.put(item)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            q.put(e)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -86,9 +110,9 @@ def extract_shard(aligned: pa.Table, model_name: str, model_spec: dict, *, maps_
     pairs_rows: list[dict] = []
     emb_rows: list[dict] = []
     t0 = time.perf_counter()
-    identities = list(iter_identities(aligned))
+    n_identities = len(set(aligned.column("identity").to_pylist()))
     with LEAM(model.module, model.layers, memory_budget_mb=memory_budget_mb) as leam:
-        for i, (identity, images, frames) in enumerate(identities, 1):
+        for i, (identity, images, frames) in enumerate(prefetch(iter_identities(aligned)), 1):
             out = leam.explain(model.preprocess(torch.from_numpy(frames)))
             key = {"model": model_name, "identity": identity}
             emb = out.embeddings.float().cpu().numpy()
@@ -102,7 +126,7 @@ def extract_shard(aligned: pa.Table, model_name: str, model_spec: dict, *, maps_
                 maps_rows += [{**key, "layer": layer, "layer_idx": li, "anchor": a, "positive": p,
                                "height": m.shape[1], "width": m.shape[2], "map": m[r].astype("<f4").tobytes()}
                               for r, (a, p) in enumerate(pairs)]
-            log.info("[%d/%d] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, len(identities),
+            log.info("[%d/%d] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, n_identities,
                      identity, len(images), len(pairs), len(layer_names),
                      len(maps_rows) / max(time.perf_counter() - t0, 1e-9))
     write_parquet(pa.Table.from_pylist(maps_rows, schema=MAPS_SCHEMA), maps_out, row_group_size=4096)

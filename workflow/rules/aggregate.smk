@@ -9,8 +9,8 @@ rule aggregate:
         faces=shard_outputs(rules.detect.output.faces),
         aligned=shard_outputs(rules.align.output.aligned),
         compare=expand(rules.compare.output.compare, model=MODELS),
-        occlusion=shard_outputs(rules.occlude.output.occlusion),
-        atlas=shard_outputs(rules.occlude.output.atlas),
+        occlusion=shard_outputs(rules.occlude.output.occlusion, model=MODELS),
+        atlas=shard_outputs(rules.occlude.output.atlas, model=MODELS),
         metadata=metadata_files(),
         downloads=rules.download.output.table if config["input"]["urls"] else [],
     output:

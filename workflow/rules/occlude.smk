@@ -1,5 +1,6 @@
 # Occlude: LEAM-guided vs random black-pixel occlusion, transferred to every model (Table 9, Fig. 8),
-# and the identity atlas (own / identity / population / random pixels).
+# and the identity atlas (own / identity / population / random pixels). One job per target model
+# and shard: the pixels come from the source model, so adding a model adds only its own jobs.
 
 
 rule population_atlas:
@@ -24,10 +25,10 @@ rule occlude:
         maps=expand(rules.extract.output.maps, model=OCCLUDE_SOURCE, allow_missing=True),
         population=rules.population_atlas.output.population,
     output:
-        occlusion="results/occlusion/shard-{shard}.parquet",
-        atlas="results/atlas/shard-{shard}.parquet",
+        occlusion="results/occlusion/model={model}/shard-{shard}.parquet",
+        atlas="results/atlas/model={model}/shard-{shard}.parquet",
     params:
-        models={m: config["models"][m] for m in MODELS},
+        models=lambda wildcards: {wildcards.model: config["models"][wildcards.model]},
         source_model=OCCLUDE_SOURCE,
         source_layer=OCCLUDE_LAYER,
         sizes=config["occlude"]["sizes"],
@@ -41,8 +42,8 @@ rule occlude:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/occlude/shard-{shard}.log",
+        "logs/occlude/{model}/shard-{shard}.log",
     benchmark:
-        "results/benchmarks/occlude/shard-{shard}.tsv"
+        "results/benchmarks/occlude/{model}/shard-{shard}.tsv"
     script:
         "../scripts/occlude.py"
