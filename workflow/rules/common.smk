@@ -28,9 +28,14 @@ if config["parser"]["name"] == "farl" and (
 
 # the occlusion source: the paper used IR_CASIA's first convolution
 OCCLUDE_SOURCE = config["occlude"]["source_model"] or MODELS[0]
-if OCCLUDE_SOURCE not in MODELS:
-    raise ValueError(f"occlude.source_model {OCCLUDE_SOURCE!r} is not one of the models that can run: {MODELS}")
-OCCLUDE_LAYER = config["occlude"]["source_layer"] or next(iter(config["models"][OCCLUDE_SOURCE]["layers"]))
+OCCLUDE_LAYER = config["occlude"]["source_layer"]
+if OCCLUDE_SOURCE not in config["models"]:
+    raise ValueError(f"occlude.source_model {OCCLUDE_SOURCE!r} is not a configured model: {list(config['models'])}")
+if OCCLUDE_SOURCE in SKIPPED_MODELS:
+    logger.warning(f"leam: occlude.source_model {OCCLUDE_SOURCE} is skipped (no weights); "
+                   f"the occlusion uses {MODELS[0]}'s first layer instead")
+    OCCLUDE_SOURCE, OCCLUDE_LAYER = MODELS[0], None
+OCCLUDE_LAYER = OCCLUDE_LAYER or next(iter(config["models"][OCCLUDE_SOURCE]["layers"]))
 if OCCLUDE_LAYER not in config["models"][OCCLUDE_SOURCE]["layers"]:
     raise ValueError(f"occlude.source_layer {OCCLUDE_LAYER!r} is not a layer of model {OCCLUDE_SOURCE}")
 
