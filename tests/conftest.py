@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -61,6 +62,42 @@ def dlib_spec() -> dict:
 
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+# DuckDB views that two runs of the same photos and config must agree on (the rejects without their
+# absolute paths, which differ between run directories)
+SAME_RESULT_VIEWS = ["SELECT * FROM threshold_table ORDER BY model, class_id",
+                     "SELECT * FROM cosine_summary ORDER BY model",
+                     "SELECT * FROM occlusion_table ORDER BY size_pct",
+                     "SELECT * FROM compare_table ORDER BY model, selection, layer_idx",
+                     "SELECT * EXCLUDE (path) FROM rejects ORDER BY ALL"]
+
+
+def parquet_digest(root: Path) -> dict[str, str]:
+    """sha256 of every Parquet file under ``root/results``, keyed by its path relative to ``root``."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((root / "results").rglob("*.parquet"))}
+
+
+def assert_same_results(got_dir: Path, ref_dir: Path, n_parquet: int | None = None) -> dict[str, str]:
+    """The run in ``got_dir`` wrote byte-identical Parquet to ``ref_dir`` (which may hold more, e.g. a
+    model another test added, never less) and its DuckDB views give the same rows. Prints the
+    digests; returns them."""
+    import duckdb
+
+    got = parquet_digest(got_dir)
+    ref = parquet_digest(ref_dir)
+    print(f"\n{len(got)} Parquet files compared:")
+    for name, sha in got.items():
+        print(f"  {sha}  {name}")
+    assert got, f"no Parquet under {got_dir / 'results'}"
+    assert n_parquet is None or len(got) == n_parquet, sorted(got)
+    assert set(got) <= set(ref), set(got) - set(ref)
+    assert got == {k: ref[k] for k in got}
+    a = duckdb.connect(str(got_dir / "results/leam.duckdb"), read_only=True)
+    b = duckdb.connect(str(ref_dir / "results/leam.duckdb"), read_only=True)
+    for sql in SAME_RESULT_VIEWS:
+        assert a.execute(sql).fetchall() == b.execute(sql).fetchall(), sql
+    return got
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:

@@ -3,33 +3,19 @@ DuckDB results as an uninterrupted run."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import time
 
-import duckdb
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, snakemake
+from conftest import REPO, SNAKEMAKE, assert_same_results, snakemake
 
 pytestmark = pytest.mark.pipeline
-
-VIEWS = ["SELECT * FROM threshold_table ORDER BY model, class_id",
-         "SELECT * FROM cosine_summary ORDER BY model",
-         "SELECT * FROM occlusion_table ORDER BY size_pct",
-         "SELECT * FROM compare_table ORDER BY model, selection, layer_idx",
-         "SELECT * FROM rejects"]
-
-
-def _digest(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / "results").rglob("*.parquet"))}
-
 
 def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     ref_dir, cfg = pipeline_run
@@ -53,14 +39,5 @@ def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
         assert snakemake(d, "--unlock").returncode == 0
     done = snakemake(d)
     assert done.returncode == 0, done.stderr[-3000:]
-    got = _digest(d)
-    ref = {k: v for k, v in _digest(ref_dir).items() if k in got}
-    print(f"\nSIGKILL after {kills}; {len(got)} Parquet files compared:")
-    for name, sha in got.items():
-        print(f"  {sha}  {name}")
-    assert len(got) == 11 and got == ref
-    a = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
-    b = duckdb.connect(str(ref_dir / "results/leam.duckdb"), read_only=True)
-    for sql in VIEWS:
-        assert a.execute(sql.replace("*", "* EXCLUDE (path)") if "rejects" in sql else sql).fetchall() == \
-            b.execute(sql.replace("*", "* EXCLUDE (path)") if "rejects" in sql else sql).fetchall(), sql
+    print(f"\nSIGKILL after {kills}")
+    assert_same_results(d, ref_dir, n_parquet=11)
