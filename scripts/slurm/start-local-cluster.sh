@@ -71,6 +71,19 @@ wait_for() {
 # pid_alive PIDFILE: the daemon recorded there is running
 pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# start_daemon PIDFILE NAME: start /usr/sbin/NAME unless the daemon recorded in PIDFILE is running
+# (the Slurm daemons fork into the background themselves; their logs go to $LOGDIR/NAME.log)
+start_daemon() {
+    local pidfile=$1 name=$2
+    if pid_alive "$pidfile"; then
+        log "$name running (pid $(cat "$pidfile"))"
+    else
+        "/usr/sbin/$name" </dev/null >>"$LOGDIR/$name.stdout" 2>&1 \
+            || die "$name did not start" "$LOGDIR/$name.log" "$LOGDIR/$name.stdout"
+        log "started $name"
+    fi
+}
+
 # stop_pid PIDFILE NAME: SIGTERM the recorded daemon (only that pid) and wait for it to exit
 stop_pid() {
     local pidfile=$1 name=$2 pid
@@ -246,13 +259,7 @@ StorageUser=${DB_USER}
 StoragePass=${DB_PASS}
 StorageLoc=${DB_NAME}" && stop_pid "$SLURMDBD_PID" slurmdbd || true
 chown root:root "$SLURMDBD_CONF"
-if pid_alive "$SLURMDBD_PID"; then
-    log "slurmdbd running (pid $(cat "$SLURMDBD_PID"))"
-else
-    /usr/sbin/slurmdbd </dev/null >>"$LOGDIR/slurmdbd.stdout" 2>&1 \
-        || die "slurmdbd did not start" "$LOGDIR/slurmdbd.log" "$LOGDIR/slurmdbd.stdout"
-    log "started slurmdbd"
-fi
+start_daemon "$SLURMDBD_PID" slurmdbd
 wait_for "$TIMEOUT" slurmdbd sacctmgr -n list cluster \
     || die "slurmdbd does not answer sacctmgr within ${TIMEOUT}s" "$LOGDIR/slurmdbd.log"
 
@@ -278,22 +285,10 @@ for u in "${users[@]}"; do
 done
 
 # --- 7. slurmctld, slurmd ------------------------------------------------------------------------
-if pid_alive "$SLURMCTLD_PID"; then
-    log "slurmctld running (pid $(cat "$SLURMCTLD_PID"))"
-else
-    /usr/sbin/slurmctld </dev/null >>"$LOGDIR/slurmctld.stdout" 2>&1 \
-        || die "slurmctld did not start" "$LOGDIR/slurmctld.log" "$LOGDIR/slurmctld.stdout"
-    log "started slurmctld"
-fi
+start_daemon "$SLURMCTLD_PID" slurmctld
 wait_for "$TIMEOUT" slurmctld scontrol ping \
     || die "slurmctld does not answer 'scontrol ping' within ${TIMEOUT}s" "$LOGDIR/slurmctld.log"
-if pid_alive "$SLURMD_PID"; then
-    log "slurmd running (pid $(cat "$SLURMD_PID"))"
-else
-    /usr/sbin/slurmd </dev/null >>"$LOGDIR/slurmd.stdout" 2>&1 \
-        || die "slurmd did not start" "$LOGDIR/slurmd.log" "$LOGDIR/slurmd.stdout"
-    log "started slurmd"
-fi
+start_daemon "$SLURMD_PID" slurmd
 
 # --- 8. wait: node idle in sinfo, sacct answering -------------------------------------------------
 node_state() { sinfo -h -N -n "$NODE" -p "$PARTITION" -o %T 2>/dev/null | head -n 1; }
