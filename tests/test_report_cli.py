@@ -56,6 +56,8 @@ def test_report_has_every_figure_and_table_it_lists(pipeline_run):
     for key in ("cosine", "maps", "occlusion", "central"):
         assert f"id='finding-{key}'" in html
     assert html.count(": holds</div>") == 3 and "not measurable here" in html
+    # missing values read as "-" in every table (the compare table has no different-identity rows here)
+    assert "<td>-</td>" in html and "&lt;NA&gt;" not in html and "<td>nan</td>" not in html.lower()
 
 
 def test_explain_cli(sample_raw, tmp_path, capsys):

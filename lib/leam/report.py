@@ -107,7 +107,10 @@ def _table(df: pd.DataFrame, tid: str, caption: str, digits: int = 4) -> str:
     if df.empty:
         body = "<p class='empty'>(no rows in this run)</p>"
     else:
-        body = df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="", border=0, classes="t")
+        # missing values as "-": pandas' na_rep covers NaN but not the <NA> of nullable integer columns
+        nullable_int = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) and df[c].isna().any()]
+        df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), "-") for c in nullable_int})
+        body = df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="-", border=0, classes="t")
     return f"<figure class='table' id='{tid}'><figcaption>{html.escape(caption)}</figcaption>{body}</figure>"
 
 
@@ -120,7 +123,7 @@ def _img(path: str | os.PathLike, fid: str, caption: str) -> str:
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5em;color:#222}
 h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.8em;border-bottom:1px solid #ddd}
-.meta{color:#666} nav ol{columns:2} figure{margin:1.2em 0} img{max-width:100%;border:1px solid #eee}
+.meta{color:#666} nav ol{columns:2;column-gap:3em} nav li{margin-left:.5em;break-inside:avoid} figure{margin:1.2em 0} img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em;margin:.3em 0} table.t{border-collapse:collapse;font-size:.85em}
 table.t th,table.t td{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}
 table.t th{background:#f6f6f6} .finding{padding:.6em .9em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}
