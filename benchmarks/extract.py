@@ -282,7 +282,7 @@ def naive_maps(model, layers, x, a, p, batch: int = 1):
     hs = [model.get_submodule(path).register_forward_hook(lambda m, i, o, n_=name: acts.__setitem__(n_, o))
           for name, path in layers.items()]
     try:
-        e_a = model(x[a:a + 1].repeat(batch, 1, 1, 1).clone().requires_grad_(True))[:1]
+        e_a = model(x[a:a + 1].repeat(batch, 1, 1, 1).requires_grad_(True))[:1]
     finally:
         for h in hs:
             h.remove()

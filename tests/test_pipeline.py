@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import REPO, assert_same_views, snakemake
 from leam.classes import CLASS_COLUMNS
 from leam.counting import LEVELS, selection_names
 from leam.io import read_parquet
@@ -204,10 +204,4 @@ def test_shards_give_the_same_results(run, tmp_path):
     proc = snakemake(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "results/faces").glob("shard-*.parquet"))) == 4
-    a = duckdb.connect(str(tmp_path / "results/leam.duckdb"), read_only=True)
-    b = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
-    for sql in ("SELECT * FROM threshold_table", "SELECT * FROM occlusion_table", "SELECT * FROM cosine_summary",
-                "SELECT * FROM compare_table", "SELECT * FROM atlas_summary",
-                "SELECT * EXCLUDE (path) FROM rejects", "SELECT count(*), sum(c10_nose) FROM counts WHERE model = 'dlib_resnet'"):
-        q = f"SELECT * FROM ({sql}) ORDER BY ALL"
-        assert a.execute(q).fetchall() == b.execute(q).fetchall(), sql
+    assert_same_views(tmp_path, d)
