@@ -22,7 +22,7 @@ def test_embedded_default_is_valid_and_defaults_fill_in(cfg):
     minimal = {"models": copy.deepcopy(cfg["models"])}
     validate_config(minimal)
     assert minimal["align"] == {"size": 150, "padding": 0.25}
-    assert minimal["input"]["sample"] == "face_recognition_1.3.0" and minimal["shards"] == 1
+    assert minimal["input"]["sample"] == ["face_recognition_1.3.0", "dlib_johns"] and minimal["shards"] == 1
 
 
 def test_every_problem_is_reported_with_its_key(cfg):

@@ -1,12 +1,16 @@
-"""Input photos: the embedded sample set and the folder-per-identity layout.
+"""Input photos: the embedded sample sets and the folder-per-identity layout.
 
-Layout (LFW style), for the sample set and for a user's own photos alike::
+Layout (LFW style), for the sample sets and for a user's own photos alike::
 
     data/raw/{identity}/{image}
 
-The embedded default is the set of real photos shipped in the ``face_recognition==1.3.0`` sdist
-(``tests/test_images``), fetched with pip (PyPI is reachable where models hubs are not) and checked
-by sha256, the archive and every photo.
+The embedded default is two sets of real photos, each checked by sha256 photo by photo:
+
+* ``face_recognition_1.3.0``: the photos shipped in the ``face_recognition==1.3.0`` sdist
+  (``tests/test_images``: obama x 6, biden x 1), fetched with pip (PyPI is reachable where model
+  hubs are not), the archive checked too;
+* ``dlib_johns``: dlib's ``examples/johns`` (5 people x 11 photos, 150-px face chips), held by the
+  project in ``data/samples/dlib-johns`` with its licence and a ``SOURCE.md``.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .io import atomic_path, sha256_file, write_text
 
 __all__ = [
     "SAMPLES",
+    "SampleFetchError",
     "fetch_sample_photos",
     "ImageEntry",
     "list_images",
@@ -39,9 +45,14 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "MANIFEST.sha256"
 
+#: the project's own folder of sample photos (beside lib/)
+PROJECT_SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
+
 
 @dataclass(frozen=True)
-class SampleSet:
+class PipSample:
+    """Photos inside a source distribution on PyPI, fetched with ``pip download``."""
+
     requirement: str
     archive: str
     archive_sha256: str
@@ -50,8 +61,16 @@ class SampleSet:
     photos: dict[str, tuple[str, str]]
 
 
-SAMPLES: dict[str, SampleSet] = {
-    "face_recognition_1.3.0": SampleSet(
+@dataclass(frozen=True)
+class ProjectSample:
+    """Photos held by the project as ``{folder}/{identity}/{image}`` with a ``MANIFEST.sha256``."""
+
+    folder: str  # below data/samples
+    source: str  # where they come from, for messages
+
+
+SAMPLES: dict[str, PipSample | ProjectSample] = {
+    "face_recognition_1.3.0": PipSample(
         requirement="face_recognition==1.3.0",
         archive="face_recognition-1.3.0.tar.gz",
         archive_sha256="5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
@@ -65,7 +84,8 @@ SAMPLES: dict[str, SampleSet] = {
             "obama_partial_face.jpg": ("obama", "c2d1f09e7ef3042352b41e41286e6eb0522f64f88308be13886991b95db52117"),
             "obama_partial_face2.jpg": ("obama", "9a812347f97633542b8cd9992de22def11b74f79d82056bc3ee830f13878e028"),
         },
-    )
+    ),
+    "dlib_johns": ProjectSample(folder="dlib-johns", source="github.com/davisking/dlib examples/johns"),
 }
 
 
@@ -86,14 +106,8 @@ def _pip_download(requirement: str, dest: Path) -> None:
         )
 
 
-def fetch_sample_photos(name: str, raw_dir: str | os.PathLike, *, archive: str | os.PathLike | None = None) -> Path:
-    """Fetch sample set ``name`` into ``raw_dir/{identity}/{image}``; returns the manifest path.
-
-    ``archive``: use this local copy of the sdist instead of asking pip (it is checked all the same).
-    Every file is verified against its sha256 before it is written; a mismatch raises.
-    """
-    sample = SAMPLES[name]
-    raw_dir = Path(raw_dir)
+def _pip_photos(sample: PipSample, archive: str | os.PathLike | None) -> Iterator[tuple[str, str, bytes, str]]:
+    """(identity, image, bytes, sha256) of a pip sample's photos, archive and photos checked."""
     with tempfile.TemporaryDirectory(prefix="leam-sample-") as tmp:
         if archive is None:
             _pip_download(sample.requirement, Path(tmp))
@@ -102,19 +116,58 @@ def fetch_sample_photos(name: str, raw_dir: str | os.PathLike, *, archive: str |
         got = sha256_file(archive)
         if got != sample.archive_sha256:
             raise SampleFetchError(f"{archive}: sha256 {got} != expected {sample.archive_sha256}")
-        lines = []
         with tarfile.open(archive, "r:gz") as tar:
             for image, (identity, digest) in sorted(sample.photos.items()):
                 member = tar.getmember(f"{sample.member_dir}/{image}")
                 data = tar.extractfile(member).read()
-                got = hashlib.sha256(data).hexdigest()
-                if got != digest:
+                if (got := hashlib.sha256(data).hexdigest()) != digest:
                     raise SampleFetchError(f"{archive}:{member.name}: sha256 {got} != expected {digest}")
-                out = raw_dir / identity / image
-                with atomic_path(out) as t:
-                    t.write_bytes(data)
-                lines.append(f"{digest}  {identity}/{image}")
-                log.info("sample photo %s/%s (%d bytes, sha256 ok)", identity, image, len(data))
+                yield identity, image, data, digest
+
+
+def _project_photos(sample: ProjectSample, root: Path) -> Iterator[tuple[str, str, bytes, str]]:
+    """(identity, image, bytes, sha256) of a project-held sample, every photo checked."""
+    folder = root / sample.folder
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file():
+        raise SampleFetchError(f"{manifest} is missing: the project's copy of {sample.source} is incomplete "
+                               f"(restore data/samples/ from the repository)")
+    for line in manifest.read_text().splitlines():
+        digest, _, rel = line.partition("  ")
+        identity, _, image = rel.partition("/")
+        path = folder / rel
+        if not path.is_file():
+            raise SampleFetchError(f"{path}: listed in {manifest} but missing (restore data/samples/ from the repository)")
+        data = path.read_bytes()
+        if (got := hashlib.sha256(data).hexdigest()) != digest:
+            raise SampleFetchError(f"{path}: sha256 {got} != {digest} listed in {manifest}")
+        yield identity, image, data, digest
+
+
+def fetch_sample_photos(names: str | list[str], raw_dir: str | os.PathLike, *,
+                        archive: str | os.PathLike | None = None, project_root: str | os.PathLike | None = None) -> Path:
+    """Copy sample set(s) ``names`` into ``raw_dir/{identity}/{image}``; returns the manifest path.
+
+    ``archive``: use this local copy of the face_recognition sdist instead of asking pip (it is
+    checked all the same). ``project_root``: folder holding the project's samples (default
+    ``data/samples`` of this checkout). Every file is verified against its sha256 before it is
+    written; a mismatch raises :class:`SampleFetchError`. The manifest lists every photo written,
+    ``{sha256}  {identity}/{image}``.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    raw_dir = Path(raw_dir)
+    root = Path(project_root) if project_root else PROJECT_SAMPLES
+    lines = []
+    for name in names:
+        if name not in SAMPLES:
+            raise SampleFetchError(f"unknown sample set {name!r}; known: {', '.join(SAMPLES)}")
+        sample = SAMPLES[name]
+        photos = _pip_photos(sample, archive) if isinstance(sample, PipSample) else _project_photos(sample, root)
+        for identity, image, data, digest in photos:
+            with atomic_path(raw_dir / identity / image) as t:
+                t.write_bytes(data)
+            lines.append(f"{digest}  {identity}/{image}")
+            log.info("sample photo %s/%s from %s (%d bytes, sha256 ok)", identity, image, name, len(data))
     manifest = raw_dir / MANIFEST_NAME
     write_text("\n".join(lines) + "\n", manifest)
     return manifest
