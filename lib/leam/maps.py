@@ -8,10 +8,14 @@ minimum and divide by ``max + 1e-7``, at layer resolution; then bilinear resize 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import Mapping
 
-__all__ = ["normalise", "to_frame", "EPS"]
+import numpy as np
+import torch
+
+from .window import paste
+
+__all__ = ["normalise", "to_frame", "decode_map", "map_window", "EPS"]
 
 EPS = 1e-7
 
@@ -28,9 +32,21 @@ def normalise(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return (flat / (hi + eps)).reshape(maps.shape)
 
 
-def to_frame(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """(P, h, w) raw maps -> (P, size, size) normalised maps in the aligned frame."""
-    m = normalise(maps)
-    if tuple(m.shape[-2:]) == (size, size):
-        return m
-    return F.interpolate(m[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+def to_frame(maps: torch.Tensor, size: int, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """(P, h, w) raw maps -> (P, size, size) normalised maps in the aligned frame.
+
+    ``window``: the frame box the model saw (:mod:`leam.window`); None: the whole frame. Frame
+    pixels outside the window get 0.
+    """
+    return paste(normalise(maps), tuple(window) if window is not None else (0, 0, size, size), size)
+
+
+def decode_map(row: Mapping) -> np.ndarray:
+    """A maps-table row -> its raw map, (height, width) float32 (stored little-endian)."""
+    return np.frombuffer(row["map"], "<f4").reshape(row["height"], row["width"])
+
+
+def map_window(row: Mapping, size: int) -> tuple[int, int, int, int]:
+    """The frame box a maps-table row's map covers (the whole ``size`` frame for old tables)."""
+    w = row.get("window")
+    return tuple(w) if w is not None else (0, 0, size, size)

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from .align import decode_png  # noqa: E402
 from .io import atomic_path  # noqa: E402
-from .maps import to_frame  # noqa: E402
+from .maps import decode_map, map_window, to_frame  # noqa: E402
 
 __all__ = ["layers_figure", "threshold_figure", "occlusion_figure", "atlas_figure", "compare_figure",
            "demographics_figure", "explain_figures"]
@@ -72,8 +72,8 @@ def layers_figure(maps: pa.Table, aligned: pa.Table, out_path: str | os.PathLike
         if r is None:
             ax.set_title(f"{title}\n{name}", fontsize=8)
             continue
-        raw = torch.from_numpy(np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"]).copy())
-        ax.imshow(to_frame(raw[None], size)[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        raw = torch.from_numpy(decode_map(r).copy())
+        ax.imshow(to_frame(raw[None], size, map_window(r, size))[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         ax.set_title(f"{title}\n{r['height']}x{r['width']}", fontsize=8)
     fig.suptitle(f"LEAM, {model}: {identity}, anchor {anchor} vs positive {positive}", fontsize=9)
     fig.tight_layout(h_pad=1.2)
@@ -235,10 +235,11 @@ def demographics_figure(db_path, out_path) -> None:
 
 
 def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels: np.ndarray, out_dir, *,
-                    top: float = 1.0, title: str = "") -> list[str]:
+                    top: float = 1.0, title: str = "", window: tuple[int, int, int, int] | None = None) -> list[str]:
     """PNGs of one pair for ``leam explain``: overlay, per-layer grid, top-k % pixels by class.
 
-    frames: (S, S, 3) uint8; maps: {layer: (h, w) raw map}; labels: (S, S) FaRL class ids of A.
+    frames: (S, S, 3) uint8; maps: {layer: (h, w) raw map}; labels: (S, S) FaRL class ids of A;
+    window: the frame box the model saw (None: the whole frame).
     """
     from .classes import CLASS_NAMES
     from .counting import selection_sizes
@@ -246,7 +247,7 @@ def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = frame_a.shape[0]
-    frames = {k: to_frame(torch.as_tensor(v, dtype=torch.float32)[None], size)[0].numpy() for k, v in maps.items()}
+    frames = {k: to_frame(torch.as_tensor(v, dtype=torch.float32)[None], size, window)[0].numpy() for k, v in maps.items()}
     names = list(frames)
     files = []
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))

@@ -13,6 +13,7 @@ rule extract:
         spec=lambda wildcards: config["models"][wildcards.model],
         device=config["extract"]["device"],
         memory_budget_mb=config["extract"]["memory_budget_mb"],
+        frame_padding=config["align"]["padding"],
     threads: workflow.cores
     resources:
         gpu=1,  # used when present; a CPU-only profile sets it to 0 (profiles/slurm-local)

@@ -34,6 +34,7 @@ rule occlude:
         sizes=config["occlude"]["sizes"],
         seed=config["seed"],
         device=config["extract"]["device"],
+        frame_padding=config["align"]["padding"],
     threads: workflow.cores
     resources:
         gpu=1,  # every configured model re-embeds the occluded frames

@@ -13,4 +13,5 @@ extract_shard(
     device=snakemake.params.device,
     memory_budget_mb=snakemake.params.memory_budget_mb,
     threads=snakemake.threads,
+    frame_padding=snakemake.params.frame_padding,
 )

@@ -18,4 +18,5 @@ occlude_stage(
     sizes=snakemake.params.sizes,
     seed=snakemake.params.seed,
     device=snakemake.params.device,
+    frame_padding=snakemake.params.frame_padding,
 )
