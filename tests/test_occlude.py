@@ -64,7 +64,7 @@ def test_cosine_drop_equals_a_hand_computation():
             flat = maps[(r["anchor"], r["positive"])].numpy().ravel()
             idx = np.argsort(-flat, kind="stable")[:k]
         else:
-            idx = np.flatnonzero(random_mask((20, 20), k, (0, "x", r["anchor"], r["positive"], r["size_pct"])).numpy())
+            idx = np.flatnonzero(random_mask((20, 20), k, (0, "x", r["anchor"], r["size_pct"])).numpy())
         occ = a.reshape(-1, 3).copy()
         occ[idx] = 0  # black
         e_a, e_p, e_o = a.reshape(-1, 3).mean(0), p.reshape(-1, 3).mean(0), occ.mean(0)

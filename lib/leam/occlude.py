@@ -7,7 +7,9 @@ pixels of the anchor's aligned frame are set to black:
 * ``leam``: the highest pixels of the source model's LEAM map of (a, p) at the source layer
   (normalised and resized to the frame; ties by pixel index);
 * ``random``: as many pixels drawn uniformly without replacement, seeded by
-  (seed, identity, anchor, positive, size), so a rerun draws the same pixels.
+  (seed, identity, anchor, size), so a rerun draws the same pixels. One draw per anchor and size
+  serves all of the anchor's positives (a random mask does not depend on the positive): the
+  occluded anchor is embedded once, which halves the forward passes of the stage.
 
 Each target model (every configured model: transfer) embeds the occluded anchor and the intact
 positive; the drop is cos(f(a), f(p)) - cos(f(a_occluded), f(p)).
@@ -29,11 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-import torch.nn.functional as F
 
 from .extract import iter_identities, pick_device
 from .io import read_parquet, write_parquet
-from .maps import to_frame
+from .maps import decode_map, map_window, to_frame
 from .models import FaceModel, load_model
 
 __all__ = ["SIZES", "n_occluded", "top_mask", "random_mask", "occlude_pairs", "own_maps", "atlas_occlusion",
@@ -76,21 +77,6 @@ def random_mask(shape: tuple[int, int], k: int, key: Sequence) -> torch.Tensor:
     return torch.from_numpy(m.reshape(shape))
 
 
-def _cos(model: FaceModel, frames: torch.Tensor, ref: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """(B, S, S, 3) uint8 frames, (B, D) unit references -> (B,) cosines."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(frames), batch):
-            e = F.normalize(model.module(model.preprocess(frames[i:i + batch])).float(), dim=-1)
-            out.append((e * ref[i:i + batch]).sum(-1))
-    return torch.cat(out)
-
-
-def _embed_unit(model: FaceModel, frames: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return F.normalize(model.module(model.preprocess(frames)).float(), dim=-1)
-
-
 OCCLUSION_SCHEMA = pa.schema([
     ("source_model", pa.string()), ("source_layer", pa.string()), ("model", pa.string()),
     ("identity", pa.string()), ("anchor", pa.string()), ("positive", pa.string()),
@@ -118,23 +104,32 @@ def occlude_pairs(frames: dict[str, np.ndarray], maps: dict[tuple[str, str], tor
     stack = torch.stack([maps[p] for p in pairs])  # (P, S, S)
     images = sorted(frames)
     intact = torch.from_numpy(np.stack([frames[i] for i in images]))
-    occluded, meta = [], []
+    anchors = sorted({a for a, _ in pairs})
+    occluded: list[torch.Tensor] = []
+    meta: list[tuple[str, str, str, float, int, int]] = []  # (anchor, positive, method, size, k, occluded frame)
+
+    def occlude(a: str, mask: torch.Tensor) -> int:
+        f = torch.from_numpy(frames[a].copy())
+        f[mask] = 0
+        occluded.append(f)
+        return len(occluded) - 1
+
     for size in sizes:
         k = n_occluded(size, s * s)
         leam_masks = top_mask(stack, k)
+        rand = {a: occlude(a, random_mask((s, s), k, (seed, identity, a, size))) for a in anchors}
         for j, (a, p) in enumerate(pairs):
-            for method, mask in (("leam", leam_masks[j]), ("random", random_mask((s, s), k, (seed, identity, a, p, size)))):
-                f = torch.from_numpy(frames[a].copy())
-                f[mask] = 0
-                occluded.append(f)
-                meta.append((a, p, method, size, k))
+            meta.append((a, p, "leam", size, k, occlude(a, leam_masks[j])))
+            meta.append((a, p, "random", size, k, rand[a]))
     occ = torch.stack(occluded)
     rows = []
     for name, model in targets.items():
-        unit = dict(zip(images, _embed_unit(model, intact)))
+        unit = dict(zip(images, model.embed(intact)))
         before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
-        after = _cos(model, occ, torch.stack([unit[p] for _, p, *_ in meta])).tolist()
-        for (a, p, method, size, k), c in zip(meta, after):
+        u_occ = model.embed(occ)  # (M, D)
+        which = torch.tensor([f for *_, f in meta])
+        after = (u_occ[which] * torch.stack([unit[p] for _, p, *_ in meta])).sum(-1).tolist()
+        for (a, p, method, size, k, _), c in zip(meta, after):
             rows.append({"model": name, "identity": identity, "anchor": a, "positive": p, "method": method,
                          "size_pct": float(size), "n_occluded": k, "cosine_before": before[(a, p)],
                          "cosine_after": c, "drop": before[(a, p)] - c})
@@ -189,10 +184,10 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
             occ = torch.stack(occluded)
             for name, model in targets.items():
                 ids = [h] + positives
-                unit = _embed_unit(model, torch.from_numpy(np.stack([frames[identity][i] for i in ids])))
+                unit = model.embed(torch.from_numpy(np.stack([frames[identity][i] for i in ids])))
                 u_h, u_pos = unit[0], unit[1:]  # (D,), (n - 1, D)
                 before = (u_pos @ u_h).mean()
-                u_occ = _embed_unit(model, occ)  # (M, D)
+                u_occ = model.embed(occ)  # (M, D)
                 after = (u_occ @ u_pos.T).mean(1)  # (M,)
                 for (method, size, k), c in zip(meta, after.tolist()):
                     rows.append({"model": name, "identity": identity, "image": h, "method": method,
@@ -205,8 +200,8 @@ def source_maps(maps: pa.Table, layer: str, size: int) -> dict[str, dict[tuple[s
     """{identity: {(anchor, positive): (S, S) normalised frame map}} of one layer of a raw-maps table."""
     out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
     for r in maps.filter(pc.equal(maps.column("layer"), layer)).to_pylist():
-        raw = torch.from_numpy(np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"]).copy())
-        out.setdefault(r["identity"], {})[(r["anchor"], r["positive"])] = to_frame(raw[None], size)[0]
+        raw = torch.from_numpy(decode_map(r).copy())
+        out.setdefault(r["identity"], {})[(r["anchor"], r["positive"])] = to_frame(raw[None], size, map_window(r, size))[0]
     return out
 
 
@@ -223,13 +218,14 @@ def population_sum(maps_tables: Sequence[pa.Table], layer: str, size: int) -> tu
 
 def occlude_stage(aligned: pa.Table, maps: pa.Table, models: dict[str, dict], *, source_model: str,
                   source_layer: str, occlusion_out: str, atlas_out: str, population: tuple[np.ndarray, int] | None = None,
-                  sizes: Sequence[float] = SIZES, seed: int = 0, device: str = "auto") -> None:
+                  sizes: Sequence[float] = SIZES, seed: int = 0, device: str = "auto", frame_padding: float = 0.25) -> None:
     """Occlude stage for one shard: source maps + frames in, occlusion and atlas tables out.
 
-    ``population``: (sum, count) of own maps over the whole run (:func:`population_sum`).
+    ``population``: (sum, count) of own maps over the whole run (:func:`population_sum`);
+    ``frame_padding``: ``align.padding`` (places each target model's window).
     """
     dev = pick_device(device)
-    targets = {name: load_model(name, spec, device=dev) for name, spec in models.items()}
+    targets = {name: load_model(name, spec, device=dev, frame_padding=frame_padding) for name, spec in models.items()}
     frames = {identity: dict(zip(images, f)) for identity, images, f in iter_identities(aligned)}
     size = next(iter(next(iter(frames.values())).values())).shape[0] if frames else 0
     by_identity = source_maps(maps, source_layer, size)

