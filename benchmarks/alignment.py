@@ -1,0 +1,87 @@
+"""Which crop of the aligned frame should a model see?  Recognition quality per alignment.
+
+For every configured model and every alignment of :mod:`leam.window` (``chip``: the whole dlib
+face chip; ``arcface``: insightface's 5-point 112-px template placed on the frame), embeds every
+accepted, aligned photo of a finished run (``results/aligned/shard-*.parquet``) and prints, on all
+ordered same-identity and unordered different-identity pairs: mean cosine same vs different, ROC
+AUC of same vs different (Mann-Whitney U / (n_same n_diff), scipy), and rank-1 identification
+(leave-one-out nearest neighbour among all photos, for photos whose identity has another photo).
+
+    .venv/bin/python benchmarks/alignment.py [--config config.yaml] [--results results] [--record]
+
+``--record`` appends the table to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import mannwhitneyu
+
+from leam.config import load_config
+from leam.extract import iter_identities
+from leam.io import read_parquet
+from leam.models import load_model
+from leam.window import ALIGNMENTS
+
+HERE = Path(__file__).resolve().parent
+
+
+def scores(emb: np.ndarray, ids: np.ndarray) -> dict[str, float]:
+    """(N, D) embeddings, (N,) identity labels -> same/different mean cosine, AUC, rank-1."""
+    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    cos = u @ u.T
+    same = ids[:, None] == ids[None, :]
+    upper = np.triu(np.ones_like(same), 1).astype(bool)
+    s, d = cos[same & upper], cos[~same & upper]
+    auc = mannwhitneyu(s, d).statistic / (len(s) * len(d))
+    c = cos.copy()
+    np.fill_diagonal(c, -np.inf)
+    has_mate = (same.sum(1) > 1)
+    rank1 = float((ids[c.argmax(1)] == ids)[has_mate].mean())
+    return {"same": float(s.mean()), "different": float(d.mean()), "auc": float(auc), "rank1": rank1,
+            "n_images": len(ids), "n_same": len(s), "n_different": len(d)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="config.yaml")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    tables = [read_parquet(p) for p in sorted(glob.glob(f"{args.results}/aligned/shard-*.parquet"))]
+    ids, frames = [], []
+    for t in tables:
+        for identity, images, f in iter_identities(t):
+            ids += [identity] * len(images)
+            frames.append(f)
+    ids_a = np.array(ids)
+    x = torch.from_numpy(np.concatenate(frames))
+    lines = [f"| model | alignment | window | same | different | AUC | rank-1 |", "|---|---|---|---|---|---|---|"]
+    for name, spec in cfg["models"].items():
+        for alignment in ALIGNMENTS:
+            model = load_model(name, {**spec, "alignment": alignment}, frame_padding=cfg["align"]["padding"])
+            with torch.no_grad():
+                emb = torch.cat([model.module(model.preprocess(x[i:i + 16])) for i in range(0, len(x), 16)])
+            r = scores(F.normalize(emb.double(), dim=1).numpy(), ids_a)
+            lines.append(f"| {name} | {alignment} | {model.window(x.shape[1])} | {r['same']:.4f} | {r['different']:.4f} "
+                         f"| {r['auc']:.4f} | {r['rank1']:.3f} |")
+            print(lines[-1], flush=True)
+    head = (f"\n## Alignment per model ({datetime.date.today()}, {platform.node()}, "
+            f"{len(ids_a)} photos of {len(set(ids))} identities from {args.results}/aligned)\n\n"
+            f"`.venv/bin/python benchmarks/alignment.py --record`\n\n")
+    if args.record:
+        with open(HERE / "RESULTS.md", "a") as f:
+            f.write(head + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
