@@ -644,3 +644,53 @@ def test_closed_form_cosines(trivial_db):
 def test_closed_form_rejects(trivial_db):
     got = trivial_db.execute("SELECT identity, image, status, reason, duplicate_of FROM rejects").fetchall()
     assert got == [("x", "i0", "duplicate", "same sha256", "i1"), ("x", "i3", "rejected", "no face found", None)]
+
+
+def _verification(emb: pd.DataFrame) -> pd.DataFrame:
+    import duckdb
+
+    from leam.aggregate import create_verification_view
+
+    con = duckdb.connect()
+    con.register("emb_df", emb)
+    con.execute("CREATE TABLE embeddings AS SELECT model, identity, image, embedding::FLOAT[] AS embedding FROM emb_df")
+    create_verification_view(con)
+    return con.execute("SELECT * FROM verification").df()
+
+
+def test_verification_auc_and_rank1_by_hand():
+    """AUC against scikit-learn's roc_auc_score, rank-1 by a numpy nearest-neighbour loop, on
+    embeddings that overlap (two models, 5 identities with 1-4 photos, noise as large as the signal)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(7)
+    rows = []
+    for model, noise in (("m1", 0.8), ("m2", 1.5)):
+        for identity, n in zip("abcde", (4, 3, 3, 2, 1)):
+            centre = rng.normal(size=6)
+            rows += [{"model": model, "identity": identity, "image": f"{identity}{i}",
+                      "embedding": (centre + noise * rng.normal(size=6)).astype(np.float32).tolist()} for i in range(n)]
+    emb = pd.DataFrame(rows)
+    view = _verification(emb)
+    assert list(view.columns) == ["model", "n_images", "n_same", "n_different", "same_mean", "different_mean",
+                                  "auc", "rank1"]
+    assert list(view["model"]) == ["m1", "m2"]
+    for row in view.itertuples():
+        sub = emb[emb["model"] == row.model].sort_values(["identity", "image"])
+        keys = list(zip(sub["identity"], sub["image"]))
+        vec = {k: np.asarray(v, np.float32).astype(np.float64) for k, v in zip(keys, sub["embedding"])}
+        pairs = list(itertools.combinations(keys, 2))
+        same = np.array([a[0] == b[0] for a, b in pairs])
+        cos = np.array([_cos(vec[a], vec[b]) for a, b in pairs])
+        assert (row.n_images, row.n_same, row.n_different) == (13, 6 + 3 + 3 + 1, 78 - 13)
+        assert row.same_mean == pytest.approx(cos[same].mean(), rel=1e-9)
+        assert row.different_mean == pytest.approx(cos[~same].mean(), rel=1e-9)
+        assert 0.5 < row.auc < 1  # overlapping, so the check below is not 1 == 1
+        assert row.auc == pytest.approx(roc_auc_score(same, cos), abs=1e-12)
+        hits = [max((o for o in keys if o != k), key=lambda o: _cos(vec[k], vec[o]))[0] == k[0]
+                for k in keys if k[0] != "e"]  # e has one photo: no mate to find
+        assert 0 < np.mean(hits) < 1
+        assert row.rank1 == pytest.approx(np.mean(hits), abs=1e-12)
+    # embeddings that do not separate anybody: every cosine ties, AUC 0.5
+    flat = emb.assign(embedding=[[1.0, 0.0]] * len(emb))
+    assert (_verification(flat)["auc"] == 0.5).all()

@@ -35,7 +35,9 @@ Views (shares in percent; absent classes of a parser are simply missing rows):
   (Mann-Whitney U between groups), ``occlusion_by_age_gap`` (Fig. 10);
 * ``cosine_same``: per model, the ordered same-identity pairs' cosine (mean, std, n);
   ``cosine_different``: per model, every unordered pair of images of different identities;
-  ``cosine_summary``: both side by side.
+  ``cosine_summary``: both side by side;
+* ``verification``: per model, on every unordered pair of accepted photos: mean cosine same vs
+  different identity, ROC AUC (Mann-Whitney) and rank-1 identification (nearest other photo).
 """
 
 from __future__ import annotations
@@ -161,6 +163,46 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
                d.n_pairs AS different_pairs, d.mean_cosine AS different_mean, d.std_cosine AS different_std,
                s.mean_cosine - d.mean_cosine AS margin
         FROM cosine_same s LEFT JOIN cosine_different d USING (model)""")
+    create_verification_view(con)
+
+
+def create_verification_view(con: duckdb.DuckDBPyConnection) -> None:
+    """``verification`` on the ``embeddings`` table: does each model work on these photos?
+
+    Per model, every unordered pair of accepted photos: mean cosine of same- and different-identity
+    pairs; ``auc``, Mann-Whitney U / (n_same n_different), ties counted half (average ranks);
+    ``rank1``, the share of photos (of identities with at least two) whose most similar other photo
+    shows the same identity.
+    """
+    con.execute("""
+        CREATE OR REPLACE VIEW verification AS
+        WITH sims AS (
+            SELECT a.model, a.identity = b.identity AS same,
+                   list_cosine_similarity(a.embedding::DOUBLE[], b.embedding::DOUBLE[]) AS cosine
+            FROM embeddings a JOIN embeddings b
+              ON a.model = b.model AND (a.identity, a.image) < (b.identity, b.image)),
+        ranked AS (
+            SELECT model, same, cosine,
+                   rank() OVER (PARTITION BY model ORDER BY cosine)
+                   + (count(*) OVER (PARTITION BY model, cosine) - 1) / 2.0 AS r
+            FROM sims),
+        auc AS (
+            SELECT model, count(*) FILTER (WHERE same) AS n_same, count(*) FILTER (WHERE NOT same) AS n_different,
+                   avg(cosine) FILTER (WHERE same) AS same_mean, avg(cosine) FILTER (WHERE NOT same) AS different_mean,
+                   sum(r) FILTER (WHERE same) AS rank_sum
+            FROM ranked GROUP BY model),
+        nearest AS (
+            SELECT a.model, a.identity,
+                   arg_max(b.identity, list_cosine_similarity(a.embedding::DOUBLE[], b.embedding::DOUBLE[])) AS nearest
+            FROM embeddings a JOIN embeddings b
+              ON a.model = b.model AND (a.identity, a.image) <> (b.identity, b.image)
+            WHERE (a.model, a.identity) IN (SELECT (model, identity) FROM embeddings GROUP BY model, identity HAVING count(*) >= 2)
+            GROUP BY a.model, a.identity, a.image)
+        SELECT a.model, (SELECT count(*) FROM embeddings e WHERE e.model = a.model) AS n_images,
+               a.n_same, a.n_different, a.same_mean, a.different_mean,
+               (a.rank_sum - a.n_same * (a.n_same + 1) / 2.0) / nullif(a.n_same * a.n_different, 0) AS auc,
+               (SELECT avg((n.nearest = n.identity)::DOUBLE) FROM nearest n WHERE n.model = a.model) AS rank1
+        FROM auc a ORDER BY a.model""")
 
 
 def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
