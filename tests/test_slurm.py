@@ -19,7 +19,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO, assert_same_results, snakemake
+from conftest import REPO, assert_same_results, link_weights, snakemake
 
 pytestmark = pytest.mark.pipeline
 
@@ -51,6 +51,7 @@ def slurm_run(cluster, pipeline_run, tmp_path_factory):
     """The pipeline_run's photos and config run again, every job submitted to SLURM."""
     ref_dir, cfg = pipeline_run
     d = tmp_path_factory.mktemp("slurm")
+    link_weights(d)
     shutil.copytree(ref_dir / "data", d / "data")  # the sample photos plus the same bad files
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = snakemake(d, "--profile", str(PROFILE))
@@ -92,4 +93,4 @@ def test_every_job_ran_on_slurm_and_is_in_sacct(slurm_run):
 
 def test_results_are_identical_to_the_local_run(slurm_run, pipeline_run):
     """Byte-identical Parquet (sha256 printed) and the same rows in the DuckDB views."""
-    assert_same_results(slurm_run[0], pipeline_run[0], n_parquet=11)
+    assert_same_results(slurm_run[0], pipeline_run[0], n_parquet=4 + 7 * 3)  # 3 shard files + population, 7 per model

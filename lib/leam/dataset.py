@@ -34,6 +34,7 @@ __all__ = [
     "SAMPLES",
     "SampleFetchError",
     "fetch_sample_photos",
+    "sample_caveats",
     "ImageEntry",
     "list_images",
     "entries_from_paths",
@@ -67,6 +68,7 @@ class ProjectSample:
 
     folder: str  # below data/samples
     source: str  # where they come from, for messages
+    caveat: str = ""  # what a reader of results on them should know
 
 
 SAMPLES: dict[str, PipSample | ProjectSample] = {
@@ -85,8 +87,18 @@ SAMPLES: dict[str, PipSample | ProjectSample] = {
             "obama_partial_face2.jpg": ("obama", "9a812347f97633542b8cd9992de22def11b74f79d82056bc3ee830f13878e028"),
         },
     ),
-    "dlib_johns": ProjectSample(folder="dlib-johns", source="github.com/davisking/dlib examples/johns"),
+    "dlib_johns": ProjectSample(
+        folder="dlib-johns", source="github.com/davisking/dlib examples/johns",
+        caveat="The five dlib-johns people (dlib's examples/johns) may be in the training data of dlib's "
+               "face-recognition ResNet (about 3 million web faces, FaceScrub and VGG among them): dlib_resnet's "
+               "numbers on them may be optimistic."),
 }
+
+
+def sample_caveats(names: str | list[str] | None) -> list[str]:
+    """What a reader should know about results on the sample sets ``names`` (config input.sample)."""
+    names = [names] if isinstance(names, str) else list(names or [])
+    return [c for n in names if (c := getattr(SAMPLES.get(n), "caveat", ""))]
 
 
 class SampleFetchError(RuntimeError):

@@ -133,10 +133,11 @@ table.t th{background:#f6f6f6} .finding{padding:.6em .9em;margin:.6em 0;border-l
 
 
 def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figures: dict[str, str],
-                 *, title: str = "leam run report") -> list[tuple[str, str]]:
+                 *, title: str = "leam run report", caveats: list[str] | None = None) -> list[tuple[str, str]]:
     """Write the HTML report; returns the (id, caption) of every figure and table it contains.
 
-    ``figures``: {caption: png path}, in display order.
+    ``figures``: {caption: png path}, in display order; ``caveats``: sentences shown with the
+    findings (e.g. :func:`leam.dataset.sample_caveats`).
     """
     con = duckdb.connect(str(db_path), read_only=True)
     try:
@@ -145,6 +146,8 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
         parts = []
         verdict = {True: ("yes", "holds"), False: ("no", "does not hold"), None: ("na", "not measurable here")}
         parts.append("<h2 id='findings'>The paper's findings, measured on this run</h2>")
+        for c in caveats or []:
+            parts.append(f"<p class='meta caveat'>Caveat: {html.escape(c)}</p>")
         for f in found:
             cls, word = verdict[f.holds]
             parts.append(f"<div class='finding {cls}' id='finding-{f.key}'><div class='verdict'>{html.escape(f.title)}: "
@@ -169,6 +172,9 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
         parts.append("<h2 id='tables'>Tables</h2>")
         tables = [
             ("table-cosine", "Cosine similarity, same vs different identity", "SELECT * FROM cosine_summary ORDER BY model"),
+            ("table-verification", "Does each model recognise these people? Every pair of accepted photos: mean cosine "
+             "same vs different identity, ROC AUC (area under the curve) and rank-1 identification",
+             "SELECT * FROM verification ORDER BY model"),
             ("table-threshold", "Class share of the selected pixels (mean over maps, %), by threshold (Appendix B)",
              "SELECT model, class, full_activation, top0_1, top1, top5, top10, top100 FROM threshold_table "
              "WHERE full_activation IS NOT NULL ORDER BY model, top1 DESC"),

@@ -4,7 +4,7 @@ from pathlib import Path
 from snakemake.logging import logger
 
 from leam.config import validate_config
-from leam.dataset import MANIFEST_NAME, list_images, shard_of
+from leam.dataset import MANIFEST_NAME, list_images, sample_caveats, shard_of
 from leam.models import check_weights, missing_file_message
 
 validate_config(config, source="config (config.yaml and --config overrides)")

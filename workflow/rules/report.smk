@@ -15,6 +15,7 @@ rule report:
     params:
         models=MODELS,
         demographics=HAVE_METADATA,
+        caveats=sample_caveats(config["input"]["sample"]),
     conda:
         "../../envs/leam.yaml"
     log:

@@ -6,4 +6,5 @@ build_report(
     snakemake.input.db,
     snakemake.output.html,
     report_figures(snakemake.params.models, snakemake.input, demographics=snakemake.params.demographics),
+    caveats=snakemake.params.caveats,
 )
