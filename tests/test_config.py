@@ -63,3 +63,28 @@ def test_yaml_errors_name_the_file(tmp_path):
     p.write_text("models: [unclosed\n")
     with pytest.raises(ConfigError, match=f"{p}: not valid YAML"):
         load_config(p)
+
+
+def test_occlusion_sources_plan():
+    from leam.config import occlusion_sources
+
+    cfg = load_config(REPO / "config.yaml")
+    all3 = ["dlib_resnet", "mobileface", "faceres"]
+    assert occlusion_sources(cfg, all3) == ([("dlib_resnet", "conv1"), ("mobileface", "conv1"), ("faceres", "conv1")], [])
+    # a source without weights is left out, loudly; none left: the first runnable model's first layer
+    assert occlusion_sources(cfg, ["dlib_resnet", "faceres"]) == (
+        [("dlib_resnet", "conv1"), ("faceres", "conv1")], ["occlude.source_model mobileface is skipped (no weights)"])
+    cfg["occlude"]["source_model"] = "mobileface"
+    cfg["occlude"]["source_layer"] = "s1_conv1"
+    assert occlusion_sources(cfg, all3) == ([("mobileface", "s1_conv1")], [])
+    assert occlusion_sources(cfg, ["faceres"]) == ([("faceres", "conv1")], [
+        "occlude.source_model mobileface is skipped (no weights)", "the occlusion uses faceres's first layer instead"])
+    cfg["occlude"]["source_model"] = ["dlib_resnet", "mobileface"]
+    with pytest.raises(ConfigError, match="'s1_conv1' is not a layer of model dlib_resnet"):
+        occlusion_sources(cfg, all3)
+    cfg["occlude"]["source_model"] = ["IR_CASIA"]
+    with pytest.raises(ConfigError, match="'IR_CASIA' is not a configured model"):
+        occlusion_sources(cfg, all3)
+    cfg["occlude"]["source_model"] = None
+    cfg["occlude"]["source_layer"] = None
+    assert occlusion_sources(cfg, all3) == ([("dlib_resnet", "conv1")], [])

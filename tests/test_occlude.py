@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from leam.models import FaceModel
-from leam.occlude import SIZES, atlas_occlusion, n_occluded, occlude_pairs, own_maps, random_mask, top_mask
+from leam.occlude import SIZES, atlas_occlusion, choose_pairs, n_occluded, occlude_pairs, own_maps, random_mask, top_mask
 
 
 class MeanColour(nn.Module):
@@ -52,10 +52,18 @@ def _frames(n=3, s=20, seed=0):
 def test_cosine_drop_equals_a_hand_computation():
     frames = _frames()
     rng = np.random.default_rng(1)
-    maps = {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
-    rows = occlude_pairs(frames, maps, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
-    assert len(rows) == 6 * 2 * 2
+    sources = {(src, "conv1"): {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
+               for src in ("s1", "s2")}
+    rows = occlude_pairs(frames, sources, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
+    assert len(rows) == 2 * 6 * 2 * 2  # sources x pairs x sizes x methods
+    # the random rows are one draw per anchor and size, the same under both sources
+    rand = {}
     for r in rows:
+        if r["method"] == "random":
+            rand.setdefault((r["anchor"], r["positive"], r["size_pct"]), set()).add(r["drop"])
+    assert len(rand) == 6 * 2 and all(len(v) == 1 for v in rand.values())
+    for r in rows:
+        maps = sources[(r["source_model"], r["source_layer"])]
         a = frames[r["anchor"]].astype(np.float64)
         p = frames[r["positive"]].astype(np.float64)
         k = r["n_occluded"]
@@ -101,3 +109,21 @@ def test_own_maps_average_over_positives():
     maps = {("a", "b"): torch.ones(2, 2), ("a", "c"): torch.zeros(2, 2), ("b", "a"): torch.full((2, 2), 3.0)}
     own = own_maps(maps)
     assert own["a"].tolist() == [[0.5, 0.5], [0.5, 0.5]] and own["b"].tolist() == [[3.0, 3.0], [3.0, 3.0]]
+
+
+def test_positives_per_anchor_draws_a_seeded_subset():
+    pairs = [(a, p) for a in "abcde" for p in "abcde" if a != p]
+    assert choose_pairs(pairs, None, seed=0, identity="x") == sorted(pairs)
+    two = choose_pairs(pairs, 2, seed=0, identity="x")
+    assert [a for a, _ in two] == sorted("abcde" * 2)  # every anchor kept, two positives each
+    assert set(two) <= set(pairs) and len(set(two)) == 10
+    assert two == choose_pairs(list(reversed(pairs)), 2, seed=0, identity="x")  # order of the input does not matter
+    assert two != choose_pairs(pairs, 2, seed=1, identity="x") or two != choose_pairs(pairs, 2, seed=2, identity="x")
+    assert choose_pairs(pairs, 9, seed=0, identity="x") == sorted(pairs)  # fewer positives than asked: all
+    frames = _frames()
+    rng = np.random.default_rng(1)
+    maps = {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
+    rows = occlude_pairs(frames, {("s", "l"): maps}, {"mean_colour": tiny_model()}, identity="x", sizes=(1,), seed=0,
+                         positives_per_anchor=1)
+    assert sorted({(r["anchor"], r["positive"]) for r in rows}) == choose_pairs(sorted(maps), 1, seed=0, identity="x")
+    assert len(rows) == len(frames) * 2

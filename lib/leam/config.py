@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "load_config"]
+__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "occlusion_sources"]
 
 
 class ConfigError(ValueError):
@@ -102,6 +102,37 @@ def _cross_checks(cfg: dict) -> list[str]:
         if len(set(m["layers"].values())) != len(m["layers"]):
             out.append(f"models.{name}.layers: two names point at the same module path")
     return out
+
+
+def occlusion_sources(cfg: dict, runnable: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The occlude stage's (source model, source layer) list, and warnings about sources left out.
+
+    ``runnable``: the configured models that can run (weights present), in config order. Sources
+    that cannot run are left out; with none left, the first runnable model's first layer is used.
+    Unknown names and layers raise :class:`ConfigError`.
+    """
+    wanted = cfg["occlude"]["source_model"]
+    names = [wanted] if isinstance(wanted, str) else list(wanted or [])
+    unknown = [m for m in names if m not in cfg["models"]]
+    if unknown:
+        raise ConfigError(f"occlude.source_model: {', '.join(map(repr, unknown))} is not a configured model; "
+                          f"configured: {', '.join(cfg['models'])}")
+    warnings = [f"occlude.source_model {m} is skipped (no weights)" for m in names if m not in runnable]
+    kept = [m for m in names if m in runnable]
+    layer = cfg["occlude"]["source_layer"]
+    if not kept and runnable:
+        kept, layer = [runnable[0]], None
+        if names:
+            warnings.append(f"the occlusion uses {runnable[0]}'s first layer instead")
+    out = []
+    for m in kept:
+        layers = cfg["models"][m]["layers"]
+        chosen = layer or next(iter(layers))
+        if chosen not in layers:
+            raise ConfigError(f"occlude.source_layer: {chosen!r} is not a layer of model {m} "
+                              f"(its layers: {', '.join(layers)}); null takes each source's first layer")
+        out.append((m, chosen))
+    return out, warnings
 
 
 def load_config(path: str | Path) -> dict:

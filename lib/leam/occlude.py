@@ -1,18 +1,20 @@
 """Occlude stage: do LEAM's pixels matter? Black-pixel occlusion, LEAM-guided vs random (paper RQ6).
 
-For every ordered same-identity pair (anchor a, positive p) and every size k (% of the frame's
-pixels: 0.01 0.05 0.1 0.25 0.5 0.75 1 1.25 1.5 2 5 10 by default), ``ceil(k / 100 * S * S)``
-pixels of the anchor's aligned frame are set to black:
+For every ordered same-identity pair (anchor a, positive p) -- or ``positives_per_anchor`` of an
+anchor's positives, seeded -- and every size k (% of the frame's pixels: 0.01 0.05 0.1 0.25 0.5
+0.75 1 1.25 1.5 2 5 10 by default), ``ceil(k / 100 * S * S)`` pixels of the anchor's aligned
+frame are set to black:
 
-* ``leam``: the highest pixels of the source model's LEAM map of (a, p) at the source layer
-  (normalised and resized to the frame; ties by pixel index);
+* ``leam``: the highest pixels of a source model's LEAM map of (a, p) at its source layer
+  (normalised and resized to the frame; ties by pixel index), for each source model;
 * ``random``: as many pixels drawn uniformly without replacement, seeded by
   (seed, identity, anchor, size), so a rerun draws the same pixels. One draw per anchor and size
-  serves all of the anchor's positives (a random mask does not depend on the positive): the
-  occluded anchor is embedded once, which halves the forward passes of the stage.
+  serves all of the anchor's positives and every source (a random mask depends on neither): the
+  occluded anchor is embedded once.
 
 Each target model (every configured model: transfer) embeds the occluded anchor and the intact
-positive; the drop is cos(f(a), f(p)) - cos(f(a_occluded), f(p)).
+positive; the drop is cos(f(a), f(p)) - cos(f(a_occluded), f(p)). The paper took one source
+(IR_CASIA's first convolution); several sources give the whole source x target transfer table.
 
 The identity atlas (beyond the paper): for each image h held out of its identity, four maps pick
 the pixels to occlude in h: its ``own`` map (mean of its LEAM maps over its positives), the
@@ -37,7 +39,7 @@ from .io import read_parquet, write_parquet
 from .maps import decode_map, map_window, to_frame
 from .models import FaceModel, load_model
 
-__all__ = ["SIZES", "n_occluded", "top_mask", "random_mask", "occlude_pairs", "own_maps", "atlas_occlusion",
+__all__ = ["SIZES", "n_occluded", "top_mask", "random_mask", "choose_pairs", "occlude_pairs", "own_maps", "atlas_occlusion",
            "source_maps", "population_sum", "write_population", "read_population", "OCCLUSION_SCHEMA", "ATLAS_SCHEMA",
            "occlude_stage"]
 
@@ -91,22 +93,45 @@ ATLAS_SCHEMA = pa.schema([
 ])
 
 
-def occlude_pairs(frames: dict[str, np.ndarray], maps: dict[tuple[str, str], torch.Tensor], targets: dict[str, FaceModel],
-                  *, identity: str, sizes: Sequence[float] = SIZES, seed: int = 0) -> list[dict]:
-    """Occlusion rows for one identity.
+def choose_pairs(pairs: Sequence[tuple[str, str]], positives_per_anchor: int | None, *, seed: int,
+                 identity: str) -> list[tuple[str, str]]:
+    """The ordered pairs to occlude: all of them, or ``positives_per_anchor`` positives per anchor
+    drawn without replacement, seeded by (seed, identity, anchor). Sorted."""
+    if positives_per_anchor is None:
+        return sorted(pairs)
+    by_anchor: dict[str, list[str]] = {}
+    for a, p in sorted(pairs):
+        by_anchor.setdefault(a, []).append(p)
+    out = []
+    for a, ps in by_anchor.items():
+        if len(ps) > positives_per_anchor:
+            rng = np.random.default_rng([seed, zlib.crc32(identity.encode()), zlib.crc32(a.encode())])
+            ps = sorted(ps[i] for i in rng.choice(len(ps), positives_per_anchor, replace=False))
+        out += [(a, p) for p in ps]
+    return out
 
-    frames: {image: (S, S, 3) uint8}; maps: {(anchor, positive): (S, S) normalised source map}.
+
+def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], dict[tuple[str, str], torch.Tensor]],
+                  targets: dict[str, FaceModel], *, identity: str, sizes: Sequence[float] = SIZES, seed: int = 0,
+                  positives_per_anchor: int | None = None) -> list[dict]:
+    """Occlusion rows for one identity: every source's LEAM pixels and random pixels, every target.
+
+    frames: {image: (S, S, 3) uint8}; sources: {(source model, source layer): {(anchor, positive):
+    (S, S) normalised map}}. The pairs are those every source has (:func:`choose_pairs` of them).
+    The random draws do not depend on the source: each is embedded once and its rows repeated under
+    every source, so each (source, target) has its own random baseline on the same pairs.
     """
-    if not maps:
+    common = set.intersection(*(set(m) for m in sources.values())) if sources else set()
+    pairs = choose_pairs(sorted(common), positives_per_anchor, seed=seed, identity=identity)
+    if not pairs:
         return []
     s = next(iter(frames.values())).shape[0]
-    pairs = sorted(maps)
-    stack = torch.stack([maps[p] for p in pairs])  # (P, S, S)
     images = sorted(frames)
     intact = torch.from_numpy(np.stack([frames[i] for i in images]))
     anchors = sorted({a for a, _ in pairs})
+    stacks = {src: torch.stack([maps[p] for p in pairs]) for src, maps in sources.items()}  # (P, S, S) each
     occluded: list[torch.Tensor] = []
-    meta: list[tuple[str, str, str, float, int, int]] = []  # (anchor, positive, method, size, k, occluded frame)
+    meta: list[tuple] = []  # (source, anchor, positive, method, size, k, index of the occluded frame)
 
     def occlude(a: str, mask: torch.Tensor) -> int:
         f = torch.from_numpy(frames[a].copy())
@@ -116,23 +141,24 @@ def occlude_pairs(frames: dict[str, np.ndarray], maps: dict[tuple[str, str], tor
 
     for size in sizes:
         k = n_occluded(size, s * s)
-        leam_masks = top_mask(stack, k)
         rand = {a: occlude(a, random_mask((s, s), k, (seed, identity, a, size))) for a in anchors}
-        for j, (a, p) in enumerate(pairs):
-            meta.append((a, p, "leam", size, k, occlude(a, leam_masks[j])))
-            meta.append((a, p, "random", size, k, rand[a]))
+        for src, stack in stacks.items():
+            leam_masks = top_mask(stack, k)
+            for j, (a, p) in enumerate(pairs):
+                meta.append((src, a, p, "leam", size, k, occlude(a, leam_masks[j])))
+                meta.append((src, a, p, "random", size, k, rand[a]))
     occ = torch.stack(occluded)
+    which = torch.tensor([m[-1] for m in meta])
     rows = []
     for name, model in targets.items():
         unit = dict(zip(images, model.embed(intact)))
         before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
         u_occ = model.embed(occ)  # (M, D)
-        which = torch.tensor([f for *_, f in meta])
-        after = (u_occ[which] * torch.stack([unit[p] for _, p, *_ in meta])).sum(-1).tolist()
-        for (a, p, method, size, k, _), c in zip(meta, after):
-            rows.append({"model": name, "identity": identity, "anchor": a, "positive": p, "method": method,
-                         "size_pct": float(size), "n_occluded": k, "cosine_before": before[(a, p)],
-                         "cosine_after": c, "drop": before[(a, p)] - c})
+        after = (u_occ[which] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
+        for ((src_model, src_layer), a, p, method, size, k, _), c in zip(meta, after):
+            rows.append({"source_model": src_model, "source_layer": src_layer, "model": name, "identity": identity,
+                         "anchor": a, "positive": p, "method": method, "size_pct": float(size), "n_occluded": k,
+                         "cosine_before": before[(a, p)], "cosine_after": c, "drop": before[(a, p)] - c})
     return rows
 
 
@@ -216,33 +242,41 @@ def population_sum(maps_tables: Sequence[pa.Table], layer: str, size: int) -> tu
     return total, count
 
 
-def occlude_stage(aligned: pa.Table, maps: pa.Table, models: dict[str, dict], *, source_model: str,
-                  source_layer: str, occlusion_out: str, atlas_out: str, population: tuple[np.ndarray, int] | None = None,
-                  sizes: Sequence[float] = SIZES, seed: int = 0, device: str = "auto", frame_padding: float = 0.25) -> None:
+def occlude_stage(aligned: pa.Table, sources: Sequence[tuple[str, str, pa.Table]], models: dict[str, dict], *,
+                  occlusion_out: str, atlas_out: str, population: tuple[np.ndarray, int] | None = None,
+                  sizes: Sequence[float] = SIZES, seed: int = 0, device: str = "auto", frame_padding: float = 0.25,
+                  positives_per_anchor: int | None = None) -> None:
     """Occlude stage for one shard: source maps + frames in, occlusion and atlas tables out.
 
-    ``population``: (sum, count) of own maps over the whole run (:func:`population_sum`);
-    ``frame_padding``: ``align.padding`` (places each target model's window).
+    ``sources``: (source model, source layer, its raw-maps table of this shard), the first being the
+    atlas's source; ``models``: the target models; ``population``: (sum, count) of the first
+    source's own maps over the whole run (:func:`population_sum`); ``frame_padding``:
+    ``align.padding`` (places each target model's window); ``positives_per_anchor``: see
+    :func:`choose_pairs` (None: every pair, as the paper).
     """
     dev = pick_device(device)
     targets = {name: load_model(name, spec, device=dev, frame_padding=frame_padding) for name, spec in models.items()}
     frames = {identity: dict(zip(images, f)) for identity, images, f in iter_identities(aligned)}
     size = next(iter(next(iter(frames.values())).values())).shape[0] if frames else 0
-    by_identity = source_maps(maps, source_layer, size)
+    by_source = {(m, layer): source_maps(t, layer, size) for m, layer, t in sources}
+    identities = sorted(set().union(*by_source.values())) if by_source else []
     rows = []
-    for i, identity in enumerate(sorted(by_identity), 1):
-        rows += occlude_pairs(frames[identity], by_identity[identity], targets, identity=identity, sizes=sizes, seed=seed)
-        log.info("[%d/%d] occluded %s: %d pairs x %d sizes x 2 methods x %d models", i, len(by_identity), identity,
-                 len(by_identity[identity]), len(sizes), len(targets))
-    for r in rows:
-        r.update(source_model=source_model, source_layer=source_layer)
+    for i, identity in enumerate(identities, 1):
+        part = occlude_pairs(frames[identity], {src: maps.get(identity, {}) for src, maps in by_source.items()},
+                             targets, identity=identity, sizes=sizes, seed=seed, positives_per_anchor=positives_per_anchor)
+        rows += part
+        log.info("[%d/%d] occluded %s: %d pairs x %d sizes x (%d sources + random) x %d models", i, len(identities),
+                 identity, len({(r["anchor"], r["positive"]) for r in part}), len(sizes), len(by_source), len(targets))
     write_parquet(pa.Table.from_pylist(rows, schema=OCCLUSION_SCHEMA), occlusion_out)
-    own = {ident: own_maps(m) for ident, m in by_identity.items()}
-    pop_sum, pop_n = (torch.from_numpy(population[0]).float(), population[1]) if population else (None, 0)
-    arows = atlas_occlusion({k: frames[k] for k in own}, own, targets, population_sum=pop_sum,
-                            population_count=pop_n, sizes=sizes, seed=seed)
-    for r in arows:
-        r.update(source_model=source_model, source_layer=source_layer)
+    arows = []
+    if sources:
+        (atlas_model, atlas_layer, _), first = sources[0], by_source[(sources[0][0], sources[0][1])]
+        own = {ident: own_maps(m) for ident, m in first.items()}
+        pop_sum, pop_n = (torch.from_numpy(population[0]).float(), population[1]) if population else (None, 0)
+        arows = atlas_occlusion({k: frames[k] for k in own}, own, targets, population_sum=pop_sum,
+                                population_count=pop_n, sizes=sizes, seed=seed)
+        for r in arows:
+            r.update(source_model=atlas_model, source_layer=atlas_layer)
     write_parquet(pa.Table.from_pylist(arows, schema=ATLAS_SCHEMA), atlas_out)
     log.info("occlusion: %d rows; atlas: %d rows", len(rows), len(arows))
 

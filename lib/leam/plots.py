@@ -122,15 +122,39 @@ def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
 
 
-def occlusion_figure(db_path, out_path) -> None:
-    """Paper Fig. 8 (drop vs occluded share, LEAM solid vs random dashed, per model) and Fig. 11
-    (drop at 1 % vs the pair's unoccluded cosine)."""
-    df = _query(db_path, "SELECT * FROM occlusion_by_model ORDER BY model, method, size_pct")
-    pts = _query(db_path, "SELECT model, method, cosine_before, drop FROM occlusion WHERE size_pct = 1")
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None:
+    """Paper Fig. 8 (drop vs occluded share, LEAM solid vs random dashed, per target model, pixels of
+    ``source_model``, default the first source by name), Fig. 11 (drop at 1 % vs the pair's
+    unoccluded cosine) and, with several sources, the transfer table: LEAM minus random drop at 1 %
+    for every source x target."""
+    every = _query(db_path, "SELECT * FROM occlusion_by_model ORDER BY source_model, model, method, size_pct")
+    source_model = source_model or (every["source_model"].min() if len(every) else None)
+    df = every[every["source_model"] == source_model]
+    pts = _query(db_path, "SELECT model, method, cosine_before, drop FROM occlusion WHERE size_pct = 1 "
+                          "AND source_model = ?", [source_model])
+    sources = sorted(every["source_model"].unique()) if len(every) else []
+    ncols = 3 if len(sources) > 1 else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.2), gridspec_kw={"width_ratios": [3, 2, 2][:ncols]})
+    ax, ax2 = axes[0], axes[1]
     if df.empty:
         _empty(ax, "no occlusion results (no identity has two usable photos)")
         _empty(ax2, "")
+    if len(sources) > 1:
+        at1 = every[every["size_pct"] == 1].pivot_table(index=["source_model", "model"], columns="method",
+                                                         values="mean_drop")
+        targets = sorted(every["model"].unique())
+        grid = np.array([[at1.loc[(s, t), "leam"] - at1.loc[(s, t), "random"] if (s, t) in at1.index else np.nan
+                          for t in targets] for s in sources])
+        im = axes[2].imshow(grid, cmap="viridis")
+        mid = np.nanmean(grid) if np.isfinite(grid).any() else 0
+        for (i, j), v in np.ndenumerate(grid):
+            axes[2].text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="k" if v > mid else "w")
+        axes[2].set_xticks(range(len(targets)), targets, rotation=30, fontsize=7)
+        axes[2].set_yticks(range(len(sources)), sources, fontsize=7)
+        axes[2].set_xlabel("target model (re-embeds the occluded anchor)")
+        axes[2].set_ylabel("source model (its LEAM pixels)")
+        axes[2].set_title("transfer at 1 %: LEAM drop - random drop (Table 21)", fontsize=9)
+        fig.colorbar(im, ax=axes[2], fraction=0.046)
     for i, (model, g) in enumerate(df.groupby("model", sort=True)):
         color = f"C{i}"
         for method, ls, mk in (("leam", "-", "o"), ("random", "--", "x")):

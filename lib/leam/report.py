@@ -81,8 +81,8 @@ def findings(con: duckdb.DuckDBPyConnection) -> list[Finding]:
         out.append(Finding("occlusion", "Occluding the top 1 % LEAM pixels drops the cosine more than 1 % random pixels",
                            "0.1148 vs 0.0286 (Table 9, IR_CASIA conv1 pixels, mean over 9 models)",
                            bool(r["leam_drop"] > r["random_drop"]),
-                           f"LEAM {r['leam_drop']:.4f} vs random {r['random_drop']:.4f} ({int(r['n_leam'])} pair x model "
-                           "occlusions each, mean over every configured model)", occ.to_dict("records")))
+                           f"LEAM {r['leam_drop']:.4f} vs random {r['random_drop']:.4f} ({int(r['n_leam'])} pair x source x "
+                           "target occlusions each, mean over every source and target model)", occ.to_dict("records")))
     else:
         out.append(Finding("occlusion", "Occluding the top 1 % LEAM pixels drops the cosine more than 1 % random pixels",
                            "0.1148 vs 0.0286 (Table 9)", None, "no occlusion results at 1 % in this run"))
@@ -183,8 +183,9 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
              "FROM compare_table ORDER BY model, selection, layer_idx"),
             ("table-occlusion", "Cosine drop, LEAM-guided vs random occlusion (Table 9)",
              "SELECT * FROM occlusion_table ORDER BY size_pct"),
-            ("table-occlusion-models", "Cosine drop per target model (Table 21)",
-             "SELECT model, method, size_pct, n_pairs, mean_drop FROM occlusion_by_model ORDER BY model, method, size_pct"),
+            ("table-occlusion-models", "Transfer at 1 %: cosine drop per source and target model (Table 21)",
+             "SELECT source_model, source_layer, model AS target_model, method, n_pairs, mean_drop FROM occlusion_by_model "
+             "WHERE size_pct = 1 ORDER BY source_model, model, method"),
         ]
         if con.execute("SELECT count(*) FROM identity_meta").fetchone()[0]:
             tables.append(("table-demographics", "Mann-Whitney U between demographic groups (Tables 22-23)",

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.logging import logger
 
-from leam.config import validate_config
+from leam.config import occlusion_sources, validate_config
 from leam.dataset import MANIFEST_NAME, list_images, sample_caveats, shard_of
 from leam.models import check_weights, missing_file_message
 
@@ -26,18 +26,11 @@ if config["parser"]["name"] == "farl" and (
     raise ValueError(_msg)
 
 
-# the occlusion source: the paper used IR_CASIA's first convolution
-OCCLUDE_SOURCE = config["occlude"]["source_model"] or MODELS[0]
-OCCLUDE_LAYER = config["occlude"]["source_layer"]
-if OCCLUDE_SOURCE not in config["models"]:
-    raise ValueError(f"occlude.source_model {OCCLUDE_SOURCE!r} is not a configured model: {list(config['models'])}")
-if OCCLUDE_SOURCE in SKIPPED_MODELS:
-    logger.warning(f"leam: occlude.source_model {OCCLUDE_SOURCE} is skipped (no weights); "
-                   f"the occlusion uses {MODELS[0]}'s first layer instead")
-    OCCLUDE_SOURCE, OCCLUDE_LAYER = MODELS[0], None
-OCCLUDE_LAYER = OCCLUDE_LAYER or next(iter(config["models"][OCCLUDE_SOURCE]["layers"]))
-if OCCLUDE_LAYER not in config["models"][OCCLUDE_SOURCE]["layers"]:
-    raise ValueError(f"occlude.source_layer {OCCLUDE_LAYER!r} is not a layer of model {OCCLUDE_SOURCE}")
+# the occlusion sources (the paper used IR_CASIA's first convolution); the first drives the atlas
+OCCLUDE_SOURCES, _warnings = occlusion_sources(config, MODELS)
+for _msg in _warnings:
+    logger.warning(f"leam: {_msg}")
+OCCLUDE_SOURCE, OCCLUDE_LAYER = OCCLUDE_SOURCES[0]
 
 
 onsuccess:

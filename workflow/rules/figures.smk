@@ -26,6 +26,8 @@ rule study_figures:
         compare="results/figures/compare.png",
         occlusion="results/figures/occlusion.png",
         atlas="results/figures/atlas.png",
+    params:
+        source=OCCLUDE_SOURCE,
     conda:
         "../../envs/leam.yaml"
     log:

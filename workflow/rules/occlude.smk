@@ -1,6 +1,7 @@
-# Occlude: LEAM-guided vs random black-pixel occlusion, transferred to every model (Table 9, Fig. 8),
-# and the identity atlas (own / identity / population / random pixels). One job per target model
-# and shard: the pixels come from the source model, so adding a model adds only its own jobs.
+# Occlude: LEAM-guided vs random black-pixel occlusion, from every source model to every model
+# (Table 9, Fig. 8, Table 21), and the identity atlas of the first source (own / identity /
+# population / random pixels). One job per target model and shard: adding a target model adds only
+# its own jobs; adding a source reruns the occlusion jobs.
 
 
 rule population_atlas:
@@ -22,15 +23,15 @@ rule population_atlas:
 rule occlude:
     input:
         aligned=rules.align.output.aligned,
-        maps=expand(rules.extract.output.maps, model=OCCLUDE_SOURCE, allow_missing=True),
+        maps=expand(rules.extract.output.maps, model=[m for m, _ in OCCLUDE_SOURCES], allow_missing=True),
         population=rules.population_atlas.output.population,
     output:
         occlusion="results/occlusion/model={model}/shard-{shard}.parquet",
         atlas="results/atlas/model={model}/shard-{shard}.parquet",
     params:
         models=lambda wildcards: {wildcards.model: config["models"][wildcards.model]},
-        source_model=OCCLUDE_SOURCE,
-        source_layer=OCCLUDE_LAYER,
+        sources=OCCLUDE_SOURCES,
+        positives_per_anchor=config["occlude"]["positives_per_anchor"],
         sizes=config["occlude"]["sizes"],
         seed=config["seed"],
         device=config["extract"]["device"],

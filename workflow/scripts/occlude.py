@@ -8,10 +8,8 @@ log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 occlude_stage(
     read_parquet(snakemake.input.aligned),
-    read_parquet(snakemake.input.maps[0]),
+    [(model, layer, read_parquet(path)) for (model, layer), path in zip(snakemake.params.sources, snakemake.input.maps)],
     dict(snakemake.params.models),
-    source_model=snakemake.params.source_model,
-    source_layer=snakemake.params.source_layer,
     occlusion_out=snakemake.output.occlusion,
     atlas_out=snakemake.output.atlas,
     population=read_population(snakemake.input.population),
@@ -19,4 +17,5 @@ occlude_stage(
     seed=snakemake.params.seed,
     device=snakemake.params.device,
     frame_padding=snakemake.params.frame_padding,
+    positives_per_anchor=snakemake.params.positives_per_anchor,
 )

@@ -3,5 +3,5 @@ from leam.runlog import log_to
 
 log_to(snakemake.log[0])
 compare_figure(snakemake.input.db, snakemake.output.compare)
-occlusion_figure(snakemake.input.db, snakemake.output.occlusion)
+occlusion_figure(snakemake.input.db, snakemake.output.occlusion, snakemake.params.source)
 atlas_figure(snakemake.input.db, snakemake.output.atlas)
