@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..io import sha256_file
-from ..window import crop, input_window
 from ..resources import MissingResource, resolve_path
+from ..window import crop, input_window
 from .checkpoint import WeightsError, load_state_dict_file
 
 __all__ = ["FaceModel", "WeightsError", "load_model", "load_state_dict_file", "resolve_module", "import_builder", "check_weights", "missing_file_message", "weights_path"]
@@ -50,7 +50,7 @@ class FaceModel:
     layers: dict[str, str]
     alignment: str = "chip"
     frame_padding: float = 0.25
-    _batch: int | None = None
+    _batch: int | None = field(default=None, repr=False, compare=False)  # cached batch_size()
 
     #: largest activation of one forward batch; glibc serves blocks below ~32 MiB from its heap and
     #: maps larger ones afresh on every forward, page-faulting them in (2-4x slower measured on 2 cores)
