@@ -1,4 +1,5 @@
 # Configuration validation and input functions, included first by the Snakefile.
+import os
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -8,6 +9,12 @@ from leam.dataset import MANIFEST_NAME, list_images, sample_caveats, shard_of
 from leam.models import check_weights, missing_file_message
 
 validate_config(config, source="config (config.yaml and --config overrides)")
+
+# torch's OpenMP threads spin while they wait for each other; on a busy machine a descheduled
+# thread keeps the others spinning. A short spin (inherited by every job) measured 1.5-2.7x faster
+# beside 4 CPU burners on 2 cores and within 6 % when idle (benchmarks/contention.py); set the
+# variable yourself to override.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 RAW = config["input"]["dir"]
 SHARDS = [f"{s:03d}" for s in range(config["shards"])]
