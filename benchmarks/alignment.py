@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
+import os
 import platform
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def scores(emb: np.ndarray, ids: np.ndarray) -> dict[str, float]:
             "n_images": len(ids), "n_same": len(s), "n_different": len(d)}
 
 
+def record(title: str, command: str, lines: list[str]) -> None:
+    """Append a section to benchmarks/RESULTS.md: title with date and machine, the command, the table."""
+    with open(HERE / "RESULTS.md", "a") as f:
+        f.write(f"\n## {title} ({datetime.date.today()}, {platform.node()}, {os.cpu_count()} cores)\n\n"
+                f"`{command}`\n\n" + "\n".join(lines) + "\n")
+
+
 def aligned_frames(results: str) -> tuple[np.ndarray, np.ndarray]:
     """(N, S, S, 3) uint8 frames of every accepted photo of a finished run, (N,) identities."""
     ids, frames = [], []
@@ -79,12 +87,9 @@ def main() -> None:
             lines.append(f"| {name} | {alignment} | {model.window(x.shape[1])} | {r['same']:.4f} | {r['different']:.4f} "
                          f"| {r['auc']:.4f} | {r['rank1']:.3f} |")
             print(lines[-1], flush=True)
-    head = (f"\n## Alignment per model ({datetime.date.today()}, {platform.node()}, "
-            f"{len(ids_a)} photos of {len(set(ids_a))} identities from {args.results}/aligned)\n\n"
-            f"`.venv/bin/python benchmarks/alignment.py --record`\n\n")
     if args.record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write(head + "\n".join(lines) + "\n")
+        record(f"Alignment per model: {len(ids_a)} photos of {len(set(ids_a))} identities from {args.results}/aligned",
+               ".venv/bin/python benchmarks/alignment.py --record", lines)
 
 
 if __name__ == "__main__":

