@@ -1,5 +1,5 @@
 # leam: LEAM (Layer Embedding Activation Mapping) for face-recognition models, end to end.
-# download -> detect -> align -> parse -> extract -> count -> aggregate (DuckDB) -> figures
+# download -> detect -> align -> parse -> extract (+ counts) -> compare, occlude -> aggregate (DuckDB) -> figures
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -14,7 +14,6 @@ include: "workflow/rules/detect.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/parse.smk"
 include: "workflow/rules/extract.smk"
-include: "workflow/rules/count.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/occlude.smk"
 include: "workflow/rules/aggregate.smk"

@@ -7,8 +7,9 @@ and the date.
 
 Contenders (one identity of ``--images`` images, every ordered pair, every layer = one map):
 
-* leam: :class:`leam.cam.LEAM` + normalise + resize to the frame + per-class counts at the 16
-  selections (:class:`leam.counting.MapCounter`), all on the device;
+* leam: :class:`leam.cam.LEAM` + what the pipeline's extract job derives from the maps while they
+  are in memory (:class:`leam.summaries.IdentitySummaries`: normalise, resize to the frame,
+  per-class counts at the 16 selections, top-1 % image maps, the occlusion ranking), on the device;
 * bare: the same n forwards and n (n - 1) activation-gradient backwards, no maps, for several chunk
   schedules; the fastest is "the limit";
 * pytorch-grad-cam: ``LayerCAM`` with a hand-written cosine target, one layer and one anchor at a
@@ -44,7 +45,9 @@ import torch.nn.functional as F
 
 from leam.cam import LEAM
 from leam.classes import N_CLASSES
-from leam.counting import LEVELS, MapCounter
+from leam.counting import LEVELS
+from leam.occlude import n_occluded
+from leam.summaries import IdentitySummaries
 from leam.maps import normalise, to_frame
 from leam.models.iresnet import PAPER_LAYERS, iresnet
 
@@ -180,10 +183,20 @@ def cosine_unit(model, x):
 
 # -- contenders ---------------------------------------------------------------------------------
 def run_leam(model, layers, x, labels, frame, **kw):
-    counter = MapCounter(labels, levels=LEVELS)
+    """The pipeline's extract path: LEAM + the summaries extract writes (counts at 16 selections,
+    top1 image maps of every layer, the occlusion ranking of the first layer, no raw maps kept).
+    Returns (IdentityMaps, {layer: (anchor, positive, counts, sizes)})."""
+    summ = IdentitySummaries(labels, (0, 0, frame, frame), levels=LEVELS, selections=("top1",),
+                             rank_layer=next(iter(layers)), k_max=n_occluded(10, frame * frame), store_maps="first_pair")
     with LEAM(model, layers, **kw) as leam:
-        out = leam.explain(x, keep_maps=False, consumer=counter)
-    return out, counter.result()
+        out = leam.explain(x, keep_maps=False, consumer=summ)
+    res = {}
+    for k in layers:
+        a, p = summ._pairs(k)
+        c = np.concatenate([c for c, _ in summ.counts[k]])
+        sz = np.concatenate([s for _, s in summ.counts[k]])
+        res[k] = tuple(torch.from_numpy(v) for v in (a, p, c, sz))
+    return out, res
 
 
 def run_leam_maps(model, layers, x, **kw):
@@ -499,7 +512,8 @@ def main_memory(args, device, log):
         with PeakMemory(device) as pm:
             base = reset_high_water_mark()
             try:
-                leam.explain(x, keep_maps=False, consumer=MapCounter(labels), on_chunk=stop_after)
+                leam.explain(x, keep_maps=False, on_chunk=stop_after,
+                             consumer=IdentitySummaries(labels, (0, 0, 112, 112), store_maps="first_pair"))
             except Stop:
                 pass
         plan = leam.plan(n)

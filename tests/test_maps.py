@@ -1,9 +1,10 @@
-"""Normalisation and resizing into the frame, against OpenCV (what pytorch-grad-cam uses)."""
+"""Map codec, ranking, normalisation and resizing into the frame (against OpenCV, what pytorch-grad-cam uses)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from leam.maps import EPS, normalise, to_frame
@@ -30,3 +31,38 @@ def test_to_frame_matches_opencv_inter_linear():
             # OpenCV interpolates float32 in float32 with float32 weights: ~5e-6 apart from torch
             np.testing.assert_allclose(got[i], ref, rtol=0, atol=1e-5, err_msg=f"{h}x{w}")
         assert got.min() >= 0 and got.max() <= 1
+
+
+def test_codec_round_trip_one_map_and_a_column():
+    import pyarrow as pa
+
+    from leam.maps import decode_map, decode_maps, encode_map
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 7, 9)).astype(np.float32)
+    col = pa.array([encode_map(m) for m in maps], pa.binary())
+    np.testing.assert_array_equal(decode_maps(col, 7, 9), maps)
+    np.testing.assert_array_equal(decode_maps(pa.chunked_array([col.slice(0, 2), col.slice(2)]), 7, 9), maps)
+    np.testing.assert_array_equal(decode_maps([encode_map(m) for m in maps], 7, 9), maps)
+    row = {"map": encode_map(maps[1], "f2"), "height": 7, "width": 9, "dtype": "f2"}
+    np.testing.assert_array_equal(decode_map(row), maps[1].astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="7x8"):
+        decode_maps(col, 7, 8)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 37, 400])
+def test_ranking_is_a_stable_descending_sort(k):
+    from leam.maps import rank_below, top_indices, top_mask
+
+    rng = np.random.default_rng(k)
+    v = np.round(rng.random((6, 400)) * 8) / 8  # many ties
+    v[2] = 0.5  # all tied
+    want = np.argsort(-v, axis=1, kind="stable")[:, :k]
+    got = top_indices(torch.from_numpy(v), k).numpy()
+    np.testing.assert_array_equal(got, want)
+    mask = top_mask(torch.from_numpy(v).reshape(6, 20, 20), k).reshape(6, -1).numpy()
+    assert mask.sum() == 6 * k and all(mask[i, want[i]].all() for i in range(6))
+    sizes = torch.tensor([0, 1, k, k // 2, 3, 400])
+    below = rank_below(torch.from_numpy(v), sizes).numpy()
+    for i, s in enumerate(sizes.tolist()):
+        assert sorted(np.flatnonzero(below[i])) == sorted(np.argsort(-v[i], kind="stable")[:s])

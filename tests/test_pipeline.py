@@ -42,7 +42,8 @@ def test_outputs_and_logs(run):
               "results/figures/dlib_resnet_share_vs_threshold.png", "results/faces/shard-000.parquet",
               "results/counts/model=dlib_resnet/shard-000.parquet", "logs/detect/shard-000.log",
               "logs/align/shard-000.log", "logs/parse/shard-000.log", "logs/extract/dlib_resnet/shard-000.log",
-              "logs/count/dlib_resnet/shard-000.log", "logs/aggregate/aggregate.log", "logs/figures/dlib_resnet.log",
+              "results/image_maps/model=dlib_resnet/shard-000.parquet", "results/rankings/model=dlib_resnet/shard-000.parquet",
+              "logs/aggregate/aggregate.log", "logs/figures/dlib_resnet.log",
               "results/report.html", "results/compare/model=dlib_resnet/compare.parquet",
               "results/occlusion/model=dlib_resnet/shard-000.parquet", "results/atlas/model=dlib_resnet/shard-000.parquet",
               "logs/compare/dlib_resnet.log", "logs/occlude/dlib_resnet/shard-000.log", "logs/report/report.log", "results/figures/occlusion.png"]:
@@ -120,9 +121,9 @@ def test_rerun_is_a_no_op_and_outputs_are_deterministic(run):
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
     files = (sorted((d / "results").glob("*/model=dlib_resnet/*.parquet")) + sorted((d / "results").glob("*/shard-*.parquet"))
              + [d / "results/occlusion/population.parquet"])
-    assert len(files) == 11
+    assert len(files) == 13
     before = {p: sha(p) for p in files}
-    proc = snakemake(d, "--forcerun", "detect", "align", "parse", "extract", "count", "compare", "population_atlas",
+    proc = snakemake(d, "--forcerun", "detect", "align", "parse", "extract", "compare", "population_atlas",
                      "occlude")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: sha(p) for p in files} == before
@@ -150,10 +151,10 @@ def test_adding_a_model_runs_only_its_jobs(run):
         assert proc.returncode == 0, out
         jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
                 if len(line.split()) == 2 and line.split()[1].isdigit()}
-        # its own extract/count/compare/occlude (it is a transfer target of the occlusion), and the
+        # its own extract/compare/occlude (it is a transfer target of the occlusion), and the
         # aggregation, figures and report after them; nothing of dlib_resnet's
-        assert jobs == {"extract": 1, "count": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 4,
-                        "study_figures": 1, "report": 1, "all": 1, "total": 12}, out
+        assert jobs == {"extract": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 4,
+                        "study_figures": 1, "report": 1, "all": 1, "total": 11}, out
         proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old

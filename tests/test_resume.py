@@ -41,4 +41,4 @@ def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     done = snakemake(d)
     assert done.returncode == 0, done.stderr[-3000:]
     print(f"\nSIGKILL after {kills}")
-    assert_same_results(d, ref_dir, n_parquet=4 + 7 * 3)  # 3 shard files + population, 7 per model
+    assert_same_results(d, ref_dir, n_parquet=4 + 9 * 3)  # 3 shard files + population, 9 per model

@@ -75,6 +75,7 @@ def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, lay
     row = int(((out.anchor == 0) & (out.positive == 1)).nonzero()[0])
     maps = {k: v[row].float().cpu() for k, v in out.maps.items()}
     files = explain_figures(frame_a, frame_b, maps, labels, Path(out_dir), top=top, window=model.window(size),
+                            full_threshold=config["count"]["full_threshold"],
                             title=f"{model_name}: {Path(path_a).name} (anchor) vs {Path(path_b).name}, "
                                   f"cosine {float(out.cosine[0, 1]):.4f}")
     return {"cosine": float(out.cosine[0, 1]), "files": files, "layers": list(maps)}

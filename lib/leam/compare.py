@@ -3,7 +3,8 @@
 Per model, layer and image, the image's map is the mean over its positives of its LEAM maps, each
 normalised, resized to the aligned frame and reduced to a selection (``top1``: its top 1 % of the
 activated pixels, as the paper's Tables 3-6; ``full``: every activated pixel), then divided by its
-sum: a 2-D distribution. Pairs compared:
+sum: a 2-D distribution. The extract job computes these image maps while the maps are in memory
+(:mod:`leam.summaries`); this stage reads them one layer at a time. Pairs compared:
 
 * same identity: every unordered pair of images of one identity (the frames are aligned to the
   identity's reference, so pixels correspond);
@@ -25,11 +26,11 @@ import pyarrow as pa
 import torch
 
 from .counting import selection_sizes
-from .io import write_parquet
-from .maps import decode_map, map_window, to_frame
-from .similarity import bhattacharyya, coarsen, emd_exact, to_distribution
+from .io import ParquetSink, iter_parquet
+from .maps import decode_maps, rank_below
+from .similarity import bhattacharyya, coarsen, emd_exact
 
-__all__ = ["image_maps", "select", "compare_model", "COMPARE_SCHEMA"]
+__all__ = ["read_image_maps", "image_layers", "select", "compare_model", "COMPARE_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -61,68 +62,90 @@ def select(frames: torch.Tensor, selection: str, full_threshold: float = 0.01) -
         return (v * active).reshape(frames.shape)
     level = float(selection.removeprefix("top"))
     k = selection_sizes(active.sum(1), v.shape[1], [level], "active")[:, 1]  # (P,)
-    order = torch.sort(v, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(v.shape[1], device=v.device).expand(p, -1))
-    return (v * (rank < k[:, None])).reshape(frames.shape)
+    return (v * rank_below(v, k)).reshape(frames.shape)
 
 
-def image_maps(maps: pa.Table, size: int, selection: str, full_threshold: float = 0.01):
-    """{(layer_idx, layer): {(identity, image): (S, S) distribution}} from a raw-maps table."""
-    out: dict[tuple[int, str], dict[tuple[str, str], torch.Tensor]] = {}
-    groups: dict[tuple, list[np.ndarray]] = {}
-    windows: dict[tuple, tuple[int, int, int, int]] = {}
-    for r in maps.to_pylist():
-        key = (r["layer_idx"], r["layer"], r["identity"], r["anchor"])
-        groups.setdefault(key, []).append(decode_map(r))
-        windows[key] = map_window(r, size)
-    for key, raws in sorted(groups.items()):
-        li, layer, identity, anchor = key
-        frames = select(to_frame(torch.from_numpy(np.stack(raws)).double(), size, windows[key]), selection, full_threshold)
-        dist = to_distribution(frames).mean(0)
-        out.setdefault((li, layer), {})[(identity, anchor)] = dist
-    return out
+def read_image_maps(paths, layer: str, kind: str) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """The image maps of one layer and kind from extract's image-maps files (read only those rows).
+
+    Returns (sorted (identity, image) keys, (n, S, S) float32 maps in that order).
+    """
+    keys: list[tuple[str, str]] = []
+    parts: list[np.ndarray] = []
+    for batch in iter_parquet(paths, columns=["identity", "image", "size", "map"],
+                              filters=[("layer", "=", layer), ("kind", "=", kind)]):
+        if batch.num_rows == 0:
+            continue
+        size = batch.column("size")[0].as_py()
+        keys += list(zip(batch.column("identity").to_pylist(), batch.column("image").to_pylist()))
+        parts.append(decode_maps(batch.column("map"), size, size))
+    if not parts:
+        return [], np.empty((0, 0, 0), np.float32)
+    maps = np.concatenate(parts)
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return [keys[i] for i in order], maps[order]
+
+
+def image_layers(paths) -> list[tuple[int, str]]:
+    """(layer_idx, layer) of the layers present in image-maps files, sorted."""
+    seen: set[tuple[int, str]] = set()
+    for batch in iter_parquet(paths, columns=["layer_idx", "layer"]):
+        seen |= set(zip(batch.column("layer_idx").to_pylist(), batch.column("layer").to_pylist()))
+    return sorted(seen)
 
 
 def _pairs(images: Sequence[tuple[str, str]], different_per_image: int, seed: int):
+    """Same-identity pairs (every unordered pair) and seeded different-identity draws of sorted
+    (identity, image) keys; O(n) per image: an identity's images are one block of the sorted list."""
     same, diff = [], []
-    for i, a in enumerate(images):
-        for b in images[i + 1:]:
-            if a[0] == b[0]:
-                same.append((a, b))
+    blocks: dict[str, tuple[int, int]] = {}
+    for i, (ident, _) in enumerate(images):
+        lo, _hi = blocks.get(ident, (i, i))
+        blocks[ident] = (lo, i + 1)
+    for ident, (lo, hi) in blocks.items():
+        same += [(images[i], images[j]) for i in range(lo, hi) for j in range(i + 1, hi)]
+    n = len(images)
     for a in images:
-        others = [b for b in images if b[0] != a[0]]
-        if not others:
+        lo, hi = blocks[a[0]]
+        n_others = n - (hi - lo)
+        if n_others == 0:
             continue
         rng = np.random.default_rng([seed, zlib.crc32(f"{a[0]}/{a[1]}".encode())])
-        for j in rng.choice(len(others), size=min(different_per_image, len(others)), replace=False):
-            diff.append((a, others[j]))
+        for j in rng.choice(n_others, size=min(different_per_image, n_others), replace=False):
+            diff.append((a, images[j if j < lo else j + hi - lo]))  # the j-th image of another identity
     return same, diff
 
 
-def compare_model(maps: pa.Table, out_path: str, *, model: str, size: int, selections: Sequence[str] = ("top1",),
-                  grid: int = 16, different_per_image: int = 5, seed: int = 0, full_threshold: float = 0.01) -> pa.Table:
-    """Compare stage for one model: BC and EMD of same- and different-identity image maps."""
-    rows = []
-    for selection in selections:
-        per_layer = image_maps(maps, size, selection, full_threshold)
-        for (li, layer), dists in per_layer.items():
-            images = sorted(dists)
-            same, diff = _pairs(images, different_per_image, seed)
-            for kind, pairs in (("same", same), ("different", diff)):
-                if not pairs:
+def compare_model(image_maps_paths, out_path: str, *, model: str, size: int, selections: Sequence[str] = ("top1",),
+                  grid: int = 16, different_per_image: int = 5, seed: int = 0, batch: int = 256) -> int:
+    """Compare stage for one model: BC and EMD of same- and different-identity image maps.
+
+    ``image_maps_paths``: the model's image-maps files (every shard; :mod:`leam.summaries`). One
+    layer and selection is in memory at a time (n images x S x S float32) and pairs are compared
+    ``batch`` at a time. Returns the number of rows written.
+    """
+    layers = image_layers(image_maps_paths)
+    with ParquetSink(out_path, COMPARE_SCHEMA, row_group_size=65536) as sink:
+        for selection in selections:
+            for li, layer in layers:
+                images, maps = read_image_maps(image_maps_paths, layer, selection)
+                if not images:
+                    log.warning("%s %s: no %s image maps (was extract run with this selection?)", model, layer, selection)
                     continue
-                p = torch.stack([dists[a] for a, _ in pairs])
-                q = torch.stack([dists[b] for _, b in pairs])
-                bc = bhattacharyya(p, q).tolist()
-                pc, qc = coarsen(p, grid).numpy(), coarsen(q, grid).numpy()
-                emd = [emd_exact(x, y, size) for x, y in zip(pc, qc)]
-                rows += [{"model": model, "layer": layer, "layer_idx": li, "selection": selection, "kind": kind,
-                          "identity_a": a[0], "image_a": a[1], "identity_b": b[0], "image_b": b[1],
-                          "bc": float(bc_i), "emd": float(e)}
-                         for (a, b), bc_i, e in zip(pairs, bc, emd)]
-            log.info("%s %s %s: %d same-identity, %d different-identity pairs", model, layer, selection,
-                     len(same), len(diff))
-    table = pa.Table.from_pylist(rows, schema=COMPARE_SCHEMA)
-    write_parquet(table, out_path)
-    return table
+                index = {k: i for i, k in enumerate(images)}
+                same, diff = _pairs(images, different_per_image, seed)
+                for kind, pairs in (("same", same), ("different", diff)):
+                    for b0 in range(0, len(pairs), batch):
+                        part = pairs[b0:b0 + batch]
+                        p = torch.from_numpy(maps[[index[a] for a, _ in part]]).double()
+                        q = torch.from_numpy(maps[[index[b] for _, b in part]]).double()
+                        bc = bhattacharyya(p, q).tolist()
+                        pc, qc = coarsen(p, grid).numpy(), coarsen(q, grid).numpy()
+                        emd = [emd_exact(x, y, size) for x, y in zip(pc, qc)]
+                        sink.add([{"model": model, "layer": layer, "layer_idx": li, "selection": selection,
+                                   "kind": kind, "identity_a": a[0], "image_a": a[1], "identity_b": b[0],
+                                   "image_b": b[1], "bc": float(bc_i), "emd": float(e)}
+                                  for (a, b), bc_i, e in zip(part, bc, emd)])
+                log.info("%s %s %s: %d same-identity, %d different-identity pairs", model, layer, selection,
+                         len(same), len(diff))
+    return sink.rows

@@ -17,22 +17,16 @@ paper's levels), and two ``bincount`` per batch of maps.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Sequence
 
-import numpy as np
 import pyarrow as pa
 import torch
 
 from .classes import CLASS_COLUMNS, N_CLASSES
-from .io import write_parquet
-from .maps import decode_map, map_window, to_frame
-from .parsing import visible_classes
+from .maps import ranked_prefix
 
-__all__ = ["LEVELS", "selection_names", "selection_sizes", "count_classes", "count_shard", "MapCounter", "COUNTS_SCHEMA"]
-
-log = logging.getLogger(__name__)
+__all__ = ["LEVELS", "selection_names", "selection_sizes", "count_classes", "COUNTS_SCHEMA"]
 
 #: the paper's relevance levels, % of pixels (section 4.6)
 LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 3, 5, 10, 100)
@@ -59,26 +53,6 @@ def selection_sizes(n_active: torch.Tensor, n_pixels: int, levels: Sequence[floa
     return torch.stack(cols, dim=1)
 
 
-def _ranked_prefix(v: torch.Tensor, k: int) -> torch.Tensor:
-    """(P, N) values -> (P, K') pixel indices of the first K' >= k ranks, by value descending and
-    then pixel index ascending (exactly the order of a stable descending sort), K' <= N.
-
-    Costs one ``topk`` (rarely two) and two sorts of K' elements instead of a sort of N: every
-    pixel tied with the k-th value is taken in, so ties at the cut are resolved by index, as a full
-    sort would.
-    """
-    n = v.shape[1]
-    k2 = min(n, k + max(16, k // 16))  # a margin, so that one topk usually holds every tie at the cut
-    vals, idx = torch.topk(v, k2, dim=1, sorted=True)
-    if k2 < n and bool((vals[:, k - 1] == vals[:, -1]).any()):  # a tie may straddle the margin: widen
-        k2 = int((v >= vals[:, k - 1:k]).sum(1).max())
-        vals, idx = torch.topk(v, k2, dim=1, sorted=True)
-    by_index = torch.argsort(idx, dim=1)
-    idx, vals = torch.gather(idx, 1, by_index), torch.gather(vals, 1, by_index)
-    by_value = torch.sort(vals, dim=1, descending=True, stable=True).indices
-    return torch.gather(idx, 1, by_value)
-
-
 def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[float] = LEVELS,
                   full_threshold: float = 0.01, topk_of: str = "active",
                   n_classes: int = N_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +67,7 @@ def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[
 
     Selections that are the whole base set (``full``; ``top100`` of the active pixels; any level
     whose rounded size reaches the base) are counted from a mask; the others are prefixes of the
-    ranking, of which only the longest needed prefix is ranked (:func:`_ranked_prefix`).
+    ranking, of which only the longest needed prefix is ranked (:func:`leam.maps.ranked_prefix`).
     """
     if maps.shape != labels.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and labels {tuple(labels.shape)} differ")
@@ -122,7 +96,7 @@ def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[
     ranked_sizes = torch.where(is_whole, 0, sizes[:, 1:])  # (P, L) prefix lengths still to count
     kcap = int(ranked_sizes.max()) if ranked_sizes.numel() else 0
     if kcap > 0:
-        order = _ranked_prefix(v, kcap)  # (P, K')
+        order = ranked_prefix(v, kcap)  # (P, K')
         lab_ranked = torch.gather(lab, 1, order)[:, :kcap]  # (P, kcap)
         sorted_sizes, perm = torch.sort(ranked_sizes, dim=1, stable=True)
         pos = torch.arange(kcap, device=dev).expand(p, kcap).contiguous()
@@ -137,86 +111,9 @@ def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[
     return counts, sizes
 
 
-class MapCounter:
-    """Consumes raw LEAM maps chunk by chunk on the device: normalise, resize, count (a MapConsumer).
-
-    Args:
-        labels: (n, S, S) class ids of the identity's images (the anchors' labels are used).
-    After :meth:`LEAM.explain`, :meth:`result` gives per layer (anchor, positive, counts
-    (P, 1 + L, C), n_selected (P, 1 + L)) sorted by (anchor, positive).
-    """
-
-    def __init__(self, labels: torch.Tensor, *, levels: Sequence[float] = LEVELS, full_threshold: float = 0.01,
-                 topk_of: str = "active", window: tuple[int, int, int, int] | None = None):
-        self.labels = labels.long()
-        self.size = labels.shape[-1]
-        self.window = window
-        self.kw = dict(levels=levels, full_threshold=full_threshold, topk_of=topk_of)
-        self._parts: dict[str, list[tuple[torch.Tensor, ...]]] = {}
-
-    def add(self, layer: str, anchor: torch.Tensor, positive: torch.Tensor, maps: torch.Tensor) -> None:
-        frame = to_frame(maps, self.size, self.window)
-        counts, sizes = count_classes(frame, self.labels[anchor], **self.kw)
-        self._parts.setdefault(layer, []).append((anchor, positive, counts, sizes))
-
-    def result(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        out = {}
-        n = len(self.labels)
-        for layer, parts in self._parts.items():
-            a, p, c, s = (torch.cat(t) for t in zip(*parts))
-            order = torch.argsort(a * n + p)
-            out[layer] = (a[order], p[order], c[order], s[order])
-        return out
-
-
 COUNTS_SCHEMA = pa.schema(
     [("model", pa.string()), ("layer", pa.string()), ("layer_idx", pa.int16()), ("identity", pa.string()),
      ("anchor", pa.string()), ("positive", pa.string()), ("parser", pa.string()), ("selection", pa.string()),
      ("level", pa.float64()), ("n_selected", pa.int32()), ("n_pixels", pa.int32())]
     + [(c, pa.int32()) for c in CLASS_COLUMNS]
 )
-
-
-def count_shard(maps, labels, out_path: str, *, levels: Sequence[float] = LEVELS, full_threshold: float = 0.01,
-                topk_of: str = "active", device: str = "cpu", batch: int = 256):
-    """Count stage for one model x shard: maps table + labels table -> wide counts table.
-
-    One row per (map, selection); one int32 column per class (``c10_nose``...), NULL for classes
-    the parser cannot see. ``level`` is NULL for ``full``.
-    """
-    lab_rows = labels.to_pylist()
-    parser = lab_rows[0]["parser"] if lab_rows else "landmarks"
-    visible = set(visible_classes(parser))
-    lab = {(r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(r["size"], r["size"])
-           for r in lab_rows}
-    names = selection_names(levels)
-    levels_col = [None] + [float(x) for x in levels]
-    cols: dict[str, list] = {f.name: [] for f in COUNTS_SCHEMA}
-    rows = maps.to_pylist()
-    for start in range(0, len(rows), batch):
-        chunk = rows[start:start + batch]
-        # maps of one layer share a shape and window; group within the chunk by them
-        for geom in sorted({(r["height"], r["width"], tuple(r.get("window") or ())) for r in chunk}):
-            part = [r for r in chunk if (r["height"], r["width"], tuple(r.get("window") or ())) == geom]
-            raw = torch.from_numpy(np.stack([decode_map(r) for r in part])).to(device)
-            lb = [lab[(r["identity"], r["anchor"])] for r in part]
-            size = lb[0].shape[0]
-            frame = to_frame(raw, size, map_window(part[0], size))
-            counts, sizes = count_classes(frame, torch.from_numpy(np.stack(lb)).to(device), levels=levels,
-                                          full_threshold=full_threshold, topk_of=topk_of)
-            counts, sizes = counts.cpu().numpy(), sizes.cpu().numpy()
-            for i, r in enumerate(part):
-                for s, name in enumerate(names):
-                    for k in ("model", "layer", "layer_idx", "identity", "anchor", "positive"):
-                        cols[k].append(r[k])
-                    cols["parser"].append(parser)
-                    cols["selection"].append(name)
-                    cols["level"].append(levels_col[s])
-                    cols["n_selected"].append(int(sizes[i, s]))
-                    cols["n_pixels"].append(size * size)
-                    for c, col in enumerate(CLASS_COLUMNS):
-                        cols[col].append(int(counts[i, s, c]) if c in visible else None)
-        log.info("counted %d/%d maps", min(start + batch, len(rows)), len(rows))
-    table = pa.table(cols, schema=COUNTS_SCHEMA)  # rows in the maps table's order
-    write_parquet(table, out_path)
-    return table

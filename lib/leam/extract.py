@@ -1,31 +1,40 @@
-"""Extract stage: LEAM maps, pair cosines and embeddings for one model and one shard.
+"""Extract stage: LEAM maps of one model and one shard, and everything later stages need of them.
 
-Outputs (one row per ...):
+Outputs (one Parquet file each, written row group by row group: memory stays at one identity):
 
-* maps: (model, layer, identity, anchor, positive) -> raw LEAM map at layer resolution,
-  ``height`` x ``width`` float32 little-endian bytes (not normalised: :mod:`leam.maps` does that),
-  covering ``window`` (x0, y0, x1, y1) of the aligned frame (:mod:`leam.window`);
 * pairs: (model, identity, anchor, positive) -> cosine similarity, every ordered same-identity pair;
-* embeddings: (model, identity, image) -> embedding (float32 list), for different-identity cosines.
+* embeddings: (model, identity, image) -> embedding (float32 list), for different-identity cosines;
+* counts: per pair, layer and relevance selection, pixels per parser class (:mod:`leam.counting`);
+* image maps and rankings: per-image distributions (compare), own maps and pixel rankings at the
+  occlusion source layer (:mod:`leam.summaries`);
+* maps: (model, layer, identity, anchor, positive) -> raw LEAM map at layer resolution,
+  ``height`` x ``width`` little-endian floats of ``dtype`` (:mod:`leam.maps`), covering ``window``
+  (x0, y0, x1, y1) of the aligned frame (:mod:`leam.window`); every pair, or each identity's first
+  pair (``store_maps``, :data:`leam.summaries.STORE_MAPS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from .align import decode_png
 from .cam import LEAM
-from .io import write_parquet
+from .counting import COUNTS_SCHEMA, LEVELS
+from .io import ParquetSink, iter_parquet
 from .models import FaceModel, load_model
+from .parsing import visible_classes
+from .summaries import IMAGE_MAPS_SCHEMA, RANKINGS_SCHEMA, IdentitySummaries
 
-__all__ = ["pick_device", "prefetch", "iter_identities", "extract_shard", "MAPS_SCHEMA", "PAIRS_SCHEMA", "EMBEDDINGS_SCHEMA"]
+__all__ = ["pick_device", "prefetch", "iter_identities", "read_labels", "parser_of", "extract_shard", "MAPS_SCHEMA", "PAIRS_SCHEMA", "EMBEDDINGS_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,8 @@ MAPS_SCHEMA = pa.schema([
     ("height", pa.int32()),
     ("width", pa.int32()),
     ("window", pa.list_(pa.int32(), 4)),
+    ("dtype", pa.string()),  # f4 (float32) or f2 (float16)
+    ("scale", pa.float32()),  # the stored values times scale are the map (1 for f4)
     ("map", pa.binary()),
 ])
 
@@ -89,54 +100,121 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def iter_identities(aligned: pa.Table) -> Iterator[tuple[str, list[str], np.ndarray]]:
-    """(identity, sorted image names, (n, S, S, 3) uint8 frames) for each identity, sorted."""
-    rows = sorted(aligned.to_pylist(), key=lambda r: (r["identity"], r["image"]))
-    ident: dict[str, list[dict]] = {}
-    for r in rows:
-        ident.setdefault(r["identity"], []).append(r)
-    for name, rs in ident.items():
-        yield name, [r["image"] for r in rs], np.stack([decode_png(r["frame_png"]) for r in rs])
+def iter_identities(aligned) -> Iterator[tuple[str, list[str], np.ndarray]]:
+    """(identity, sorted image names, (n, S, S, 3) uint8 frames) for each identity, sorted.
+
+    ``aligned``: an aligned-frames table, or the path of one (streamed: one identity in memory).
+    """
+    if isinstance(aligned, pa.Table):
+        rows = sorted(aligned.to_pylist(), key=lambda r: (r["identity"], r["image"]))
+        ident: dict[str, list[dict]] = {}
+        for r in rows:
+            ident.setdefault(r["identity"], []).append(r)
+        for name, rs in ident.items():
+            yield name, [r["image"] for r in rs], np.stack([decode_png(r["frame_png"]) for r in rs])
+        return
+    current: str | None = None
+    group: list[dict] = []
+    last: tuple[str, str] | None = None
+    for batch in iter_parquet(aligned, columns=["identity", "image", "frame_png"], batch_size=64):
+        for r in batch.to_pylist():
+            k = (r["identity"], r["image"])
+            if last is not None and k <= last:
+                raise ValueError(f"{aligned}: rows are not sorted by (identity, image) at {k}")
+            last = k
+            if r["identity"] != current and group:
+                yield current, [g["image"] for g in group], np.stack([decode_png(g["frame_png"]) for g in group])
+                group = []
+            current = r["identity"]
+            group.append(r)
+    if group:
+        yield current, [g["image"] for g in group], np.stack([decode_png(g["frame_png"]) for g in group])
 
 
-def extract_shard(aligned: pa.Table, model_name: str, model_spec: dict, *, maps_out: str, pairs_out: str,
-                  embeddings_out: str, device: str = "auto", memory_budget_mb: float = 2048,
-                  threads: int | None = None, base_dir: str | os.PathLike = ".", frame_padding: float = 0.25) -> None:
-    """Run LEAM over every identity of a shard and write maps, pairs and embeddings.
+def read_labels(path, identity: str, images: Sequence[str]) -> np.ndarray:
+    """(n, S, S) uint8 parser labels of ``images`` of ``identity`` from a labels file (that identity's rows only)."""
+    got = {}
+    for batch in iter_parquet(path, columns=["identity", "image", "size", "labels"],
+                              filters=[("identity", "=", identity)]):
+        for r in batch.to_pylist():
+            got[r["image"]] = np.frombuffer(r["labels"], np.uint8).reshape(r["size"], r["size"])
+    missing = [im for im in images if im not in got]
+    if missing:
+        raise ValueError(f"{path}: no parser labels for {identity}/{missing[0]} (rerun the parse stage)")
+    return np.stack([got[im] for im in images])
 
-    ``frame_padding``: ``align.padding`` of the aligned frames (places the model's window).
+
+def parser_of(path) -> str:
+    """The parser name recorded in a labels file (``landmarks`` when it is empty)."""
+    for batch in iter_parquet(path, columns=["parser"]):
+        if batch.num_rows:
+            return batch.column(0)[0].as_py()
+    return "landmarks"
+
+
+def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: dict[str, str],
+                  device: str = "auto", memory_budget_mb: float = 2048, threads: int | None = None,
+                  base_dir: str | os.PathLike = ".", frame_padding: float = 0.25, levels: Sequence[float] = LEVELS,
+                  full_threshold: float = 0.01, topk_of: str = "active", selections: Sequence[str] = ("top1",),
+                  rank_layer: str | None = None, rank_pixels: int = 0, store_maps: str = "raw") -> None:
+    """Run LEAM over every identity of a shard; write pairs, embeddings, counts, image maps,
+    rankings and maps (``out``: {name: path} for those six names).
+
+    ``aligned``, ``labels``: the shard's aligned-frames and parser-labels Parquet paths (or tables);
+    ``frame_padding``: ``align.padding`` of the frames (places the model's window); ``rank_layer``:
+    this model's occlusion source layer (None: not a source) and ``rank_pixels`` how many of its
+    top pixels per pair to keep (the pixel count of the largest occlusion size,
+    :func:`leam.occlude.n_occluded`).
     """
     if threads:
         torch.set_num_threads(int(threads))
     dev = pick_device(device)
     model: FaceModel = load_model(model_name, model_spec, base_dir=base_dir, device=dev, frame_padding=frame_padding)
     layer_names = list(model.layers)
-    maps_rows: list[dict] = []
-    pairs_rows: list[dict] = []
-    emb_rows: list[dict] = []
+    if rank_layer is not None and rank_layer not in model.layers:
+        raise ValueError(f"occlusion source layer {rank_layer!r} is not a layer of {model_name}")
+    if isinstance(labels, pa.Table):
+        lab_table = labels
+        parser = lab_table.column("parser")[0].as_py() if lab_table.num_rows else "landmarks"
+    else:
+        lab_table, parser = None, parser_of(labels)
+    visible = set(visible_classes(parser))
+    n_maps = 0
     t0 = time.perf_counter()
-    n_identities = len(set(aligned.column("identity").to_pylist()))
-    with LEAM(model.module, model.layers, memory_budget_mb=memory_budget_mb) as leam:
+    sinks = {name: ParquetSink(out[name], schema, row_group_size=rg) for name, schema, rg in (
+        ("pairs", PAIRS_SCHEMA, 65536), ("embeddings", EMBEDDINGS_SCHEMA, 65536), ("counts", COUNTS_SCHEMA, 65536),
+        ("image_maps", IMAGE_MAPS_SCHEMA, 1024), ("rankings", RANKINGS_SCHEMA, 4096), ("maps", MAPS_SCHEMA, 4096))}
+    with contextlib.ExitStack() as stack, LEAM(model.module, model.layers, memory_budget_mb=memory_budget_mb) as leam:
+        for sink in sinks.values():
+            stack.enter_context(sink)
         for i, (identity, images, frames) in enumerate(prefetch(iter_identities(aligned)), 1):
-            out = leam.explain(model.preprocess(torch.from_numpy(frames)))
+            size = frames.shape[1]
+            if lab_table is not None:
+                lab = {(r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(r["size"], r["size"])
+                       for r in lab_table.filter(pc.equal(lab_table.column("identity"), identity)).to_pylist()}
+                lab_np = np.stack([lab[(identity, im)] for im in images])
+            else:
+                lab_np = read_labels(labels, identity, images)
+            window = model.window(size)
+            summ = IdentitySummaries(torch.from_numpy(lab_np).to(dev), window, levels=levels,
+                                     full_threshold=full_threshold, topk_of=topk_of, selections=selections,
+                                     rank_layer=rank_layer, k_max=rank_pixels if rank_layer is not None else 0,
+                                     store_maps=store_maps)
+            out_maps = leam.explain(model.preprocess(torch.from_numpy(frames)), keep_maps=False, consumer=summ)
             key = {"model": model_name, "identity": identity}
-            window = list(model.window(frames.shape[1]))
-            emb = out.embeddings.float().cpu().numpy()
-            emb_rows += [{**key, "image": im, "embedding": emb[j].tolist()} for j, im in enumerate(images)]
-            pairs = [(images[a], images[p]) for a, p in zip(out.anchor.tolist(), out.positive.tolist())]
-            cos = out.cosine.double().cpu().numpy()
-            pairs_rows += [{**key, "anchor": images[a], "positive": images[p], "cosine": float(cos[a, p])}
-                           for a, p in zip(out.anchor.tolist(), out.positive.tolist())]
-            for li, layer in enumerate(layer_names if pairs else []):  # one photo: no pairs, no maps
-                m = out.maps[layer].float().cpu().numpy()  # (P, h, w)
-                maps_rows += [{**key, "layer": layer, "layer_idx": li, "anchor": a, "positive": p,
-                               "height": m.shape[1], "width": m.shape[2], "window": window,
-                               "map": m[r].astype("<f4").tobytes()}
-                              for r, (a, p) in enumerate(pairs)]
-            log.info("[%d/%d] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, n_identities,
-                     identity, len(images), len(pairs), len(layer_names),
-                     len(maps_rows) / max(time.perf_counter() - t0, 1e-9))
-    write_parquet(pa.Table.from_pylist(maps_rows, schema=MAPS_SCHEMA), maps_out, row_group_size=4096)
-    write_parquet(pa.Table.from_pylist(pairs_rows, schema=PAIRS_SCHEMA), pairs_out)
-    write_parquet(pa.Table.from_pylist(emb_rows, schema=EMBEDDINGS_SCHEMA), embeddings_out)
-    log.info("extract %s: %d maps on %s in %.1f s", model_name, len(maps_rows), dev, time.perf_counter() - t0)
+            emb = out_maps.embeddings.float().cpu().numpy()
+            sinks["embeddings"].add([{**key, "image": im, "embedding": emb[j].tolist()} for j, im in enumerate(images)])
+            cos = out_maps.cosine.double().cpu().numpy()
+            a_idx, p_idx = out_maps.anchor.tolist(), out_maps.positive.tolist()
+            sinks["pairs"].add([{**key, "anchor": images[a], "positive": images[p], "cosine": float(cos[a, p])}
+                                for a, p in zip(a_idx, p_idx)])
+            for t in summ.counts_rows(key, layer_names, images, parser=parser, visible=visible, schema=COUNTS_SCHEMA):
+                sinks["counts"].add(t)
+            sinks["image_maps"].add(summ.image_map_rows(key, layer_names, images))
+            sinks["rankings"].add(summ.ranking_rows(key, images))
+            sinks["maps"].add(summ.map_rows(key, layer_names, images))
+            n_maps += len(a_idx) * len(layer_names)
+            log.info("[%s] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, identity, len(images),
+                     len(a_idx), len(layer_names), n_maps / max(time.perf_counter() - t0, 1e-9))
+    log.info("extract %s: %d maps on %s in %.1f s (%d raw maps stored: %s)", model_name, n_maps, dev,
+             time.perf_counter() - t0, sinks["maps"].rows, store_maps)

@@ -17,7 +17,10 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["atomic_path", "write_parquet", "read_parquet", "read_parquets", "write_text", "sha256_file", "sha256_bytes"]
+__all__ = ["atomic_path", "write_parquet", "ParquetSink", "read_parquet", "read_parquets", "iter_parquet",
+           "write_text", "sha256_file", "sha256_bytes"]
+
+_PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, write_statistics=True, store_schema=True)
 
 
 @contextlib.contextmanager
@@ -46,15 +49,58 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_parquet(table: pa.Table, path: str | os.PathLike, *, row_group_size: int = 65536) -> None:
     """Write ``table`` atomically as zstd Parquet; same table, same bytes."""
     with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=3,
-            row_group_size=row_group_size,
-            write_statistics=True,
-            store_schema=True,
-        )
+        pq.write_table(table, tmp, row_group_size=row_group_size, **_PARQUET_OPTIONS)
+
+
+class ParquetSink:
+    """Write a Parquet file row group by row group, atomically: rows are buffered and flushed every
+    ``row_group_size`` rows, so memory stays at one row group whatever the file's size; the file
+    appears at ``path`` only when the ``with`` block ends without an exception. The same rows
+    added in the same order give the same bytes.
+
+        with ParquetSink(path, schema) as sink:
+            sink.add(rows)          # list of dicts or a pyarrow Table
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, *, row_group_size: int = 4096):
+        self.path, self.schema, self.row_group_size = path, schema, row_group_size
+        self.rows = 0
+        self._buf: list[pa.Table] = []
+        self._n = 0
+
+    def __enter__(self) -> "ParquetSink":
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        try:
+            self._writer = pq.ParquetWriter(tmp, self.schema, **_PARQUET_OPTIONS)
+        except BaseException as e:
+            self._ctx.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self
+
+    def add(self, rows) -> None:
+        t = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=self.schema)
+        if t.num_rows == 0:
+            return
+        self._buf.append(t.select(self.schema.names).cast(self.schema))
+        self._n += t.num_rows
+        self.rows += t.num_rows
+        while self._n >= self.row_group_size:
+            self._flush(self.row_group_size)
+
+    def _flush(self, n: int) -> None:
+        t = pa.concat_tables(self._buf).combine_chunks()
+        self._writer.write_table(t.slice(0, n), row_group_size=n)
+        rest = t.slice(n)
+        self._buf, self._n = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None and self._n:
+                self._flush(self._n)
+        finally:
+            self._writer.close()
+            return self._ctx.__exit__(exc_type, exc, tb)
 
 
 def read_parquet(path: str | os.PathLike) -> pa.Table:
@@ -66,6 +112,19 @@ def read_parquets(paths) -> pa.Table:
     """Concatenate several Parquet files of one schema, in the order given."""
     tables = [read_parquet(p) for p in paths]
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def iter_parquet(paths, *, columns: list[str] | None = None, filters=None, batch_size: int = 1024):
+    """Record batches of several Parquet files in the order given, reading only ``columns`` and
+    the row groups ``filters`` (pyarrow expression or DNF list) can match: memory stays at one batch."""
+    import pyarrow.dataset as ds
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    for p in paths:
+        dataset = ds.dataset(str(p), format="parquet", partitioning=None)
+        expr = pq.filters_to_expression(filters) if isinstance(filters, list) else filters
+        yield from dataset.to_batches(columns=columns, filter=expr, batch_size=batch_size, use_threads=False)  # in file order
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:

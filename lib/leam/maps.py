@@ -1,4 +1,14 @@
-"""Map normalisation and resizing into the aligned frame, batched on the maps' device.
+"""LEAM maps as data: the one storage codec, normalisation into the aligned frame, and the one
+pixel ranking ("top-k pixels, ties by index") every stage uses.
+
+Codec: a raw map (layer resolution, >= 0) is stored as ``height * width`` little-endian floats,
+``float32`` (dtype ``f4``) or ``float16`` (``f2``, ``extract.store_maps: float16``, divided by the
+map's maximum, which the ``scale`` column keeps), row-major
+(:func:`encode_map` / :func:`decode_map` / :func:`decode_maps`); decoding gives float32.
+
+Ranking: pixels by value descending, ties by pixel index ascending (row-major), i.e. the order of a
+stable descending sort; every top-k selection is a prefix of it (:func:`ranked_prefix`,
+:func:`top_indices`, :func:`top_mask`, :func:`rank_below`).
 
 Normalisation is LayerCAM's (and pytorch-grad-cam's ``scale_cam_image``): per map, subtract the
 minimum and divide by ``max + 1e-7``, at layer resolution; then bilinear resize to the frame
@@ -15,7 +25,8 @@ import torch
 
 from .window import paste
 
-__all__ = ["normalise", "to_frame", "decode_map", "map_window", "EPS"]
+__all__ = ["normalise", "to_frame", "encode_map", "decode_map", "decode_maps", "map_window", "ranked_prefix",
+           "top_indices", "top_mask", "rank_below", "EPS"]
 
 EPS = 1e-7
 
@@ -41,12 +52,88 @@ def to_frame(maps: torch.Tensor, size: int, window: tuple[int, int, int, int] | 
     return paste(normalise(maps), tuple(window) if window is not None else (0, 0, size, size), size)
 
 
+def encode_map(m: np.ndarray, dtype: str = "f4") -> bytes:
+    """(h, w) map -> its stored bytes (``dtype`` f4 or f2, little-endian, row-major)."""
+    return np.ascontiguousarray(m, dtype="<" + dtype).tobytes()
+
+
 def decode_map(row: Mapping) -> np.ndarray:
-    """A maps-table row -> its raw map, (height, width) float32 (stored little-endian)."""
-    return np.frombuffer(row["map"], "<f4").reshape(row["height"], row["width"])
+    """A maps-table row -> its raw map, (height, width) float32 (stored values times ``scale``)."""
+    m = np.frombuffer(row["map"], "<" + (row.get("dtype") or "f4")).reshape(row["height"], row["width"])
+    scale = row.get("scale")
+    return m.astype(np.float32) * np.float32(scale) if scale not in (None, 1.0) else m.astype(np.float32, copy=False)
+
+
+def decode_maps(column, height: int, width: int, dtype: str = "f4") -> np.ndarray:
+    """A binary column (pyarrow array / chunked array / list of bytes) of maps of one shape and
+    ``dtype`` -> (P, height, width) float32, without a Python object per map."""
+    import pyarrow as pa
+
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        parts = []
+        for c in chunks:
+            if len(c) == 0:
+                continue
+            c = c.cast(pa.large_binary()) if c.type == pa.binary() else c
+            offsets = np.frombuffer(c.buffers()[1], np.int64)[c.offset:c.offset + len(c) + 1]
+            data = np.frombuffer(c.buffers()[2], np.uint8)
+            if not np.all(np.diff(offsets) == int(dtype[1]) * height * width):
+                raise ValueError(f"{dtype} maps of {height}x{width} expected: some stored map has another size")
+            parts.append(data[offsets[0]:offsets[-1]].view("<" + dtype))
+        flat = np.concatenate(parts) if parts else np.empty(0, "<" + dtype)
+    else:
+        flat = np.frombuffer(b"".join(column), "<" + dtype)
+    return flat.reshape(-1, height, width).astype(np.float32, copy=False)
 
 
 def map_window(row: Mapping, size: int) -> tuple[int, int, int, int]:
     """The frame box a maps-table row's map covers (the whole ``size`` frame for old tables)."""
     w = row.get("window")
     return tuple(w) if w is not None else (0, 0, size, size)
+
+
+def ranked_prefix(v: torch.Tensor, k: int) -> torch.Tensor:
+    """(P, N) values -> (P, K') pixel indices of the first K' >= k ranks (value descending, then
+    index ascending: exactly a stable descending sort), k <= K' <= N.
+
+    One ``topk`` (rarely two) and two sorts of K' elements instead of a sort of N: every pixel tied
+    with the k-th value is taken in, so ties at the cut are resolved by index as a full sort would.
+    """
+    n = v.shape[1]
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return torch.empty(v.shape[0], 0, dtype=torch.long, device=v.device)
+    k2 = min(n, k + max(16, k // 16))  # a margin, so that one topk usually holds every tie at the cut
+    vals, idx = torch.topk(v, k2, dim=1, sorted=True)
+    if k2 < n and bool((vals[:, k - 1] == vals[:, -1]).any()):  # a tie may straddle the margin: widen
+        k2 = int((v >= vals[:, k - 1:k]).sum(1).max())
+        vals, idx = torch.topk(v, k2, dim=1, sorted=True)
+    by_index = torch.argsort(idx, dim=1)
+    idx, vals = torch.gather(idx, 1, by_index), torch.gather(vals, 1, by_index)
+    by_value = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    return torch.gather(idx, 1, by_value)
+
+
+def top_indices(v: torch.Tensor, k: int) -> torch.Tensor:
+    """(P, N) values -> (P, k) indices of the k highest (ties by index), in rank order."""
+    return ranked_prefix(v, k)[:, :k]
+
+
+def top_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, ...) maps -> bool of the same shape, True on the k highest pixels of each (ties by index)."""
+    b = len(maps)
+    flat = maps.reshape(b, -1)
+    mask = torch.zeros(flat.shape, dtype=torch.bool, device=maps.device)
+    mask.scatter_(1, top_indices(flat, k), True)
+    return mask.reshape(maps.shape)
+
+
+def rank_below(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(P, N) values, (P,) sizes -> (P, N) bool: True on the k[i] highest pixels of row i."""
+    kmax = int(k.max()) if k.numel() else 0
+    order = top_indices(v, kmax)  # (P, kmax)
+    keep = torch.arange(kmax, device=v.device)[None, :] < k[:, None]
+    mask = torch.zeros(v.shape, dtype=torch.bool, device=v.device)
+    mask.scatter_(1, order, keep)
+    return mask

@@ -31,16 +31,16 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from .extract import iter_identities, pick_device
-from .io import read_parquet, write_parquet
-from .maps import decode_map, map_window, to_frame
+from .io import iter_parquet, read_parquet, write_parquet
+from .compare import read_image_maps
+from .maps import top_indices, top_mask
 from .models import FaceModel, load_model
 
 __all__ = ["SIZES", "n_occluded", "top_mask", "random_mask", "choose_pairs", "occlude_pairs", "own_maps", "atlas_occlusion",
-           "source_maps", "population_sum", "write_population", "read_population", "OCCLUSION_SCHEMA", "ATLAS_SCHEMA",
+           "read_rankings", "read_own_maps", "population_sum", "write_population", "read_population", "OCCLUSION_SCHEMA", "ATLAS_SCHEMA",
            "occlude_stage"]
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,6 @@ def n_occluded(size_pct: float, n_pixels: int) -> int:
     """Pixels occluded at ``size_pct`` % of ``n_pixels``: rounded up, at least 1 (exact rationals)."""
     q = round(size_pct * 100)
     return max(1, -(-n_pixels * q // 10000))
-
-
-def top_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, S, S) maps -> (B, S, S) bool, True on the k highest pixels of each (ties by index)."""
-    b = len(maps)
-    order = torch.sort(maps.reshape(b, -1), dim=1, descending=True, stable=True).indices[:, :k]
-    mask = torch.zeros(b, maps[0].numel(), dtype=torch.bool, device=maps.device)
-    mask.scatter_(1, order, True)
-    return mask.reshape(maps.shape)
 
 
 def random_mask(shape: tuple[int, int], k: int, key: Sequence) -> torch.Tensor:
@@ -117,7 +108,9 @@ def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], 
     """Occlusion rows for one identity: every source's LEAM pixels and random pixels, every target.
 
     frames: {image: (S, S, 3) uint8}; sources: {(source model, source layer): {(anchor, positive):
-    (S, S) normalised map}}. The pairs are those every source has (:func:`choose_pairs` of them).
+    ranking}}, a ranking being the pair's (K,) top pixel indices in rank order (extract's rankings,
+    K >= the largest size's pixel count) or its (S, S) normalised frame map. The pairs are those
+    every source has (:func:`choose_pairs` of them).
     The random draws do not depend on the source: each is embedded once and its rows repeated under
     every source, so each (source, target) has its own random baseline on the same pairs.
     """
@@ -129,7 +122,8 @@ def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], 
     images = sorted(frames)
     intact = torch.from_numpy(np.stack([frames[i] for i in images]))
     anchors = sorted({a for a, _ in pairs})
-    stacks = {src: torch.stack([maps[p] for p in pairs]) for src, maps in sources.items()}  # (P, S, S) each
+    k_max = max(n_occluded(size, s * s) for size in sizes)
+    ranks = {src: torch.stack([_ranking(maps[p], k_max) for p in pairs]) for src, maps in sources.items()}  # (P, K)
     occluded: list[torch.Tensor] = []
     meta: list[tuple] = []  # (source, anchor, positive, method, size, k, index of the occluded frame)
 
@@ -142,10 +136,11 @@ def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], 
     for size in sizes:
         k = n_occluded(size, s * s)
         rand = {a: occlude(a, random_mask((s, s), k, (seed, identity, a, size))) for a in anchors}
-        for src, stack in stacks.items():
-            leam_masks = top_mask(stack, k)
+        for src, rank in ranks.items():
             for j, (a, p) in enumerate(pairs):
-                meta.append((src, a, p, "leam", size, k, occlude(a, leam_masks[j])))
+                mask = torch.zeros(s * s, dtype=torch.bool)
+                mask[rank[j, :k]] = True
+                meta.append((src, a, p, "leam", size, k, occlude(a, mask.reshape(s, s))))
                 meta.append((src, a, p, "random", size, k, rand[a]))
     occ = torch.stack(occluded)
     which = torch.tensor([m[-1] for m in meta])
@@ -160,6 +155,16 @@ def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], 
                          "anchor": a, "positive": p, "method": method, "size_pct": float(size), "n_occluded": k,
                          "cosine_before": before[(a, p)], "cosine_after": c, "drop": before[(a, p)] - c})
     return rows
+
+
+def _ranking(v: torch.Tensor, k: int) -> torch.Tensor:
+    """A pair's ranking (1-D pixel indices) or (S, S) map -> its first k pixel indices."""
+    if v.dim() == 1:
+        if len(v) < k:
+            raise ValueError(f"a stored ranking has {len(v)} pixels, fewer than the {k} of the largest occlusion "
+                             "size: rerun extract (occlude.sizes changed)")
+        return v[:k].long()
+    return top_indices(v.reshape(1, -1), k)[0]
 
 
 def own_maps(maps: dict[tuple[str, str], torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -222,61 +227,76 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
     return rows
 
 
-def source_maps(maps: pa.Table, layer: str, size: int) -> dict[str, dict[tuple[str, str], torch.Tensor]]:
-    """{identity: {(anchor, positive): (S, S) normalised frame map}} of one layer of a raw-maps table."""
+def read_rankings(path, layer: str) -> dict[str, dict[tuple[str, str], torch.Tensor]]:
+    """{identity: {(anchor, positive): (K,) ranked pixel indices}} of one layer of a rankings file."""
     out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
-    for r in maps.filter(pc.equal(maps.column("layer"), layer)).to_pylist():
-        raw = torch.from_numpy(decode_map(r).copy())
-        out.setdefault(r["identity"], {})[(r["anchor"], r["positive"])] = to_frame(raw[None], size, map_window(r, size))[0]
+    for batch in iter_parquet(path, columns=["identity", "anchor", "positive", "pixels"],
+                              filters=[("layer", "=", layer)]):
+        for r in batch.to_pylist():
+            px = torch.from_numpy(np.frombuffer(r["pixels"], "<i4").astype(np.int64))
+            out.setdefault(r["identity"], {})[(r["anchor"], r["positive"])] = px
     return out
 
 
-def population_sum(maps_tables: Sequence[pa.Table], layer: str, size: int) -> tuple[np.ndarray, int]:
-    """Sum and number of the own maps (mean over positives) of every image in ``maps_tables``."""
+def read_own_maps(path, layer: str) -> dict[str, dict[str, torch.Tensor]]:
+    """{identity: {image: (S, S) own map}}: the ``mean`` image maps of one layer (:mod:`leam.summaries`)."""
+    keys, maps = read_image_maps(path, layer, "mean")
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for (identity, image), m in zip(keys, maps):
+        out.setdefault(identity, {})[image] = torch.from_numpy(m.copy())
+    return out
+
+
+def population_sum(image_maps_paths, layer: str, size: int) -> tuple[np.ndarray, int]:
+    """Sum (float64) and number of the own maps of every image in the image-maps files, a batch at a time."""
     total, count = np.zeros((size, size)), 0
-    for t in maps_tables:
-        for pairs in source_maps(t, layer, size).values():
-            for m in own_maps(pairs).values():
-                total += m.double().numpy()
-                count += 1
+    for batch in iter_parquet(image_maps_paths, columns=["size", "map"], filters=[("layer", "=", layer), ("kind", "=", "mean")]):
+        for r in batch.to_pylist():
+            if r["size"] != size:
+                raise ValueError(f"own maps of {r['size']} px in a {size} px run")
+            total += np.frombuffer(r["map"], "<f4").reshape(size, size)
+            count += 1
     return total, count
 
 
-def occlude_stage(aligned: pa.Table, sources: Sequence[tuple[str, str, pa.Table]], models: dict[str, dict], *,
-                  occlusion_out: str, atlas_out: str, population: tuple[np.ndarray, int] | None = None,
+def occlude_stage(aligned, sources: Sequence[tuple[str, str, str]], models: dict[str, dict], *,
+                  occlusion_out: str, atlas_out: str, own_maps_path=None, population: tuple[np.ndarray, int] | None = None,
                   sizes: Sequence[float] = SIZES, seed: int = 0, device: str = "auto", frame_padding: float = 0.25,
                   positives_per_anchor: int | None = None) -> None:
-    """Occlude stage for one shard: source maps + frames in, occlusion and atlas tables out.
+    """Occlude stage for one shard: source rankings + frames in, occlusion and atlas tables out.
 
-    ``sources``: (source model, source layer, its raw-maps table of this shard), the first being the
-    atlas's source; ``models``: the target models; ``population``: (sum, count) of the first
-    source's own maps over the whole run (:func:`population_sum`); ``frame_padding``:
-    ``align.padding`` (places each target model's window); ``positives_per_anchor``: see
-    :func:`choose_pairs` (None: every pair, as the paper).
+    ``aligned``: the shard's aligned frames (path or table); ``sources``: (source model, source
+    layer, its rankings file of this shard), the first being the atlas's source, whose own maps are
+    read from ``own_maps_path`` (its image-maps file of this shard); ``models``: the target models;
+    ``population``: (sum, count) of the first source's own maps over the whole run
+    (:func:`population_sum`); ``frame_padding``: ``align.padding`` (places each target model's
+    window); ``positives_per_anchor``: see :func:`choose_pairs` (None: every pair, as the paper).
+    One identity's frames are in memory at a time.
     """
     dev = pick_device(device)
     targets = {name: load_model(name, spec, device=dev, frame_padding=frame_padding) for name, spec in models.items()}
-    frames = {identity: dict(zip(images, f)) for identity, images, f in iter_identities(aligned)}
-    size = next(iter(next(iter(frames.values())).values())).shape[0] if frames else 0
-    by_source = {(m, layer): source_maps(t, layer, size) for m, layer, t in sources}
-    identities = sorted(set().union(*by_source.values())) if by_source else []
-    rows = []
-    for i, identity in enumerate(identities, 1):
-        part = occlude_pairs(frames[identity], {src: maps.get(identity, {}) for src, maps in by_source.items()},
-                             targets, identity=identity, sizes=sizes, seed=seed, positives_per_anchor=positives_per_anchor)
-        rows += part
-        log.info("[%d/%d] occluded %s: %d pairs x %d sizes x (%d sources + random) x %d models", i, len(identities),
-                 identity, len({(r["anchor"], r["positive"]) for r in part}), len(sizes), len(by_source), len(targets))
+    by_source = {(m, layer): read_rankings(path, layer) for m, layer, path in sources}
+    own = read_own_maps(own_maps_path, sources[0][1]) if sources and own_maps_path is not None else {}
+    pop_sum, pop_n = (torch.from_numpy(population[0]).float(), population[1]) if population else (None, 0)
+    rows, arows = [], []
+    n_ident = len(set().union(*by_source.values())) if by_source else 0
+    i = 0
+    for identity, images, f in iter_identities(aligned):
+        frames = dict(zip(images, f))
+        if any(identity in maps for maps in by_source.values()):
+            i += 1
+            part = occlude_pairs(frames, {src: maps.get(identity, {}) for src, maps in by_source.items()}, targets,
+                                 identity=identity, sizes=sizes, seed=seed, positives_per_anchor=positives_per_anchor)
+            rows += part
+            log.info("[%d/%d] occluded %s: %d pairs x %d sizes x (%d sources + random) x %d models", i, n_ident,
+                     identity, len({(r["anchor"], r["positive"]) for r in part}), len(sizes), len(by_source), len(targets))
+        if identity in own:
+            part = atlas_occlusion({identity: frames}, {identity: own[identity]}, targets, population_sum=pop_sum,
+                                   population_count=pop_n, sizes=sizes, seed=seed)
+            for r in part:
+                r.update(source_model=sources[0][0], source_layer=sources[0][1])
+            arows += part
     write_parquet(pa.Table.from_pylist(rows, schema=OCCLUSION_SCHEMA), occlusion_out)
-    arows = []
-    if sources:
-        (atlas_model, atlas_layer, _), first = sources[0], by_source[(sources[0][0], sources[0][1])]
-        own = {ident: own_maps(m) for ident, m in first.items()}
-        pop_sum, pop_n = (torch.from_numpy(population[0]).float(), population[1]) if population else (None, 0)
-        arows = atlas_occlusion({k: frames[k] for k in own}, own, targets, population_sum=pop_sum,
-                                population_count=pop_n, sizes=sizes, seed=seed)
-        for r in arows:
-            r.update(source_model=atlas_model, source_layer=atlas_layer)
     write_parquet(pa.Table.from_pylist(arows, schema=ATLAS_SCHEMA), atlas_out)
     log.info("occlusion: %d rows; atlas: %d rows", len(rows), len(arows))
 
@@ -285,9 +305,9 @@ POPULATION_SCHEMA = pa.schema([("layer", pa.string()), ("size", pa.int32()), ("c
                                ("sum", pa.list_(pa.float64()))])
 
 
-def write_population(maps_tables: Sequence[pa.Table], layer: str, size: int, out_path: str) -> None:
+def write_population(image_maps_paths, layer: str, size: int, out_path: str) -> None:
     """Population atlas input: the sum and number of own maps over every shard, one row."""
-    total, count = population_sum(maps_tables, layer, size)
+    total, count = population_sum(image_maps_paths, layer, size)
     write_parquet(pa.Table.from_pylist([{"layer": layer, "size": size, "count": count, "sum": total.ravel().tolist()}],
                                        schema=POPULATION_SCHEMA), out_path)
     log.info("population atlas of %s: %d own maps", layer, count)

@@ -22,8 +22,8 @@ import pyarrow.compute as pc  # noqa: E402
 import torch  # noqa: E402
 
 from .align import decode_png  # noqa: E402
-from .io import atomic_path  # noqa: E402
-from .maps import decode_map, map_window, to_frame  # noqa: E402
+from .io import atomic_path, iter_parquet  # noqa: E402
+from .maps import decode_map, map_window, to_frame, top_indices  # noqa: E402
 
 __all__ = ["layers_figure", "threshold_figure", "occlusion_figure", "atlas_figure", "compare_figure",
            "demographics_figure", "explain_figures"]
@@ -37,29 +37,40 @@ def _save(fig, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def layers_figure(maps: pa.Table, aligned: pa.Table, out_path: str | os.PathLike, *,
-                  identity: str | None = None) -> tuple[str, str, str]:
+def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str | None = None,
+                  pairs=None) -> tuple[str, str, str]:
     """Fig. 4 analogue: the anchor, the positive, and the LEAM map of every layer over the anchor.
 
-    The example is ``identity`` (default: the identity with most pairs), its first anchor and
-    positive by name. Returns (identity, anchor, positive).
+    ``maps``, ``aligned``, ``pairs``: Parquet paths (every shard) or tables; only the example
+    identity's rows are read. The example is ``identity`` (default: the identity with most pairs
+    in ``pairs``, else in ``maps``), its first anchor and positive by name. Returns (identity,
+    anchor, positive).
     """
-    if maps.num_rows == 0:
+    def rows_of(src, ident=None, columns=None):
+        if isinstance(src, pa.Table):
+            t = src if ident is None else src.filter(pc.equal(src.column("identity"), ident))
+            return t.select(columns) if columns else t
+        batches = list(iter_parquet(src, columns=columns, filters=None if ident is None else [("identity", "=", ident)]))
+        return pa.Table.from_batches(batches) if batches else None
+
+    ids_table = rows_of(pairs if pairs is not None else maps, columns=["identity"])
+    if ids_table is None or ids_table.num_rows == 0:
         fig, ax = plt.subplots(figsize=(6, 1.5))
         ax.axis("off")
         ax.text(0.5, 0.5, "no same-identity pairs: no LEAM maps to show", ha="center", va="center")
         _save(fig, out_path)
         return ("", "", "")
-    model = maps.column("model")[0].as_py()
     if identity is None:
-        ids = pc.value_counts(maps.column("identity")).to_pylist()
+        ids = pc.value_counts(ids_table.column("identity")).to_pylist()
         identity = sorted(ids, key=lambda d: (-d["counts"], d["values"]))[0]["values"]
-    sub = maps.filter(pc.equal(maps.column("identity"), identity)).to_pylist()
+    sub_t = rows_of(maps, identity)
+    sub = sub_t.to_pylist() if sub_t is not None else []
     if not sub:
         raise ValueError(f"identity {identity!r} has no LEAM maps in this run")
+    model = sub[0]["model"]
     anchor, positive = min((r["anchor"], r["positive"]) for r in sub)
     rows = sorted((r for r in sub if r["anchor"] == anchor and r["positive"] == positive), key=lambda r: r["layer_idx"])
-    frames = {r["image"]: decode_png(r["frame_png"]) for r in aligned.to_pylist() if r["identity"] == identity}
+    frames = {r["image"]: decode_png(r["frame_png"]) for r in rows_of(aligned, identity).to_pylist()}
     size = frames[anchor].shape[0]
     panels = [("anchor", anchor, None), ("positive", positive, None)] + [(r["layer"], anchor, r) for r in rows]
     cols = min(6, len(panels))
@@ -259,11 +270,13 @@ def demographics_figure(db_path, out_path) -> None:
 
 
 def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels: np.ndarray, out_dir, *,
-                    top: float = 1.0, title: str = "", window: tuple[int, int, int, int] | None = None) -> list[str]:
+                    top: float = 1.0, title: str = "", window: tuple[int, int, int, int] | None = None,
+                 full_threshold: float = 0.01) -> list[str]:
     """PNGs of one pair for ``leam explain``: overlay, per-layer grid, top-k % pixels by class.
 
     frames: (S, S, 3) uint8; maps: {layer: (h, w) raw map}; labels: (S, S) FaRL class ids of A;
-    window: the frame box the model saw (None: the whole frame).
+    window: the frame box the model saw (None: the whole frame); full_threshold: ``count.full_threshold``
+    (the "activated" pixels whose top ``top`` % are drawn).
     """
     from .classes import CLASS_NAMES
     from .counting import selection_sizes
@@ -309,9 +322,9 @@ def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels
     present = set()
     for ax, k in zip(axes.ravel(), names):
         v = frames[k].reshape(-1)
-        n_active = torch.tensor([(v >= 0.01).sum()])
+        n_active = torch.tensor([int((v >= full_threshold).sum())])
         kk = int(selection_sizes(n_active, v.size, [top], "active")[0, 1])
-        order = np.argsort(-v, kind="stable")[:kk]
+        order = top_indices(torch.from_numpy(v)[None], kk)[0].numpy()
         img = frame_a.astype(float) / 255 * 0.35
         flat = img.reshape(-1, 3)
         flat[order] = palette[labels.reshape(-1)[order] % 20]

@@ -3,7 +3,7 @@
 
 rule aggregate:
     input:
-        counts=shard_outputs(rules.count.output.counts, model=MODELS),
+        counts=shard_outputs(rules.extract.output.counts, model=MODELS),
         pairs=shard_outputs(rules.extract.output.pairs, model=MODELS),
         embeddings=shard_outputs(rules.extract.output.embeddings, model=MODELS),
         faces=shard_outputs(rules.detect.output.faces),
@@ -26,5 +26,7 @@ rule aggregate:
         "../../envs/leam.yaml"
     log:
         "logs/aggregate/aggregate.log",
+    benchmark:
+        "results/benchmarks/aggregate/aggregate.tsv"
     script:
         "../scripts/aggregate.py"

@@ -17,5 +17,7 @@ rule align:
         "../../envs/leam.yaml"
     log:
         "logs/align/shard-{shard}.log",
+    benchmark:
+        "results/benchmarks/align/shard-{shard}.tsv"
     script:
         "../scripts/align.py"

@@ -7,6 +7,7 @@ from snakemake.logging import logger
 from leam.config import occlusion_sources, validate_config
 from leam.dataset import MANIFEST_NAME, list_images, sample_caveats, shard_of
 from leam.models import check_weights, missing_file_message
+from leam.occlude import n_occluded
 
 validate_config(config, source="config (config.yaml and --config overrides)")
 
@@ -15,6 +16,11 @@ validate_config(config, source="config (config.yaml and --config overrides)")
 # beside 4 CPU burners on 2 cores and within 6 % when idle (benchmarks/contention.py); set the
 # variable yourself to override.
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+# A kernel's thread count must not follow the machine's load: with dynamic teams (OpenMP's
+# OMP_DYNAMIC, MKL's MKL_DYNAMIC, on by default in MKL) a loaded machine may get fewer threads, and
+# a reduction split differently sums in another order. Pinned off for every job (overridable).
+os.environ.setdefault("OMP_DYNAMIC", "FALSE")
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 RAW = config["input"]["dir"]
 SHARDS = [f"{s:03d}" for s in range(config["shards"])]
@@ -38,6 +44,8 @@ OCCLUDE_SOURCES, _warnings = occlusion_sources(config, MODELS)
 for _msg in _warnings:
     logger.warning(f"leam: {_msg}")
 OCCLUDE_SOURCE, OCCLUDE_LAYER = OCCLUDE_SOURCES[0]
+# pixels of each source pair's ranking that extract keeps: those of the largest occlusion size
+RANK_PIXELS = n_occluded(max(config["occlude"]["sizes"]), config["align"]["size"] ** 2)
 
 
 onsuccess:

@@ -3,7 +3,7 @@
 
 rule compare:
     input:
-        maps=shard_outputs(rules.extract.output.maps, model="{model}"),
+        image_maps=shard_outputs(rules.extract.output.image_maps, model="{model}"),
     output:
         compare="results/compare/model={model}/compare.parquet",
     params:
@@ -12,7 +12,6 @@ rule compare:
         grid=config["compare"]["grid"],
         different_per_image=config["compare"]["different_per_image"],
         seed=config["seed"],
-        full_threshold=config["count"]["full_threshold"],
     resources:
         mem_mb=8000,
         runtime=240,

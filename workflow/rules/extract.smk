@@ -1,19 +1,33 @@
-# Extract: LEAM maps of every ordered same-identity pair x configured layer, per model and shard.
+# Extract: LEAM maps of every ordered same-identity pair x configured layer, per model and shard,
+# and, while they are in memory, what later stages need of them: per-class counts at every
+# relevance selection, per-image maps (compare, atlas), pixel rankings (occlusion), and the raw
+# maps themselves as extract.store_maps says (lib/leam/summaries.py).
 # Outputs are per model, so adding a model to config.yaml runs only its jobs (and aggregation).
 
 
 rule extract:
     input:
         aligned=rules.align.output.aligned,
+        labels=rules.parse.output.labels,
     output:
-        maps="results/maps/model={model}/shard-{shard}.parquet",
         pairs="results/pairs/model={model}/shard-{shard}.parquet",
         embeddings="results/embeddings/model={model}/shard-{shard}.parquet",
+        counts="results/counts/model={model}/shard-{shard}.parquet",
+        image_maps="results/image_maps/model={model}/shard-{shard}.parquet",
+        rankings="results/rankings/model={model}/shard-{shard}.parquet",
+        maps="results/maps/model={model}/shard-{shard}.parquet",
     params:
         spec=lambda wildcards: config["models"][wildcards.model],
         device=config["extract"]["device"],
         memory_budget_mb=config["extract"]["memory_budget_mb"],
+        store_maps=config["extract"]["store_maps"],
         frame_padding=config["align"]["padding"],
+        levels=config["count"]["levels"],
+        full_threshold=config["count"]["full_threshold"],
+        topk_of=config["count"]["topk_of"],
+        selections=config["compare"]["selections"],
+        rank_layer=lambda wildcards: dict(OCCLUDE_SOURCES).get(wildcards.model),
+        rank_pixels=RANK_PIXELS,
     threads: workflow.cores
     resources:
         gpu=1,  # used when present; a CPU-only profile sets it to 0 (profiles/slurm-local)

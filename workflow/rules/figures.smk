@@ -5,6 +5,7 @@ rule figures:
     input:
         db=rules.aggregate.output.db,
         maps=shard_outputs(rules.extract.output.maps, model="{model}"),
+        pairs=shard_outputs(rules.extract.output.pairs, model="{model}"),
         aligned=shard_outputs(rules.align.output.aligned),
     output:
         layers="results/figures/{model}_layers.png",
@@ -15,6 +16,8 @@ rule figures:
         "../../envs/leam.yaml"
     log:
         "logs/figures/{model}.log",
+    benchmark:
+        "results/benchmarks/figures/{model}.tsv"
     script:
         "../scripts/figures.py"
 
@@ -32,6 +35,8 @@ rule study_figures:
         "../../envs/leam.yaml"
     log:
         "logs/figures/study.log",
+    benchmark:
+        "results/benchmarks/figures/study.tsv"
     script:
         "../scripts/study_figures.py"
 
@@ -45,5 +50,7 @@ rule demographics_figure:
         "../../envs/leam.yaml"
     log:
         "logs/figures/demographics.log",
+    benchmark:
+        "results/benchmarks/figures/demographics.tsv"
     script:
         "../scripts/demographics_figure.py"

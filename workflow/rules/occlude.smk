@@ -6,7 +6,7 @@
 
 rule population_atlas:
     input:
-        maps=shard_outputs(rules.extract.output.maps, model=OCCLUDE_SOURCE),
+        image_maps=shard_outputs(rules.extract.output.image_maps, model=OCCLUDE_SOURCE),
     output:
         population="results/occlusion/population.parquet",
     params:
@@ -16,6 +16,8 @@ rule population_atlas:
         "../../envs/leam.yaml"
     log:
         "logs/occlude/population.log",
+    benchmark:
+        "results/benchmarks/population_atlas/population.tsv"
     script:
         "../scripts/population_atlas.py"
 
@@ -23,7 +25,8 @@ rule population_atlas:
 rule occlude:
     input:
         aligned=rules.align.output.aligned,
-        maps=expand(rules.extract.output.maps, model=[m for m, _ in OCCLUDE_SOURCES], allow_missing=True),
+        rankings=expand(rules.extract.output.rankings, model=[m for m, _ in OCCLUDE_SOURCES], allow_missing=True),
+        own_maps=expand(rules.extract.output.image_maps, model=OCCLUDE_SOURCE, allow_missing=True),
         population=rules.population_atlas.output.population,
     output:
         occlusion="results/occlusion/model={model}/shard-{shard}.parquet",

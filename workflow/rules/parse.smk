@@ -17,5 +17,7 @@ rule parse:
         "../../envs/leam.yaml"
     log:
         "logs/parse/shard-{shard}.log",
+    benchmark:
+        "results/benchmarks/parse/shard-{shard}.tsv"
     script:
         "../scripts/parse.py"

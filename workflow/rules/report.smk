@@ -20,5 +20,7 @@ rule report:
         "../../envs/leam.yaml"
     log:
         "logs/report/report.log",
+    benchmark:
+        "results/benchmarks/report/report.tsv"
     script:
         "../scripts/report.py"

@@ -1,10 +1,9 @@
 from leam.compare import compare_model
-from leam.io import read_parquets
 from leam.runlog import log_to
 
 log_to(snakemake.log[0])
 compare_model(
-    read_parquets(snakemake.input.maps),
+    snakemake.input.image_maps,
     snakemake.output.compare,
     model=snakemake.wildcards.model,
     size=snakemake.params.size,
@@ -12,5 +11,4 @@ compare_model(
     grid=snakemake.params.grid,
     different_per_image=snakemake.params.different_per_image,
     seed=snakemake.params.seed,
-    full_threshold=snakemake.params.full_threshold,
 )

@@ -1,17 +1,22 @@
 from leam.extract import extract_shard
-from leam.io import read_parquet
 from leam.runlog import log_to
 
 log_to(snakemake.log[0])
 extract_shard(
-    read_parquet(snakemake.input.aligned),
+    snakemake.input.aligned,
+    snakemake.input.labels,
     snakemake.wildcards.model,
     dict(snakemake.params.spec),
-    maps_out=snakemake.output.maps,
-    pairs_out=snakemake.output.pairs,
-    embeddings_out=snakemake.output.embeddings,
+    out={k: snakemake.output[k] for k in ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")},
     device=snakemake.params.device,
     memory_budget_mb=snakemake.params.memory_budget_mb,
     threads=snakemake.threads,
     frame_padding=snakemake.params.frame_padding,
+    levels=snakemake.params.levels,
+    full_threshold=snakemake.params.full_threshold,
+    topk_of=snakemake.params.topk_of,
+    selections=snakemake.params.selections,
+    rank_layer=snakemake.params.rank_layer,
+    rank_pixels=snakemake.params.rank_pixels,
+    store_maps=snakemake.params.store_maps,
 )

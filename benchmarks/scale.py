@@ -1,0 +1,177 @@
+"""How time, memory and bytes grow with the number of people: a synthetic study through the real pipeline.
+
+A study of N people x ``--photos`` photos (real faces: the embedded default's photos, jittered
+(affine, brightness, noise, flips), each synthetic person drawn from one real person's photos) runs
+through the real Snakemake workflow (``snakemake --cores 2``) with one random-init IResNet-18 at
+112 px and its nine earliest convolutions, ``ceil(N / 10)`` shards, for growing N. Per stage:
+summed wall time and the largest peak RSS of its jobs (Snakemake's benchmark files), and the bytes
+it wrote; then a projection to the paper's study (1000 people x 15 photos, 9 models) from the
+measured growth, on this CPU.
+
+    .venv/bin/python benchmarks/scale.py --people 5 10 20 40 [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image, ImageEnhance
+
+from alignment import record
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+STAGES = ["detect", "align", "parse", "extract", "compare", "population_atlas", "occlude", "aggregate", "figures", "report"]
+OUTPUT_DIRS = {"detect": ["faces"], "align": ["aligned"], "parse": ["labels"],
+               "extract": ["pairs", "embeddings", "counts", "image_maps", "rankings", "maps"], "compare": ["compare"],
+               "population_atlas": ["occlusion/population.parquet"], "occlude": ["occlusion/model=r18", "atlas"],
+               "aggregate": ["leam.duckdb"], "figures": ["figures"], "report": ["report.html"]}
+
+
+def source_photos() -> dict[str, list[Path]]:
+    """The real people of the embedded default with their photos (dlib johns; project files)."""
+    root = REPO / "data/samples/dlib-johns"
+    return {d.name: sorted(d.glob("*.jpg")) for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def jitter(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A plausible other photo of the same face: rotation, scale, shift, brightness, contrast, noise, flip."""
+    img = img.convert("RGB").resize((220, 220), Image.BICUBIC)
+    if rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    img = img.rotate(float(rng.uniform(-8, 8)), resample=Image.BICUBIC, translate=tuple(rng.uniform(-8, 8, 2)),
+                     fillcolor=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    s = float(rng.uniform(0.9, 1.1))
+    w = int(220 * s)
+    img = img.resize((w, w), Image.BICUBIC)
+    img = ImageEnhance.Brightness(img).enhance(float(rng.uniform(0.7, 1.3)))
+    img = ImageEnhance.Contrast(img).enhance(float(rng.uniform(0.8, 1.2)))
+    a = np.asarray(img, dtype=np.float32) + rng.normal(0, 4, (w, w, 3))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def make_study(raw: Path, people: int, photos: int, seed: int = 0) -> None:
+    src = source_photos()
+    names = sorted(src)
+    rng = np.random.default_rng(seed)
+    for i in range(people):
+        base = src[names[i % len(names)]]
+        d = raw / f"person_{i:04d}"
+        d.mkdir(parents=True)
+        for j in range(photos):
+            jitter(Image.open(base[j % len(base)]), rng).save(d / f"{j:02d}.jpg", quality=92)
+
+
+def make_config(work: Path, people: int) -> Path:
+    from leam.models.iresnet import iresnet
+
+    (work / "weights").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(iresnet("r18").state_dict(), work / "weights/r18.pth")
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    r18 = paper["models"]["AF_R18"]
+    r18["weights"] = {"path": "weights/r18.pth", "sha256": None}
+    cfg["models"] = {"r18": r18}
+    cfg["input"] = {**cfg["input"], "dir": "data/raw", "sample": None}
+    cfg["shards"] = max(1, math.ceil(people / 10))
+    cfg["occlude"]["source_model"] = "r18"
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def bytes_of(root: Path, rel: str) -> int:
+    p = root / "results" / rel
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
+
+
+def stage_stats(work: Path) -> dict[str, dict[str, float]]:
+    """Per stage: jobs, summed seconds, largest max_rss (MB) from results/benchmarks/**.tsv."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "s": 0.0, "rss": 0.0})
+    for tsv in (work / "results/benchmarks").rglob("*.tsv"):
+        stage = tsv.relative_to(work / "results/benchmarks").parts[0]
+        stage = "figures" if stage == "figures" else stage
+        with open(tsv) as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                st = out[stage]
+                st["jobs"] += 1
+                st["s"] += float(row["s"])
+                rss = row.get("max_rss", "NA")
+                st["rss"] = max(st["rss"], float(rss) if rss not in ("NA", "-", "") else 0.0)
+    for stage, rels in OUTPUT_DIRS.items():
+        out[stage]["bytes"] = sum(bytes_of(work, r) for r in rels)
+    return out
+
+
+def run(people: int, photos: int, root: Path) -> tuple[dict, float, int]:
+    work = root / f"n{people}"
+    shutil.rmtree(work, ignore_errors=True)
+    make_study(work / "data/raw", people, photos)
+    cfg = make_config(work, people)
+    t = time.perf_counter()
+    proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2",
+                           "--configfile", str(cfg)], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        sys.exit(f"snakemake failed for N={people}:\n{proc.stderr[-3000:]}")
+    import duckdb
+
+    con = duckdb.connect(str(work / "results/leam.duckdb"), read_only=True)
+    n_pairs = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
+    return stage_stats(work), wall, n_pairs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--people", type=int, nargs="+", default=[5, 10, 20, 40])
+    ap.add_argument("--photos", type=int, default=15)
+    ap.add_argument("--root", type=Path, default=Path("/tmp/leam-scale"))
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    results = {}
+    for n in args.people:
+        stats, wall, n_pairs = run(n, args.photos, args.root)
+        results[n] = (stats, wall, n_pairs)
+        print(f"N={n}: {wall:.0f} s, {n_pairs} pairs", flush=True)
+    lines = ["| people | pairs | run (s) | " + " | ".join(f"{s} s / MB / MiB out" for s in STAGES) + " |",
+             "|---" * (3 + len(STAGES)) + "|"]
+    for n, (st, wall, n_pairs) in results.items():
+        cells = [f"{st[s]['s']:.1f} / {st[s]['rss']:.0f} / {st[s]['bytes'] / 2**20:.1f}" for s in STAGES]
+        lines.append(f"| {n} | {n_pairs} | {wall:.0f} | " + " | ".join(cells) + " |")
+    # projection: per-stage seconds per ordered pair (extract, occlude, compare, counts) or per person, from the largest N
+    n_max = max(results)
+    st, wall, n_pairs = results[n_max]
+    paper_pairs = 1000 * 15 * 14
+    lines += ["", f"Projection from N={n_max} ({n_pairs} pairs) to the paper's study (1000 people x 15 photos = "
+                  f"{paper_pairs} ordered pairs, 9 models), linear in pairs per stage, this CPU, one IResNet-18 "
+                  "per model (IResNet-50/100 cost more per pair):", ""]
+    total = 0.0
+    for s in STAGES:
+        per_model = s in ("extract", "compare", "occlude", "figures")
+        sec = st[s]["s"] * paper_pairs / max(n_pairs, 1) * (9 if per_model else 1)
+        total += sec
+        lines.append(f"- {s}: {sec / 3600:.1f} h; {st[s]['bytes'] * paper_pairs / max(n_pairs, 1) * (9 if per_model else 1) / 2**30:.1f} GiB")
+    lines.append(f"- whole study: {total / 3600:.1f} h on 2 CPU cores")
+    print("\n".join(lines))
+    if args.record:
+        record("Scale: time, memory and bytes vs people", "benchmarks/scale.py " + " ".join(sys.argv[1:]), lines)
+
+
+if __name__ == "__main__":
+    main()

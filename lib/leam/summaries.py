@@ -1,0 +1,207 @@
+"""What the extract job keeps of the LEAM maps, computed while they are in memory.
+
+Every downstream stage needs far less than every raw map of every pair, so the extract job turns
+each chunk of maps (still on the device) into the aligned frame once (:func:`leam.maps.to_frame`)
+and derives from it:
+
+* ``counts``: pixels per parser class at every relevance selection (:mod:`leam.counting`), one
+  row per (pair, layer, selection);
+* ``image maps`` (compare, atlas): per (layer, image) the mean over the image's positives of
+  each compare selection's distribution (``top1``: the top 1 % of the activated pixels, divided
+  by its sum; :func:`leam.compare.select`), and, at the occlusion source layer, the ``mean`` of
+  the normalised frame maps (the image's "own" atlas map); (S, S) float32 each;
+* ``rankings`` (occlusion), at the occlusion source layer only: per pair the first ``k_max``
+  pixels of the frame map's ranking (value descending, ties by index: :mod:`leam.maps`), where
+  ``k_max`` is the pixel count of the largest occlusion size; every smaller size's mask is a prefix;
+* ``maps`` (optional, ``extract.store_maps``): the raw maps at layer resolution, for figures and
+  for your own analyses: ``raw`` (float32, every pair), ``float16`` (every pair, half the bytes: each map
+  divided by its maximum, kept in ``scale``; error <= 2^-11 of the map's maximum) or ``first_pair`` (float32, each identity's first ordered pair only:
+  what the layer figure draws). Nothing downstream reads them for numbers: counts, compare and
+  occlusion results are the same bytes whatever is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .classes import CLASS_COLUMNS
+from .compare import select
+from .counting import LEVELS, count_classes, selection_names
+from .maps import encode_map, to_frame, top_indices
+from .similarity import to_distribution
+
+__all__ = ["STORE_MAPS", "IMAGE_MAPS_SCHEMA", "RANKINGS_SCHEMA", "IdentitySummaries", "counts_table"]
+
+#: extract.store_maps choices
+STORE_MAPS = ("raw", "float16", "first_pair")
+
+IMAGE_MAPS_SCHEMA = pa.schema([
+    ("model", pa.string()), ("layer", pa.string()), ("layer_idx", pa.int16()), ("identity", pa.string()),
+    ("image", pa.string()), ("kind", pa.string()),  # "mean" or a compare selection ("top1", "full")
+    ("n_positives", pa.int32()), ("size", pa.int32()),
+    ("map", pa.binary()),  # (size, size) float32 little-endian
+])
+
+RANKINGS_SCHEMA = pa.schema([
+    ("model", pa.string()), ("layer", pa.string()), ("identity", pa.string()), ("anchor", pa.string()),
+    ("positive", pa.string()), ("size", pa.int32()),
+    ("pixels", pa.binary()),  # int32 little-endian pixel indices (row-major in the size x size frame), ranked
+])
+
+
+def counts_table(key: dict, layer: str, layer_idx: int, anchors: Sequence[str], positives: Sequence[str],
+                 counts: np.ndarray, sizes: np.ndarray, *, parser: str, visible: set[int], levels: Sequence[float],
+                 n_pixels: int, schema: pa.Schema) -> pa.Table:
+    """Rows of the counts table for P pairs of one layer: P x (1 + L) rows, pair-major.
+
+    counts: (P, 1 + L, C) int; sizes: (P, 1 + L) int; classes not in ``visible`` are NULL.
+    """
+    p, s = sizes.shape
+    names = selection_names(levels)
+    rep = lambda v: pa.array(np.repeat(np.asarray(v, dtype=object), s), pa.string())  # noqa: E731
+    cols = {
+        "model": pa.array([key["model"]] * (p * s), pa.string()),
+        "layer": pa.array([layer] * (p * s), pa.string()),
+        "layer_idx": pa.array(np.full(p * s, layer_idx, np.int16)),
+        "identity": pa.array([key["identity"]] * (p * s), pa.string()),
+        "anchor": rep(anchors),
+        "positive": rep(positives),
+        "parser": pa.array([parser] * (p * s), pa.string()),
+        "selection": pa.array(names * p, pa.string()),
+        "level": pa.array(([None] + [float(x) for x in levels]) * p, pa.float64()),
+        "n_selected": pa.array(sizes.reshape(-1).astype(np.int32)),
+        "n_pixels": pa.array(np.full(p * s, n_pixels, np.int32)),
+    }
+    flat = counts.reshape(p * s, -1).astype(np.int32)
+    null = pa.nulls(p * s, pa.int32())
+    for c, col in enumerate(CLASS_COLUMNS):
+        cols[col] = pa.array(flat[:, c]) if c in visible else null
+    return pa.table(cols, schema=schema)
+
+
+class IdentitySummaries:
+    """A :class:`leam.cam.MapConsumer` for one identity: frames once per chunk, then counts, image
+    maps, rankings and the raw maps to store.
+
+    Args:
+        labels: (n, S, S) parser class ids of the identity's n images (anchors index them).
+        window: the frame box the model saw (:mod:`leam.window`).
+        selections: compare selections (image maps of each, every layer).
+        rank_layer: the occlusion source layer of this model (None: not a source), ``k_max`` its
+            ranking length; its ``mean`` image maps are kept too.
+        store_maps: see :data:`STORE_MAPS`.
+    """
+
+    def __init__(self, labels: torch.Tensor, window: tuple[int, int, int, int], *, levels: Sequence[float] = LEVELS,
+                 full_threshold: float = 0.01, topk_of: str = "active", selections: Sequence[str] = ("top1",),
+                 rank_layer: str | None = None, k_max: int = 0, store_maps: str = "raw"):
+        if store_maps not in STORE_MAPS:
+            raise ValueError(f"store_maps must be one of {STORE_MAPS}, not {store_maps!r}")
+        self.labels = labels.long()
+        self.n, self.size = labels.shape[0], labels.shape[-1]
+        self.window = tuple(window)
+        self.count_kw = dict(levels=levels, full_threshold=full_threshold, topk_of=topk_of)
+        self.full_threshold = full_threshold
+        self.selections = list(selections)
+        self.rank_layer, self.k_max = rank_layer, int(k_max)
+        self.store_maps = store_maps
+        # per layer, lists of per-chunk parts (pairs sorted by (anchor, positive) inside a chunk)
+        self.pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.counts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.image_maps: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self.rankings: dict[str, list[np.ndarray]] = {}
+        self.raw: dict[str, list[np.ndarray]] = {}
+
+    def add(self, layer: str, anchor: torch.Tensor, positive: torch.Tensor, maps: torch.Tensor) -> None:
+        order = torch.argsort(anchor * self.n + positive)  # chunk order -> (anchor, positive) order
+        anchor, positive, maps = anchor[order], positive[order], maps[order]
+        frame = to_frame(maps.float(), self.size, self.window)  # (P, S, S) float32 in [0, 1]
+        counts, sizes = count_classes(frame, self.labels[anchor], **self.count_kw)
+        a_np, p_np = anchor.cpu().numpy(), positive.cpu().numpy()
+        self.pairs.setdefault(layer, []).append((a_np, p_np))
+        self.counts.setdefault(layer, []).append((counts.cpu().numpy(), sizes.cpu().numpy()))
+        anchors, inverse, n_pos = torch.unique_consecutive(anchor, return_inverse=True, return_counts=True)
+        kinds = [(sel, lambda f, sel=sel: to_distribution(select(f, sel, self.full_threshold))) for sel in self.selections]
+        if layer == self.rank_layer:
+            kinds.append(("mean", lambda f: f))
+        f64 = frame.double()
+        for kind, fn in kinds:
+            total = torch.zeros(len(anchors), self.size, self.size, dtype=torch.float64, device=frame.device)
+            total.index_add_(0, inverse, fn(f64))
+            mean = (total / n_pos[:, None, None]).float()
+            self.image_maps.setdefault((layer, kind), []).append(
+                (anchors.cpu().numpy(), n_pos.cpu().numpy(), mean.cpu().numpy()))
+        if layer == self.rank_layer and self.k_max > 0:
+            self.rankings.setdefault(layer, []).append(
+                top_indices(frame.reshape(len(frame), -1), self.k_max).to(torch.int32).cpu().numpy())
+        if self.store_maps == "first_pair":
+            first = (anchor == 0) & (positive == 1)
+            if bool(first.any()):
+                self.raw.setdefault(layer, []).append(maps[first].float().cpu().numpy())
+        else:
+            self.raw.setdefault(layer, []).append(maps.float().cpu().numpy())
+
+    # -- tables ---------------------------------------------------------------------------------
+    def _pairs(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        parts = self.pairs.get(layer, [])
+        return (np.concatenate([a for a, _ in parts]), np.concatenate([p for _, p in parts])) if parts else (
+            np.empty(0, int), np.empty(0, int))
+
+    def counts_rows(self, key: dict, layers: Sequence[str], images: Sequence[str], *, parser: str,
+                    visible: set[int], schema: pa.Schema) -> list[pa.Table]:
+        out = []
+        for li, layer in enumerate(layers):
+            if layer not in self.counts:
+                continue
+            a, p = self._pairs(layer)
+            c = np.concatenate([c for c, _ in self.counts[layer]])
+            s = np.concatenate([s for _, s in self.counts[layer]])
+            out.append(counts_table(key, layer, li, [images[i] for i in a], [images[i] for i in p], c, s,
+                                    parser=parser, visible=visible, levels=self.count_kw["levels"],
+                                    n_pixels=self.size * self.size, schema=schema))
+        return out
+
+    def image_map_rows(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> list[dict]:
+        rows = []
+        for li, layer in enumerate(layers):
+            for kind in self.selections + (["mean"] if layer == self.rank_layer else []):
+                for anchors, n_pos, means in self.image_maps.get((layer, kind), []):
+                    rows += [{**key, "layer": layer, "layer_idx": li, "image": images[a], "kind": kind,
+                              "n_positives": int(k), "size": self.size, "map": encode_map(m)}
+                             for a, k, m in zip(anchors.tolist(), n_pos.tolist(), means)]
+        return rows
+
+    def ranking_rows(self, key: dict, images: Sequence[str]) -> list[dict]:
+        if self.rank_layer not in self.rankings:
+            return []
+        a, p = self._pairs(self.rank_layer)
+        ranks = np.concatenate(self.rankings[self.rank_layer])
+        return [{**key, "layer": self.rank_layer, "anchor": images[i], "positive": images[j], "size": self.size,
+                 "pixels": r.astype("<i4").tobytes()} for i, j, r in zip(a.tolist(), p.tolist(), ranks)]
+
+    def map_rows(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> list[dict]:
+        rows = []
+        window = list(self.window)
+        for li, layer in enumerate(layers):
+            if layer not in self.raw:
+                continue
+            m = np.concatenate(self.raw[layer])
+            a, p = self._pairs(layer)
+            if self.store_maps == "first_pair":
+                a, p = np.array([0]), np.array([1])
+            if self.store_maps == "float16":  # scaled to max 1 first: raw LEAM values underflow float16
+                scale = m.reshape(len(m), -1).max(1).astype(np.float32)
+                scale[scale <= 0] = 1.0
+                m = m / scale[:, None, None]
+            else:
+                scale = np.ones(len(m), np.float32)
+            dtype = "f2" if self.store_maps == "float16" else "f4"
+            rows += [{**key, "layer": layer, "layer_idx": li, "anchor": images[i], "positive": images[j],
+                      "height": m.shape[1], "width": m.shape[2], "window": window, "dtype": dtype,
+                      "scale": float(scale[r]), "map": encode_map(m[r], dtype)}
+                     for r, (i, j) in enumerate(zip(a.tolist(), p.tolist()))]
+        return rows

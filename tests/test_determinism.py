@@ -1,0 +1,70 @@
+"""The extract job gives the same bytes on a busy machine: three runs beside four CPU-burning
+processes on the two cores, every output's sha256 equal (and equal to an idle run's)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from leam.io import write_parquet
+from leam.parsing import parse_shard
+
+from conftest import REPO
+
+OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
+
+CHILD = """
+import json, sys
+from leam.config import load_config
+from leam.extract import extract_shard
+d, model = sys.argv[1], sys.argv[2]
+spec = load_config(sys.argv[3])["models"][model]
+out = {k: f"{d}/{k}.parquet" for k in json.loads(sys.argv[4])}
+extract_shard(f"{d}/../aligned.parquet", f"{d}/../labels.parquet", model, spec, out=out, threads=2, device="cpu",
+              selections=("top1",), rank_layer=next(iter(spec["layers"])), rank_pixels=2250)
+"""
+
+
+@pytest.fixture(scope="module")
+def shard5(default_aligned, tmp_path_factory):
+    """Two identities of five photos: the CPU plan is a chunk of four anchors and a chunk of one."""
+    d = tmp_path_factory.mktemp("determinism")
+    t = default_aligned.sort_by([("identity", "ascending"), ("image", "ascending")])
+    keep = []
+    for ident in ("John_Savage", "obama"):
+        keep += np.flatnonzero(pc.equal(t.column("identity"), ident).to_numpy(zero_copy_only=False))[:5].tolist()
+    sub = t.take(keep)
+    write_parquet(sub, d / "aligned.parquet")
+    parse_shard(sub, d / "labels.parquet")
+    return d
+
+
+def extract_digest(d, model: str) -> dict[str, str]:
+    d.mkdir()
+    # the workflow's environment (workflow/rules/common.smk sets GOMP_SPINCOUNT for every job)
+    env = {**os.environ, "GOMP_SPINCOUNT": "20000"}
+    subprocess.run([sys.executable, "-c", CHILD, str(d), model, str(REPO / "config.yaml"), json.dumps(OUTPUTS)],
+                   check=True, env=env, cwd=REPO, capture_output=True)
+    return {k: hashlib.sha256((d / f"{k}.parquet").read_bytes()).hexdigest() for k in OUTPUTS}
+
+
+@pytest.mark.parametrize("model", ["dlib_resnet", "mobileface"])
+def test_extract_gives_the_same_bytes_under_cpu_contention(shard5, model, default_config):
+    idle = extract_digest(shard5 / f"{model}-idle", model)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    try:
+        busy = [extract_digest(shard5 / f"{model}-busy{i}", model) for i in range(3)]
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    for i, got in enumerate(busy):
+        assert got == idle, f"run {i} beside 4 CPU burners differs from the idle run: " + ", ".join(
+            k for k in OUTPUTS if got[k] != idle[k])
