@@ -181,6 +181,9 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
     visible = set(visible_classes(parser))
     n_maps = 0
     t0 = time.perf_counter()
+    ids = (aligned.column("identity") if isinstance(aligned, pa.Table) else
+           pa.chunked_array([b.column(0) for b in iter_parquet(aligned, columns=["identity"])], pa.string()))
+    n_identities = len(pc.unique(ids))
     sinks = {name: ParquetSink(out[name], schema, row_group_size=rg) for name, schema, rg in (
         ("pairs", PAIRS_SCHEMA, 65536), ("embeddings", EMBEDDINGS_SCHEMA, 65536), ("counts", COUNTS_SCHEMA, 65536),
         ("image_maps", IMAGE_MAPS_SCHEMA, 1024), ("rankings", RANKINGS_SCHEMA, 4096), ("maps", MAPS_SCHEMA, 4096))}
@@ -214,7 +217,7 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
             sinks["rankings"].add(summ.ranking_rows(key, images))
             sinks["maps"].add(summ.map_rows(key, layer_names, images))
             n_maps += len(a_idx) * len(layer_names)
-            log.info("[%s] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, identity, len(images),
+            log.info("[%d/%d] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, n_identities, identity, len(images),
                      len(a_idx), len(layer_names), n_maps / max(time.perf_counter() - t0, 1e-9))
     log.info("extract %s: %d maps on %s in %.1f s (%d raw maps stored: %s)", model_name, n_maps, dev,
              time.perf_counter() - t0, sinks["maps"].rows, store_maps)
