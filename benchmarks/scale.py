@@ -119,17 +119,22 @@ def stage_stats(work: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(people: int, photos: int, root: Path) -> tuple[dict, float, int]:
+def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict, float, int]:
+    """One study of ``people`` people through snakemake; ``reuse``: read a finished run's files instead."""
     work = root / f"n{people}"
-    shutil.rmtree(work, ignore_errors=True)
-    make_study(work / "data/raw", people, photos)
-    cfg = make_config(work, people)
-    t = time.perf_counter()
-    proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2",
-                           "--configfile", str(cfg)], capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if proc.returncode:
-        sys.exit(f"snakemake failed for N={people}:\n{proc.stderr[-3000:]}")
+    if reuse:
+        wall = float((work / "wall_s").read_text())
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        make_study(work / "data/raw", people, photos)
+        cfg = make_config(work, people)
+        t = time.perf_counter()
+        proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--cores",
+                               "2", "--configfile", str(cfg)], capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode:
+            sys.exit(f"snakemake failed for N={people}:\n{proc.stderr[-3000:]}")
+        (work / "wall_s").write_text(f"{wall:.1f}")
     import duckdb
 
     con = duckdb.connect(str(work / "results/leam.duckdb"), read_only=True)
@@ -143,10 +148,11 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=15)
     ap.add_argument("--root", type=Path, default=Path("/tmp/leam-scale"))
     ap.add_argument("--record", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="tabulate finished runs under --root without rerunning")
     args = ap.parse_args()
     results = {}
     for n in args.people:
-        stats, wall, n_pairs = run(n, args.photos, args.root)
+        stats, wall, n_pairs = run(n, args.photos, args.root, args.reuse)
         results[n] = (stats, wall, n_pairs)
         print(f"N={n}: {wall:.0f} s, {n_pairs} pairs", flush=True)
     lines = ["| people | pairs | run (s) | " + " | ".join(f"{s} s / MB / MiB out" for s in STAGES) + " |",

@@ -186,7 +186,7 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
     n_identities = len(pc.unique(ids))
     sinks = {name: ParquetSink(out[name], schema, row_group_size=rg) for name, schema, rg in (
         ("pairs", PAIRS_SCHEMA, 65536), ("embeddings", EMBEDDINGS_SCHEMA, 65536), ("counts", COUNTS_SCHEMA, 65536),
-        ("image_maps", IMAGE_MAPS_SCHEMA, 1024), ("rankings", RANKINGS_SCHEMA, 4096), ("maps", MAPS_SCHEMA, 4096))}
+        ("image_maps", IMAGE_MAPS_SCHEMA, 256), ("rankings", RANKINGS_SCHEMA, 4096), ("maps", MAPS_SCHEMA, 4096))}
     with contextlib.ExitStack() as stack, LEAM(model.module, model.layers, memory_budget_mb=memory_budget_mb) as leam:
         for sink in sinks.values():
             stack.enter_context(sink)

@@ -114,17 +114,49 @@ def read_parquets(paths) -> pa.Table:
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def iter_parquet(paths, *, columns: list[str] | None = None, filters=None, batch_size: int = 1024):
-    """Record batches of several Parquet files in the order given, reading only ``columns`` and
-    the row groups ``filters`` (pyarrow expression or DNF list) can match: memory stays at one batch."""
-    import pyarrow.dataset as ds
+def iter_parquet(paths, *, columns: list[str] | None = None, filters: list[tuple[str, str, object]] | None = None,
+                 batch_size: int = 1024):
+    """Record batches of several Parquet files in file order, reading only ``columns`` and only the
+    row groups whose statistics can match ``filters`` (equality tests ``[(column, "=", value)]``,
+    all of which must hold); memory stays at about one row group.
+
+    (pyarrow.dataset's scanner read ahead 16 batches and held GBs of map rows: not used here.)
+    """
+    import pyarrow.compute as pc
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    filters = list(filters or [])
+    for col, op, _ in filters:
+        if op not in ("=", "=="):
+            raise ValueError(f"iter_parquet filters are equality tests, not {op!r}")
+    need = list(columns) + [c for c, _, _ in filters if c not in columns] if columns is not None else None
     for p in paths:
-        dataset = ds.dataset(str(p), format="parquet", partitioning=None)
-        expr = pq.filters_to_expression(filters) if isinstance(filters, list) else filters
-        yield from dataset.to_batches(columns=columns, filter=expr, batch_size=batch_size, use_threads=False)  # in file order
+        f = pq.ParquetFile(p)
+        names = f.schema_arrow.names
+        keep = []
+        for i in range(f.metadata.num_row_groups):
+            rg = f.metadata.row_group(i)
+            ok = True
+            for col, _, value in filters:
+                st = rg.column(names.index(col)).statistics
+                if st is not None and st.has_min_max and not (st.min <= value <= st.max):
+                    ok = False
+                    break
+            if ok:
+                keep.append(i)
+        if not keep:
+            continue
+        for batch in f.iter_batches(batch_size=batch_size, row_groups=keep, columns=need, use_threads=False):
+            if filters:
+                mask = None
+                for col, _, value in filters:
+                    m = pc.equal(batch.column(col), value)
+                    mask = m if mask is None else pc.and_(mask, m)
+                batch = batch.filter(mask)
+                if batch.num_rows == 0:
+                    continue
+            yield batch.select(columns) if columns is not None else batch
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
