@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -106,7 +105,6 @@ def stage_stats(work: Path) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "s": 0.0, "rss": 0.0})
     for tsv in (work / "results/benchmarks").rglob("*.tsv"):
         stage = tsv.relative_to(work / "results/benchmarks").parts[0]
-        stage = "figures" if stage == "figures" else stage
         with open(tsv) as f:
             for row in csv.DictReader(f, delimiter="\t"):
                 st = out[stage]
