@@ -148,11 +148,13 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def align_identity(identity: str, rows: Sequence[dict], *, size: int, padding: float, seed: int) -> list[dict]:
+def align_identity(identity: str, rows: Sequence[dict], *, size: int, padding: float, seed: int,
+                   max_side: int | None = None) -> list[dict]:
     """Align one identity's usable photos; ``rows`` are faces-table rows with status ``ok``.
 
     Returns one dict per photo: frame (PNG bytes), frame landmarks, image->frame transform, and the
     RMS landmark residual against the reference (frame pixels; 0 for the reference itself).
+    ``max_side``: warp from the photo reduced as the detect stage read it (``detect.max_side``).
     """
     ref_name = choose_reference(identity, [r["image"] for r in rows], seed)
     lm = {r["image"]: np.asarray(r["landmarks"], np.float64).reshape(68, 2) for r in rows}
@@ -164,7 +166,10 @@ def align_identity(identity: str, rows: Sequence[dict], *, size: int, padding: f
         m = ref_m if name == ref_name else umeyama(lm[name][ALIGN_POINTS], ref_pts[ALIGN_POINTS])
         pts = _apply(m, lm[name])
         rmse = float(np.sqrt(((pts[ALIGN_POINTS] - ref_pts[ALIGN_POINTS]) ** 2).sum(1).mean()))
-        frame = warp_image(load_rgb(r["path"]).rgb, m, size)
+        img = load_rgb(r["path"], max_side=max_side)  # the copy detect saw: bounded memory
+        m_img = m.copy()
+        m_img[:, :2] /= np.array(img.scale)  # photo pixels -> pixels of the reduced copy
+        frame = warp_image(img.rgb, m_img, size)
         out.append({
             "identity": identity,
             "image": name,
@@ -193,13 +198,14 @@ ALIGNED_SCHEMA = pa.schema([
 ])
 
 
-def align_shard(faces: pa.Table, out_path: str, *, size: int, padding: float, seed: int) -> pa.Table:
+def align_shard(faces: pa.Table, out_path: str, *, size: int, padding: float, seed: int,
+                max_side: int | None = None) -> pa.Table:
     """Align stage for one shard: faces table in, aligned table (:data:`ALIGNED_SCHEMA`) out."""
     ok = [r for r in faces.to_pylist() if r["status"] == "ok"]
     rows: list[dict] = []
     for identity in sorted({r["identity"] for r in ok}):
         rows.extend(align_identity(identity, [r for r in ok if r["identity"] == identity],
-                                   size=size, padding=padding, seed=seed))
+                                   size=size, padding=padding, seed=seed, max_side=max_side))
     table = pa.Table.from_pylist(rows, schema=ALIGNED_SCHEMA)
     write_parquet(table, out_path)
     return table

@@ -16,6 +16,7 @@ of faces at or above ``min_score``, the 68 landmarks (image pixels, x then y), a
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from .dataset import ImageEntry
-from .images import ImageRejected, load_rgb
+from .images import MAX_BYTES, ImageRejected, load_rgb
 from .io import sha256_bytes, write_parquet
 from .resources import package_file
 
@@ -93,21 +94,35 @@ class FaceDetector:
         return chip.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def detect_images(entries: Sequence[ImageEntry], detector: FaceDetector) -> list[Detection]:
-    """Load and detect every image; failures become ``rejected`` rows, never exceptions."""
+def detect_images(entries: Sequence[ImageEntry], detector: FaceDetector, *, max_side: int | None = None,
+                  max_bytes: int = MAX_BYTES) -> list[Detection]:
+    """Load and detect every image; failures become ``rejected`` rows, never exceptions.
+
+    Each file's size is checked before it is read, it is read once (hash and decode from the same
+    bytes), and detection runs on a copy reduced to ``max_side`` pixels on its longer side
+    (:func:`leam.images.load_rgb`); boxes and landmarks are given in the photo's own pixels.
+    """
     results = []
     for i, e in enumerate(entries, 1):
         d = Detection(identity=e.identity, image=e.image, path=e.path)
         try:
+            d.bytes = os.stat(e.path).st_size
+            if d.bytes > max_bytes:
+                raise ImageRejected(e.path, "too-large-file", f"{d.bytes} bytes > {max_bytes} (not read)")
             raw = Path(e.path).read_bytes()
             d.bytes, d.sha256 = len(raw), sha256_bytes(raw)
-            img = load_rgb(e.path)
-            d.height, d.width = img.rgb.shape[:2]
+            img = load_rgb(e.path, data=raw, max_side=max_side, max_bytes=max_bytes)
+            del raw
+            d.width, d.height = img.size
             d.source_mode, d.notes = img.source_mode, "; ".join(img.notes)
             faces = detector(img.rgb)
             d.n_faces = len(faces)
             if faces:
-                d.box, d.score, d.landmarks, shape = faces[0]
+                box, d.score, pts, shape = faces[0]
+                sx, sy = img.scale
+                d.box = (box[0], box[1], box[2], box[3]) if (sx, sy) == (1.0, 1.0) else (
+                    round(box[0] / sx), round(box[1] / sy), round(box[2] / sx), round(box[3] / sy))
+                d.landmarks = pts if (sx, sy) == (1.0, 1.0) else pts / np.array([sx, sy])
                 d.chip = detector.chip(img.rgb, shape)
             if d.n_faces == 0:
                 d.status, d.reason = "rejected", "no-face"
@@ -203,10 +218,13 @@ def faces_table(dets: Sequence[Detection]) -> pa.Table:
 
 
 def detect_shard(entries: Sequence[ImageEntry], out_path: str, *, upsample: int = 1, min_score: float = 0.0,
-                 near_duplicate_mad: float = 6.0) -> pa.Table:
-    """Detect stage for one shard: write the faces table to ``out_path`` and return it."""
+                 near_duplicate_mad: float = 6.0, max_side: int | None = None) -> pa.Table:
+    """Detect stage for one shard: write the faces table to ``out_path`` and return it.
+
+    ``max_side``: detect on copies reduced to this many pixels on the longer side (None: full size).
+    """
     detector = FaceDetector(upsample=upsample, min_score=min_score)
-    dets = detect_images(entries, detector)
+    dets = detect_images(entries, detector, max_side=max_side)
     find_duplicates(dets, near_duplicate_mad)
     table = faces_table(dets)
     write_parquet(table, out_path)

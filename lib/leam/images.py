@@ -2,12 +2,16 @@
 
 Handled: EXIF orientation (rotated upright), greyscale / palette / CMYK / 16-bit / alpha
 (converted to 8-bit RGB; alpha is dropped after compositing on black), decompression bombs,
-zero-byte, truncated and non-image files (rejected with a reason).
+oversized files (checked before they are read), zero-byte, truncated and non-image files
+(rejected with a reason). Memory stays bounded: the file is read once, its pixel count checked
+from the header before decoding, and with ``max_side`` a large photo is decoded at a reduced scale
+(JPEG's DCT scaling) and resized so that its longer side is at most ``max_side``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -16,10 +20,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageRejected", "LoadedImage", "load_rgb", "MAX_PIXELS", "IMAGE_SUFFIXES"]
+__all__ = ["ImageRejected", "LoadedImage", "load_rgb", "MAX_PIXELS", "MAX_BYTES", "IMAGE_SUFFIXES"]
 
 #: Largest accepted image, in pixels (a 12k x 8k photo). Larger files are rejected as bombs.
 MAX_PIXELS = 100_000_000
+
+#: Largest accepted file, in bytes (checked before reading it).
+MAX_BYTES = 256 * 2**20
 
 #: File suffixes the inventory treats as images (case-insensitive); others are recorded and skipped.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -37,12 +44,18 @@ class ImageRejected(ValueError):
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded photo. ``rgb`` is (H, W, 3) uint8, upright; ``notes`` lists conversions done."""
+    """A decoded photo. ``rgb`` is (h, w, 3) uint8, upright; ``notes`` lists conversions done.
+
+    ``size``: the photo's upright (width, height) in pixels; ``scale``: (sx, sy) = rgb pixels per
+    photo pixel (1, 1 unless ``max_side`` reduced it): photo coordinates x map to rgb x * sx.
+    """
 
     rgb: np.ndarray
     source_mode: str
     source_format: str
     notes: tuple[str, ...]
+    size: tuple[int, int] = (0, 0)
+    scale: tuple[float, float] = (1.0, 1.0)
 
 
 def _to_rgb8(im: Image.Image, notes: list[str]) -> Image.Image:
@@ -72,15 +85,23 @@ def _to_rgb8(im: Image.Image, notes: list[str]) -> Image.Image:
     return im
 
 
-def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> LoadedImage:
-    """Decode ``path`` to an upright 8-bit RGB array.
+def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES,
+             max_side: int | None = None, data: bytes | None = None) -> LoadedImage:
+    """Decode ``path`` (or its bytes ``data``, already read) to an upright 8-bit RGB array, reduced
+    so that its longer side is at most ``max_side`` pixels (None: full size).
 
     Raises:
-        ImageRejected: with reason ``empty-file``, ``not-an-image``, ``too-large``,
-            ``truncated`` or ``decode-error``.
+        ImageRejected: with reason ``empty-file``, ``too-large-file``, ``not-an-image``,
+            ``too-large``, ``truncated`` or ``decode-error``.
     """
     path = Path(path)
-    data = path.read_bytes()
+    if data is None:
+        n = path.stat().st_size
+        if n > max_bytes:
+            raise ImageRejected(path, "too-large-file", f"{n} bytes > {max_bytes} (not read)")
+        data = path.read_bytes()
+    elif len(data) > max_bytes:
+        raise ImageRejected(path, "too-large-file", f"{len(data)} bytes > {max_bytes}")
     if not data:
         raise ImageRejected(path, "empty-file", "0 bytes")
     head = data[:512].lstrip().lower()
@@ -97,6 +118,9 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Loaded
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageRejected(path, "too-large", f"{w}x{h} = {w * h} pixels > {max_pixels}")
+            s = min(1.0, max_side / max(w, h)) if max_side else 1.0
+            if s < 1.0:  # JPEG: decode at 1/2, 1/4 or 1/8 scale, no smaller than the target
+                im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
             im.load()
     except ImageRejected:
         raise
@@ -117,7 +141,16 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Loaded
     if orientation not in (1, None):
         im = ImageOps.exif_transpose(im)
         notes.append(f"exif-orientation {orientation} applied")
-    rgb = np.ascontiguousarray(np.asarray(_to_rgb8(im, notes), dtype=np.uint8))
+    upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # EXIF 5-8 swap the axes
+    im = _to_rgb8(im, notes)
+    if s < 1.0:
+        target = (max(1, round(upright[0] * s)), max(1, round(upright[1] * s)))
+        if im.size != target:
+            im = im.resize(target, Image.Resampling.LANCZOS)
+        notes.append(f"reduced to {target[0]}x{target[1]} (max_side {max_side})")
+    rgb = np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 8:
         raise ImageRejected(path, "decode-error", f"unusable shape {rgb.shape}")
-    return LoadedImage(rgb=rgb, source_mode=source_mode, source_format=fmt, notes=tuple(notes))
+    scale = (rgb.shape[1] / upright[0], rgb.shape[0] / upright[1])
+    return LoadedImage(rgb=rgb, source_mode=source_mode, source_format=fmt, notes=tuple(notes), size=upright,
+                       scale=scale)

@@ -10,6 +10,7 @@ rule align:
         size=config["align"]["size"],
         padding=config["align"]["padding"],
         seed=config["seed"],
+        max_side=config["detect"]["max_side"],
     resources:
         mem_mb=4000,
         runtime=60,

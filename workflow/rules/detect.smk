@@ -10,6 +10,7 @@ rule detect:
         upsample=config["detect"]["upsample"],
         min_score=config["detect"]["min_score"],
         near_duplicate_mad=config["detect"]["near_duplicate_mad"],
+        max_side=config["detect"]["max_side"],
     resources:
         mem_mb=4000,
         runtime=120,

@@ -9,4 +9,5 @@ align_shard(
     size=snakemake.params.size,
     padding=snakemake.params.padding,
     seed=snakemake.params.seed,
+    max_side=snakemake.params.max_side,
 )

@@ -9,4 +9,5 @@ detect_shard(
     upsample=snakemake.params.upsample,
     min_score=snakemake.params.min_score,
     near_duplicate_mad=snakemake.params.near_duplicate_mad,
+    max_side=snakemake.params.max_side,
 )
