@@ -24,6 +24,7 @@ on all of them. Usage::
     python benchmarks/extract.py --check --options   # + naive-oracle exactness and precision table
     python benchmarks/extract.py --scaling           # maps/s and memory vs images / layers, projection
     python benchmarks/extract.py --memory --arch r100 --images 40 --budget-mb 2048
+    python benchmarks/extract.py --rule              # the extract rule itself (Parquet and all) vs the limit
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import datetime
 import gc
 import os
 import platform
+import shutil
 import statistics
 import threading
 import time
@@ -525,6 +527,76 @@ def main_memory(args, device, log):
         f"{'UNDER' if pm.mib <= args.budget_mb else 'OVER'} budget; {machine(device)}; {datetime.date.today()}")
 
 
+def main_rule(args, device, log):
+    """``--rule``: the extract rule's function itself (``leam.extract.extract_shard``: model load,
+    PNG decoding, LEAM, every summary, Parquet writes) on one identity of ``--images`` frames, beside
+    the bare autograd limit on the same preprocessed inputs; ``store_maps`` raw and first_pair."""
+    import tempfile
+
+    import pyarrow as pa
+    import yaml
+
+    from leam.align import ALIGNED_SCHEMA, encode_png
+    from leam.extract import extract_shard
+    from leam.io import write_parquet
+    from leam.models import load_model
+    from leam.parsing import LABELS_SCHEMA
+
+    model, _, _, layers = setup(args.arch, args.images, device)
+    n, L = args.images, len(layers)
+    n_maps = n * (n - 1) * L
+    tmp = Path(tempfile.mkdtemp(prefix="leam-rule-"))
+    torch.save(model.state_dict(), tmp / "w.pth")
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/paper.yaml").read_text())["models"]["AF_R18"]
+    spec = {**spec, "builder_args": {"arch": args.arch}, "weights": {"path": str(tmp / "w.pth"), "sha256": None},
+            "layers": {k: v for k, v in spec["layers"].items()}}
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8)
+    write_parquet(pa.Table.from_pylist([{"identity": "p", "image": f"{i:02d}.png", "reference": "00.png",
+                                         "is_reference": i == 0, "size": 112, "frame_png": encode_png(f),
+                                         "landmarks": [0.0] * 136, "image_to_frame": [1.0, 0, 0, 0, 1.0, 0],
+                                         "align_rmse": 0.0} for i, f in enumerate(frames)], schema=ALIGNED_SCHEMA),
+                  tmp / "aligned.parquet")
+    write_parquet(pa.Table.from_pylist([{"identity": "p", "image": f"{i:02d}.png", "parser": "landmarks", "size": 112,
+                                         "labels": rng.integers(0, 11, 112 * 112, dtype=np.uint8).tobytes()}
+                                        for i in range(n)], schema=LABELS_SCHEMA), tmp / "labels.parquet")
+    fm = load_model("r", spec, device=device, frame_padding=0.25)
+    x = fm.preprocess(torch.from_numpy(frames)).to(device)
+    probe = LEAM(fm.module, fm.layers, memory_budget_mb=args.budget_mb)
+    with probe:
+        probe._bytes_per_image = probe._measure(x[:1])
+        plan = probe.plan(n)
+
+    def rule(mode):
+        out = {k: str(tmp / mode / f"{k}.parquet") for k in ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")}
+        return lambda: extract_shard(str(tmp / "aligned.parquet"), str(tmp / "labels.parquet"), "r", spec, out=out,
+                                     device=str(device), memory_budget_mb=args.budget_mb, frame_padding=0.25,
+                                     selections=("top1", "full"), rank_layer=next(iter(layers)),
+                                     rank_pixels=n_occluded(10, 112 * 112), store_maps=mode)
+
+    fns = {"extract rule, store_maps raw": rule("raw"), "extract rule, store_maps first_pair": rule("first_pair"),
+           "bare autograd limit": lambda: run_bare(fm.module, fm.layers, x, *plan)}
+    samples = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(args.repeat):  # interleaved
+        for k, fn in fns.items():
+            samples[k].append(_once(fn, device))
+    t_bare = statistics.median(samples["bare autograd limit"])
+    log(f"## extract rule: IResNet-{args.arch[1:]} 112 px, {n} frames (one identity), {L} layers, {n_maps} maps; "
+        f"{machine(device)}; {datetime.date.today()}")
+    log("")
+    log("| run | s (median) | maps/s | vs bare limit |")
+    log("|---|---:|---:|---:|")
+    for k, v in samples.items():
+        t = statistics.median(v)
+        log(f"| {k} | {t:.2f} | {n_maps / t:.1f} | {100 * t_bare / t:.0f} % |")
+    log("")
+    log(f"the rule's time includes loading the model, decoding the PNG frames and writing six Parquet files; "
+        f"bare limit schedule {plan[0]} anchors x {plan[1]} rounds; medians of {args.repeat} interleaved runs")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="r18")
@@ -537,6 +609,7 @@ def main():
     ap.add_argument("--options", action="store_true", help="precision / memory-format option table")
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--rule", action="store_true", help="the extract rule's function beside the bare limit")
     ap.add_argument("--memory-chunks", type=int, default=3)
     ap.add_argument("--record", action="store_true", help=f"append the output to {RESULTS.name}")
     ap.add_argument("--peak-of", choices=["leam", "bare", "gradcam", "torchcam"], help=argparse.SUPPRESS)
@@ -551,7 +624,9 @@ def main():
 
     if args.peak_of:
         return main_peak_of(args, device)
-    if args.scaling:
+    if args.rule:
+        main_rule(args, device, log)
+    elif args.scaling:
         main_scaling(args, device, log)
     elif args.memory:
         main_memory(args, device, log)
