@@ -295,13 +295,18 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
                    embeddings: Sequence[str], faces: Sequence[str], aligned: Sequence[str],
                    models: dict, levels: Sequence[float], compare: Sequence[str] = (),
                    occlusion: Sequence[str] = (), atlas: Sequence[str] = (), metadata: dict | None = None,
-                   downloads: Sequence[str] | str = ()) -> None:
-    """Write ``db_path`` afresh (atomically) from the Parquet outputs of the earlier stages."""
+                   downloads: Sequence[str] | str = (), memory_mb: float | None = None) -> None:
+    """Write ``db_path`` afresh (atomically) from the Parquet outputs of the earlier stages.
+
+    ``memory_mb``: DuckDB's memory limit (it spills to disk beyond it); None: DuckDB's default.
+    """
     db_path = Path(db_path)
     with atomic_path(db_path) as tmp:
         tmp.unlink()  # duckdb creates the file itself
         con = duckdb.connect(str(tmp))
         try:
+            if memory_mb:
+                con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
             con.execute(f"CREATE TABLE images AS SELECT * FROM read_parquet({_files(faces)}) ORDER BY identity, image")
             con.execute(f"""CREATE TABLE aligned AS SELECT identity, image, reference, is_reference, size, align_rmse
                             FROM read_parquet({_files(aligned)}) ORDER BY identity, image""")
