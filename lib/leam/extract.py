@@ -34,7 +34,7 @@ from .models import FaceModel, load_model
 from .parsing import visible_classes
 from .summaries import IMAGE_MAPS_SCHEMA, RANKINGS_SCHEMA, IdentitySummaries
 
-__all__ = ["pick_device", "prefetch", "iter_identities", "read_labels", "parser_of", "extract_shard", "MAPS_SCHEMA", "PAIRS_SCHEMA", "EMBEDDINGS_SCHEMA"]
+__all__ = ["pick_device", "prefetch", "iter_identities", "iter_labels", "extract_shard", "MAPS_SCHEMA", "PAIRS_SCHEMA", "EMBEDDINGS_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -100,56 +100,61 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _groups(batches, source, columns: Sequence[str]) -> Iterator[tuple[str, list[dict]]]:
+    """(identity, its rows) of record batches sorted by (identity, image), one identity at a time;
+    rows out of that order raise (``source`` names the file)."""
+    current: str | None = None
+    group: list[dict] = []
+    last: tuple[str, str] | None = None
+    for batch in batches:
+        for r in batch.select(list(columns)).to_pylist():
+            k = (r["identity"], r["image"])
+            if last is not None and k <= last:
+                raise ValueError(f"{source}: rows are not sorted by (identity, image) at {k}")
+            last = k
+            if r["identity"] != current and group:
+                yield current, group
+                group = []
+            current = r["identity"]
+            group.append(r)
+    if group:
+        yield current, group
+
+
 def iter_identities(aligned) -> Iterator[tuple[str, list[str], np.ndarray]]:
     """(identity, sorted image names, (n, S, S, 3) uint8 frames) for each identity, sorted.
 
     ``aligned``: an aligned-frames table, or the path of one (streamed: one identity in memory).
     """
+    cols = ["identity", "image", "frame_png"]
     if isinstance(aligned, pa.Table):
-        rows = sorted(aligned.to_pylist(), key=lambda r: (r["identity"], r["image"]))
-        ident: dict[str, list[dict]] = {}
-        for r in rows:
-            ident.setdefault(r["identity"], []).append(r)
-        for name, rs in ident.items():
-            yield name, [r["image"] for r in rs], np.stack([decode_png(r["frame_png"]) for r in rs])
-        return
-    current: str | None = None
-    group: list[dict] = []
-    last: tuple[str, str] | None = None
-    for batch in iter_parquet(aligned, columns=["identity", "image", "frame_png"], batch_size=64):
-        for r in batch.to_pylist():
-            k = (r["identity"], r["image"])
-            if last is not None and k <= last:
-                raise ValueError(f"{aligned}: rows are not sorted by (identity, image) at {k}")
-            last = k
-            if r["identity"] != current and group:
-                yield current, [g["image"] for g in group], np.stack([decode_png(g["frame_png"]) for g in group])
-                group = []
-            current = r["identity"]
-            group.append(r)
-    if group:
-        yield current, [g["image"] for g in group], np.stack([decode_png(g["frame_png"]) for g in group])
+        batches = aligned.sort_by([("identity", "ascending"), ("image", "ascending")]).to_batches()
+    else:
+        batches = iter_parquet(aligned, columns=cols, batch_size=64)
+    for identity, rows in _groups(batches, aligned if not isinstance(aligned, pa.Table) else "aligned table", cols):
+        yield identity, [r["image"] for r in rows], np.stack([decode_png(r["frame_png"]) for r in rows])
 
 
-def read_labels(path, identity: str, images: Sequence[str]) -> np.ndarray:
-    """(n, S, S) uint8 parser labels of ``images`` of ``identity`` from a labels file (that identity's rows only)."""
-    got = {}
-    for batch in iter_parquet(path, columns=["identity", "image", "size", "labels"],
-                              filters=[("identity", "=", identity)]):
-        for r in batch.to_pylist():
-            got[r["image"]] = np.frombuffer(r["labels"], np.uint8).reshape(r["size"], r["size"])
-    missing = [im for im in images if im not in got]
-    if missing:
-        raise ValueError(f"{path}: no parser labels for {identity}/{missing[0]} (rerun the parse stage)")
-    return np.stack([got[im] for im in images])
+def iter_labels(path) -> Iterator[tuple[str, list[str], np.ndarray, str]]:
+    """(identity, sorted image names, (n, S, S) uint8 parser labels, parser name) of a labels file,
+    one identity at a time (the parse stage writes the aligned table's order)."""
+    cols = ["identity", "image", "parser", "size", "labels"]
+    for identity, rows in _groups(iter_parquet(path, columns=cols, batch_size=256), path, cols):
+        yield (identity, [r["image"] for r in rows],
+               np.stack([np.frombuffer(r["labels"], np.uint8).reshape(r["size"], r["size"]) for r in rows]),
+               rows[0]["parser"])
 
 
-def parser_of(path) -> str:
-    """The parser name recorded in a labels file (``landmarks`` when it is empty)."""
-    for batch in iter_parquet(path, columns=["parser"]):
-        if batch.num_rows:
-            return batch.column(0)[0].as_py()
-    return "landmarks"
+def _identity_inputs(aligned, labels):
+    """(identity, images, frames, labels, parser) per identity: the aligned and labels files read
+    side by side, each once."""
+    lab = iter_labels(labels)
+    for identity, images, frames in iter_identities(aligned):
+        got = next(lab, None)
+        if got is None or got[0] != identity or got[1] != images:
+            raise ValueError(f"{labels}: no parser labels for {identity}/{images[0]} in the aligned order "
+                             "(rerun the parse stage)")
+        yield identity, images, frames, got[2], got[3]
 
 
 def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: dict[str, str],
@@ -160,7 +165,8 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
     """Run LEAM over every identity of a shard; write pairs, embeddings, counts, image maps,
     rankings and maps (``out``: {name: path} for those six names).
 
-    ``aligned``, ``labels``: the shard's aligned-frames and parser-labels Parquet paths (or tables);
+    ``aligned``, ``labels``: the shard's aligned-frames and parser-labels Parquet paths, read one
+    identity at a time;
     ``frame_padding``: ``align.padding`` of the frames (places the model's window); ``rank_layer``:
     this model's occlusion source layer (None: not a source) and ``rank_pixels`` how many of its
     top pixels per pair to keep (the pixel count of the largest occlusion size,
@@ -173,16 +179,9 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
     layer_names = list(model.layers)
     if rank_layer is not None and rank_layer not in model.layers:
         raise ValueError(f"occlusion source layer {rank_layer!r} is not a layer of {model_name}")
-    if isinstance(labels, pa.Table):
-        lab_table = labels
-        parser = lab_table.column("parser")[0].as_py() if lab_table.num_rows else "landmarks"
-    else:
-        lab_table, parser = None, parser_of(labels)
-    visible = set(visible_classes(parser))
     n_maps = 0
     t0 = time.perf_counter()
-    ids = (aligned.column("identity") if isinstance(aligned, pa.Table) else
-           pa.chunked_array([b.column(0) for b in iter_parquet(aligned, columns=["identity"])], pa.string()))
+    ids = pa.chunked_array([b.column(0) for b in iter_parquet(aligned, columns=["identity"])], pa.string())
     n_identities = len(pc.unique(ids))
     sinks = {name: ParquetSink(out[name], schema, row_group_size=rg) for name, schema, rg in (
         ("pairs", PAIRS_SCHEMA, 65536), ("embeddings", EMBEDDINGS_SCHEMA, 65536), ("counts", COUNTS_SCHEMA, 65536),
@@ -190,15 +189,8 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
     with contextlib.ExitStack() as stack, LEAM(model.module, model.layers, memory_budget_mb=memory_budget_mb) as leam:
         for sink in sinks.values():
             stack.enter_context(sink)
-        for i, (identity, images, frames) in enumerate(prefetch(iter_identities(aligned)), 1):
-            size = frames.shape[1]
-            if lab_table is not None:
-                lab = {(r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(r["size"], r["size"])
-                       for r in lab_table.filter(pc.equal(lab_table.column("identity"), identity)).to_pylist()}
-                lab_np = np.stack([lab[(identity, im)] for im in images])
-            else:
-                lab_np = read_labels(labels, identity, images)
-            window = model.window(size)
+        for i, (identity, images, frames, lab_np, parser) in enumerate(prefetch(_identity_inputs(aligned, labels)), 1):
+            window = model.window(frames.shape[1])
             summ = IdentitySummaries(torch.from_numpy(lab_np).to(dev), window, levels=levels,
                                      full_threshold=full_threshold, topk_of=topk_of, selections=selections,
                                      rank_layer=rank_layer, k_max=rank_pixels if rank_layer is not None else 0,
@@ -211,7 +203,7 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
             a_idx, p_idx = out_maps.anchor.tolist(), out_maps.positive.tolist()
             sinks["pairs"].add([{**key, "anchor": images[a], "positive": images[p], "cosine": float(cos[a, p])}
                                 for a, p in zip(a_idx, p_idx)])
-            for t in summ.counts_rows(key, layer_names, images, parser=parser, visible=visible, schema=COUNTS_SCHEMA):
+            for t in summ.counts_rows(key, layer_names, images, parser=parser, visible=set(visible_classes(parser))):
                 sinks["counts"].add(t)
             sinks["image_maps"].add(summ.image_map_rows(key, layer_names, images))
             sinks["rankings"].add(summ.ranking_rows(key, images))
