@@ -192,13 +192,7 @@ def run_leam(model, layers, x, labels, frame, **kw):
                              rank_layer=next(iter(layers)), k_max=n_occluded(10, frame * frame), store_maps="first_pair")
     with LEAM(model, layers, **kw) as leam:
         out = leam.explain(x, keep_maps=False, consumer=summ)
-    res = {}
-    for k in layers:
-        a, p = summ._pairs(k)
-        c = np.concatenate([c for c, _ in summ.counts[k]])
-        sz = np.concatenate([s for _, s in summ.counts[k]])
-        res[k] = tuple(torch.from_numpy(v) for v in (a, p, c, sz))
-    return out, res
+    return out, {k: tuple(torch.from_numpy(v) for v in summ.counts_of(k)) for k in layers}
 
 
 def run_leam_maps(model, layers, x, **kw):

@@ -30,7 +30,7 @@ import torch
 
 from .classes import CLASS_COLUMNS
 from .compare import select
-from .counting import LEVELS, count_classes, selection_names
+from .counting import COUNTS_SCHEMA, LEVELS, count_classes, selection_names
 from .maps import encode_map, to_frame, top_indices
 from .similarity import to_distribution
 
@@ -55,7 +55,7 @@ RANKINGS_SCHEMA = pa.schema([
 
 def counts_table(key: dict, layer: str, layer_idx: int, anchors: Sequence[str], positives: Sequence[str],
                  counts: np.ndarray, sizes: np.ndarray, *, parser: str, visible: set[int], levels: Sequence[float],
-                 n_pixels: int, schema: pa.Schema) -> pa.Table:
+                 n_pixels: int) -> pa.Table:
     """Rows of the counts table for P pairs of one layer: P x (1 + L) rows, pair-major.
 
     counts: (P, 1 + L, C) int; sizes: (P, 1 + L) int; classes not in ``visible`` are NULL.
@@ -80,7 +80,7 @@ def counts_table(key: dict, layer: str, layer_idx: int, anchors: Sequence[str], 
     null = pa.nulls(p * s, pa.int32())
     for c, col in enumerate(CLASS_COLUMNS):
         cols[col] = pa.array(flat[:, c]) if c in visible else null
-    return pa.table(cols, schema=schema)
+    return pa.table(cols, schema=COUNTS_SCHEMA)
 
 
 class IdentitySummaries:
@@ -105,7 +105,6 @@ class IdentitySummaries:
         self.n, self.size = labels.shape[0], labels.shape[-1]
         self.window = tuple(window)
         self.count_kw = dict(levels=levels, full_threshold=full_threshold, topk_of=topk_of)
-        self.full_threshold = full_threshold
         self.selections = list(selections)
         self.rank_layer, self.k_max = rank_layer, int(k_max)
         self.store_maps = store_maps
@@ -125,7 +124,7 @@ class IdentitySummaries:
         self.pairs.setdefault(layer, []).append((a_np, p_np))
         self.counts.setdefault(layer, []).append((counts.cpu().numpy(), sizes.cpu().numpy()))
         anchors, inverse, n_pos = torch.unique_consecutive(anchor, return_inverse=True, return_counts=True)
-        kinds = [(sel, lambda f, sel=sel: to_distribution(select(f, sel, self.full_threshold))) for sel in self.selections]
+        kinds = [(sel, lambda f, sel=sel: to_distribution(select(f, sel, self.count_kw["full_threshold"]))) for sel in self.selections]
         if layer == self.rank_layer:
             kinds.append(("mean", lambda f: f))
         f64 = frame.double()
@@ -151,18 +150,22 @@ class IdentitySummaries:
         return (np.concatenate([a for a, _ in parts]), np.concatenate([p for _, p in parts])) if parts else (
             np.empty(0, int), np.empty(0, int))
 
+    def counts_of(self, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(anchor (P,), positive (P,), counts (P, 1 + L, C), sizes (P, 1 + L)) of one layer, by pair."""
+        a, p = self._pairs(layer)
+        return (a, p, np.concatenate([c for c, _ in self.counts[layer]]),
+                np.concatenate([s for _, s in self.counts[layer]]))
+
     def counts_rows(self, key: dict, layers: Sequence[str], images: Sequence[str], *, parser: str,
-                    visible: set[int], schema: pa.Schema) -> list[pa.Table]:
+                    visible: set[int]) -> list[pa.Table]:
         out = []
         for li, layer in enumerate(layers):
             if layer not in self.counts:
                 continue
-            a, p = self._pairs(layer)
-            c = np.concatenate([c for c, _ in self.counts[layer]])
-            s = np.concatenate([s for _, s in self.counts[layer]])
+            a, p, c, s = self.counts_of(layer)
             out.append(counts_table(key, layer, li, [images[i] for i in a], [images[i] for i in p], c, s,
                                     parser=parser, visible=visible, levels=self.count_kw["levels"],
-                                    n_pixels=self.size * self.size, schema=schema))
+                                    n_pixels=self.size * self.size))
         return out
 
     def image_map_rows(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> list[dict]:
