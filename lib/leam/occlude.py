@@ -36,7 +36,7 @@ import torch
 from .extract import iter_identities, pick_device
 from .io import iter_parquet, read_parquet, write_parquet
 from .compare import read_image_maps
-from .maps import top_indices, top_mask
+from .maps import decode_maps, top_indices, top_mask
 from .models import FaceModel, load_model
 
 __all__ = ["SIZES", "n_occluded", "top_mask", "random_mask", "choose_pairs", "occlude_pairs", "own_maps", "atlas_occlusion",
@@ -251,11 +251,13 @@ def population_sum(image_maps_paths, layer: str, size: int) -> tuple[np.ndarray,
     """Sum (float64) and number of the own maps of every image in the image-maps files, a batch at a time."""
     total, count = np.zeros((size, size)), 0
     for batch in iter_parquet(image_maps_paths, columns=["size", "map"], filters=[("layer", "=", layer), ("kind", "=", "mean")]):
-        for r in batch.to_pylist():
-            if r["size"] != size:
-                raise ValueError(f"own maps of {r['size']} px in a {size} px run")
-            total += np.frombuffer(r["map"], "<f4").reshape(size, size)
-            count += 1
+        sizes = set(batch.column("size").to_pylist())
+        if sizes - {size}:
+            raise ValueError(f"own maps of {sorted(sizes - {size})} px in a {size} px run")
+        maps = decode_maps(batch.column("map"), size, size)
+        for m in maps:  # one by one, in file order: the same float64 sum as before
+            total += m
+        count += len(maps)
     return total, count
 
 
