@@ -119,10 +119,9 @@ def detect_images(entries: Sequence[ImageEntry], detector: FaceDetector, *, max_
             d.n_faces = len(faces)
             if faces:
                 box, d.score, pts, shape = faces[0]
-                sx, sy = img.scale
-                d.box = (box[0], box[1], box[2], box[3]) if (sx, sy) == (1.0, 1.0) else (
-                    round(box[0] / sx), round(box[1] / sy), round(box[2] / sx), round(box[3] / sy))
-                d.landmarks = pts if (sx, sy) == (1.0, 1.0) else pts / np.array([sx, sy])
+                sx, sy = img.scale  # back to the photo's own pixels (exact when it was not reduced)
+                d.box = (round(box[0] / sx), round(box[1] / sy), round(box[2] / sx), round(box[3] / sy))
+                d.landmarks = pts / np.array([sx, sy])
                 d.chip = detector.chip(img.rgb, shape)
             if d.n_faces == 0:
                 d.status, d.reason = "rejected", "no-face"

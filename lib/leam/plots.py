@@ -41,16 +41,13 @@ def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str |
                   pairs=None) -> tuple[str, str, str]:
     """Fig. 4 analogue: the anchor, the positive, and the LEAM map of every layer over the anchor.
 
-    ``maps``, ``aligned``, ``pairs``: Parquet paths (every shard) or tables; only the example
-    identity's rows are read. The example is ``identity`` (default: the identity with most pairs
+    ``maps``, ``aligned``, ``pairs``: Parquet paths (every shard); only the example identity's rows
+    are read. The example is ``identity`` (default: the identity with most pairs
     in ``pairs``, else in ``maps``), its first anchor and positive by name. Returns (identity,
     anchor, positive).
     """
-    def rows_of(src, ident=None, columns=None):
-        if isinstance(src, pa.Table):
-            t = src if ident is None else src.filter(pc.equal(src.column("identity"), ident))
-            return t.select(columns) if columns else t
-        batches = list(iter_parquet(src, columns=columns, filters=None if ident is None else [("identity", "=", ident)]))
+    def rows_of(paths, ident=None, columns=None):
+        batches = list(iter_parquet(paths, columns=columns, filters=None if ident is None else [("identity", "=", ident)]))
         return pa.Table.from_batches(batches) if batches else None
 
     ids_table = rows_of(pairs if pairs is not None else maps, columns=["identity"])
