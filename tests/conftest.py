@@ -62,6 +62,24 @@ def default_aligned(tmp_path_factory):
     return align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
 
 
+def write_sub_shard(aligned, d: Path, identities, n: int) -> Path:
+    """The first ``n`` photos (by name) of each of ``identities`` from an aligned table, written to
+    ``d/aligned.parquet`` and parsed into ``d/labels.parquet`` as the pipeline does."""
+    import pyarrow.compute as pc
+
+    from leam.io import write_parquet
+    from leam.parsing import parse_shard
+
+    t = aligned.sort_by([("identity", "ascending"), ("image", "ascending")])
+    keep = []
+    for ident in identities:
+        keep += np.flatnonzero(pc.equal(t.column("identity"), ident).to_numpy(zero_copy_only=False))[:n].tolist()
+    sub = t.take(keep)
+    write_parquet(sub, d / "aligned.parquet")
+    parse_shard(sub, d / "labels.parquet")
+    return d
+
+
 @pytest.fixture(scope="session")
 def default_config() -> dict:
     """config.yaml, validated, with its npm:// model files fetched (make test fetches them first)."""

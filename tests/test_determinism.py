@@ -9,14 +9,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import pyarrow.compute as pc
 import pytest
 
-from leam.io import write_parquet
-from leam.parsing import parse_shard
-
-from conftest import REPO
+from conftest import REPO, write_sub_shard
 
 OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
 
@@ -35,15 +30,7 @@ extract_shard(f"{d}/../aligned.parquet", f"{d}/../labels.parquet", model, spec, 
 @pytest.fixture(scope="module")
 def shard5(default_aligned, tmp_path_factory):
     """Two identities of five photos: the CPU plan is a chunk of four anchors and a chunk of one."""
-    d = tmp_path_factory.mktemp("determinism")
-    t = default_aligned.sort_by([("identity", "ascending"), ("image", "ascending")])
-    keep = []
-    for ident in ("John_Savage", "obama"):
-        keep += np.flatnonzero(pc.equal(t.column("identity"), ident).to_numpy(zero_copy_only=False))[:5].tolist()
-    sub = t.take(keep)
-    write_parquet(sub, d / "aligned.parquet")
-    parse_shard(sub, d / "labels.parquet")
-    return d
+    return write_sub_shard(default_aligned, tmp_path_factory.mktemp("determinism"), ("John_Savage", "obama"), 5)
 
 
 def extract_digest(d, model: str) -> dict[str, str]:

@@ -6,18 +6,18 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 import torch
 
 from leam.classes import CLASS_COLUMNS
 from leam.counting import LEVELS, selection_names
 from leam.extract import extract_shard
-from leam.io import read_parquet, write_parquet
+from leam.io import read_parquet
 from leam.maps import decode_map, to_frame
 from leam.occlude import n_occluded
-from leam.parsing import parse_shard, visible_classes
+from leam.parsing import visible_classes
 
+from conftest import write_sub_shard
 from test_counting import naive_counts
 
 OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
@@ -27,16 +27,7 @@ SIZES = (1, 10)
 @pytest.fixture(scope="module")
 def shard(default_aligned, tmp_path_factory):
     """Two identities, four photos each, aligned and parsed as the pipeline does."""
-    d = tmp_path_factory.mktemp("summaries")
-    t = default_aligned.sort_by([("identity", "ascending"), ("image", "ascending")])
-    keep = []
-    for ident in ("John_Salley", "obama"):
-        idx = np.flatnonzero(pc.equal(t.column("identity"), ident).to_numpy(zero_copy_only=False))[:4]
-        keep += idx.tolist()
-    sub = t.take(keep)
-    write_parquet(sub, d / "aligned.parquet")
-    parse_shard(sub, d / "labels.parquet")
-    return d
+    return write_sub_shard(default_aligned, tmp_path_factory.mktemp("summaries"), ("John_Salley", "obama"), 4)
 
 
 def run_extract(shard, spec, store_maps: str, tag: str, layers=None) -> dict[str, str]:
