@@ -51,7 +51,7 @@ def _image_distribution(maps: pa.Table, layer, ident, image, size, selection):
 
 def _image_maps_files(tmp_path, maps: pa.Table, size: int, selections) -> list[str]:
     """The extract job's image maps of a raw-maps table (one file per identity, as shards would be)."""
-    from leam.summaries import IMAGE_MAPS_SCHEMA, IdentitySummaries
+    from leam.summaries import IdentitySummaries
 
     paths = []
     rows = maps.to_pylist()
@@ -66,8 +66,7 @@ def _image_maps_files(tmp_path, maps: pa.Table, size: int, selections) -> list[s
             summ.add(layer, torch.tensor([imgs.index(r["anchor"]) for r in mine]),
                      torch.tensor([imgs.index(r["positive"]) for r in mine]), raw)
         path = tmp_path / f"image_maps_{ident}.parquet"
-        write_parquet(pa.Table.from_pylist(summ.image_map_rows({"model": "m", "identity": ident}, [l for _, l in layers], imgs),
-                                           schema=IMAGE_MAPS_SCHEMA), path)
+        write_parquet(summ.image_maps_table({"model": "m", "identity": ident}, [l for _, l in layers], imgs), path)
         paths.append(str(path))
     return paths
 

@@ -50,6 +50,23 @@ def test_codec_round_trip_one_map_and_a_column():
         decode_maps(col, 7, 8)
 
 
+def test_column_encoder_equals_the_per_map_encoder(monkeypatch):
+    import leam.maps as M
+
+    rng = np.random.default_rng(1)
+    maps = rng.random((7, 3, 5)).astype(np.float32)
+    for dtype in ("f4", "f2"):
+        assert M.encode_maps(maps, dtype).to_pylist() == [M.encode_map(m, dtype) for m in maps]
+    ranks = rng.integers(0, 10**6, (4, 6)).astype(np.int64)
+    assert M.encode_maps(ranks, "i4").to_pylist() == [r.astype("<i4").tobytes() for r in ranks]
+    # binary's offsets are int32: columns past 2 GiB are split into chunks (here: past 2 maps' bytes)
+    monkeypatch.setattr(M, "_MAX_CHUNK_BYTES", 2 * maps[0].nbytes + 1)
+    col = M.encode_maps(maps)
+    assert [len(c) for c in col.chunks] == [2, 2, 2, 1]
+    np.testing.assert_array_equal(M.decode_maps(col, 3, 5), maps)
+    assert len(M.encode_maps(maps[:0])) == 0
+
+
 @pytest.mark.parametrize("k", [0, 1, 5, 37, 400])
 def test_ranking_is_a_stable_descending_sort(k):
     from leam.maps import rank_below, top_indices, top_mask

@@ -32,26 +32,11 @@ from .counting import COUNTS_SCHEMA, LEVELS
 from .io import ParquetSink, iter_parquet
 from .models import FaceModel, load_model
 from .parsing import visible_classes
-from .summaries import IMAGE_MAPS_SCHEMA, RANKINGS_SCHEMA, IdentitySummaries
+from .summaries import IMAGE_MAPS_SCHEMA, MAPS_SCHEMA, RANKINGS_SCHEMA, IdentitySummaries
 
 __all__ = ["pick_device", "prefetch", "iter_identities", "iter_labels", "extract_shard", "MAPS_SCHEMA", "PAIRS_SCHEMA", "EMBEDDINGS_SCHEMA"]
 
 log = logging.getLogger(__name__)
-
-MAPS_SCHEMA = pa.schema([
-    ("model", pa.string()),
-    ("layer", pa.string()),
-    ("layer_idx", pa.int16()),
-    ("identity", pa.string()),
-    ("anchor", pa.string()),
-    ("positive", pa.string()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("window", pa.list_(pa.int32(), 4)),
-    ("dtype", pa.string()),  # f4 (float32) or f2 (float16)
-    ("scale", pa.float32()),  # the stored values times scale are the map (1 for f4)
-    ("map", pa.binary()),
-])
 
 PAIRS_SCHEMA = pa.schema([
     ("model", pa.string()),
@@ -205,9 +190,9 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
                                 for a, p in zip(a_idx, p_idx)])
             for t in summ.counts_rows(key, layer_names, images, parser=parser, visible=set(visible_classes(parser))):
                 sinks["counts"].add(t)
-            sinks["image_maps"].add(summ.image_map_rows(key, layer_names, images))
-            sinks["rankings"].add(summ.ranking_rows(key, images))
-            sinks["maps"].add(summ.map_rows(key, layer_names, images))
+            sinks["image_maps"].add(summ.image_maps_table(key, layer_names, images))
+            sinks["rankings"].add(summ.rankings_table(key, images))
+            sinks["maps"].add(summ.maps_table(key, layer_names, images))
             n_maps += len(a_idx) * len(layer_names)
             log.info("[%d/%d] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, n_identities, identity, len(images),
                      len(a_idx), len(layer_names), n_maps / max(time.perf_counter() - t0, 1e-9))

@@ -4,7 +4,8 @@ pixel ranking ("top-k pixels, ties by index") every stage uses.
 Codec: a raw map (layer resolution, >= 0) is stored as ``height * width`` little-endian floats,
 ``float32`` (dtype ``f4``) or ``float16`` (``f2``, ``extract.store_maps: float16``, divided by the
 map's maximum, which the ``scale`` column keeps), row-major
-(:func:`encode_map` / :func:`decode_map` / :func:`decode_maps`); decoding gives float32.
+(:func:`encode_map` / :func:`encode_maps` / :func:`decode_map` / :func:`decode_maps`); decoding gives
+float32.
 
 Ranking: pixels by value descending, ties by pixel index ascending (row-major), i.e. the order of a
 stable descending sort; every top-k selection is a prefix of it (:func:`ranked_prefix`,
@@ -25,10 +26,11 @@ import torch
 
 from .window import paste
 
-__all__ = ["normalise", "to_frame", "encode_map", "decode_map", "decode_maps", "map_window", "ranked_prefix",
+__all__ = ["normalise", "to_frame", "encode_map", "encode_maps", "decode_map", "decode_maps", "map_window", "ranked_prefix",
            "top_indices", "top_mask", "rank_below", "EPS"]
 
 EPS = 1e-7
+_MAX_CHUNK_BYTES = 2**31 - 1  # pa.binary()'s int32 offsets
 
 
 def normalise(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -55,6 +57,28 @@ def to_frame(maps: torch.Tensor, size: int, window: tuple[int, int, int, int] | 
 def encode_map(m: np.ndarray, dtype: str = "f4") -> bytes:
     """(h, w) map -> its stored bytes (``dtype`` f4 or f2, little-endian, row-major)."""
     return np.ascontiguousarray(m, dtype="<" + dtype).tobytes()
+
+
+def encode_maps(maps: np.ndarray, dtype: str = "f4"):
+    """(P, ...) maps -> a pyarrow binary column of P values, value i = ``encode_map(maps[i], dtype)``,
+    built from one contiguous buffer (no Python object per map). ``dtype`` may be any numpy type
+    code (``f4``, ``f2``; ``i4`` for pixel indices); little-endian.
+
+    Returns a ``pa.ChunkedArray`` of ``pa.binary()`` (chunks stay under binary's 2 GiB offsets).
+    """
+    import pyarrow as pa
+
+    data = np.ascontiguousarray(maps, dtype="<" + dtype)
+    p = len(data)
+    per = data[0].nbytes if p else 0
+    step = max(1, _MAX_CHUNK_BYTES // max(per, 1))
+    chunks = []
+    for i in range(0, p, step):
+        part = data[i:i + step]
+        offsets = np.arange(len(part) + 1, dtype=np.int32) * np.int32(per)
+        chunks.append(pa.Array.from_buffers(pa.binary(), len(part),
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(part.reshape(-1).view(np.uint8))]))
+    return pa.chunked_array(chunks, pa.binary())
 
 
 def decode_map(row: Mapping) -> np.ndarray:

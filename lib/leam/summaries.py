@@ -31,13 +31,22 @@ import torch
 from .classes import CLASS_COLUMNS
 from .compare import select
 from .counting import COUNTS_SCHEMA, LEVELS, count_classes, selection_names
-from .maps import encode_map, to_frame, top_indices
+from .maps import encode_maps, to_frame, top_indices
 from .similarity import to_distribution
 
-__all__ = ["STORE_MAPS", "IMAGE_MAPS_SCHEMA", "RANKINGS_SCHEMA", "IdentitySummaries", "counts_table"]
+__all__ = ["STORE_MAPS", "MAPS_SCHEMA", "IMAGE_MAPS_SCHEMA", "RANKINGS_SCHEMA", "IdentitySummaries", "counts_table"]
 
 #: extract.store_maps choices
 STORE_MAPS = ("raw", "float16", "first_pair")
+
+MAPS_SCHEMA = pa.schema([
+    ("model", pa.string()), ("layer", pa.string()), ("layer_idx", pa.int16()), ("identity", pa.string()),
+    ("anchor", pa.string()), ("positive", pa.string()), ("height", pa.int32()), ("width", pa.int32()),
+    ("window", pa.list_(pa.int32(), 4)),  # the frame box the model saw (leam.window)
+    ("dtype", pa.string()),  # f4 (float32) or f2 (float16)
+    ("scale", pa.float32()),  # the stored values times scale are the map (1 for f4)
+    ("map", pa.binary()),  # (height, width) little-endian, row-major (leam.maps codec)
+])
 
 IMAGE_MAPS_SCHEMA = pa.schema([
     ("model", pa.string()), ("layer", pa.string()), ("layer_idx", pa.int16()), ("identity", pa.string()),
@@ -168,27 +177,31 @@ class IdentitySummaries:
                                     n_pixels=self.size * self.size))
         return out
 
-    def image_map_rows(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> list[dict]:
-        rows = []
+    def image_maps_table(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> pa.Table:
+        """Rows of the image-maps table, by layer, then kind (selections, then ``mean``), then image."""
+        parts = []
         for li, layer in enumerate(layers):
             for kind in self.selections + (["mean"] if layer == self.rank_layer else []):
                 for anchors, n_pos, means in self.image_maps.get((layer, kind), []):
-                    rows += [{**key, "layer": layer, "layer_idx": li, "image": images[a], "kind": kind,
-                              "n_positives": int(k), "size": self.size, "map": encode_map(m)}
-                             for a, k, m in zip(anchors.tolist(), n_pos.tolist(), means)]
-        return rows
+                    parts.append(_columns(IMAGE_MAPS_SCHEMA, len(anchors), {
+                        **key, "layer": layer, "layer_idx": li, "kind": kind, "size": self.size,
+                        "image": _names(images, anchors), "n_positives": pa.array(n_pos.astype(np.int32)),
+                        "map": encode_maps(means)}))
+        return _concat(IMAGE_MAPS_SCHEMA, parts)
 
-    def ranking_rows(self, key: dict, images: Sequence[str]) -> list[dict]:
+    def rankings_table(self, key: dict, images: Sequence[str]) -> pa.Table:
+        """Rows of the rankings table: one per pair of the occlusion source layer, by pair."""
         if self.rank_layer not in self.rankings:
-            return []
+            return RANKINGS_SCHEMA.empty_table()
         a, p = self._pairs(self.rank_layer)
         ranks = np.concatenate(self.rankings[self.rank_layer])
-        return [{**key, "layer": self.rank_layer, "anchor": images[i], "positive": images[j], "size": self.size,
-                 "pixels": r.astype("<i4").tobytes()} for i, j, r in zip(a.tolist(), p.tolist(), ranks)]
+        return _columns(RANKINGS_SCHEMA, len(a), {**key, "layer": self.rank_layer, "size": self.size,
+                                                  "anchor": _names(images, a), "positive": _names(images, p),
+                                                  "pixels": encode_maps(ranks, "i4")})
 
-    def map_rows(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> list[dict]:
-        rows = []
-        window = list(self.window)
+    def maps_table(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> pa.Table:
+        """Rows of the maps table (what ``store_maps`` keeps), by layer, then pair."""
+        parts = []
         for li, layer in enumerate(layers):
             if layer not in self.raw:
                 continue
@@ -203,8 +216,30 @@ class IdentitySummaries:
             else:
                 scale = np.ones(len(m), np.float32)
             dtype = "f2" if self.store_maps == "float16" else "f4"
-            rows += [{**key, "layer": layer, "layer_idx": li, "anchor": images[i], "positive": images[j],
-                      "height": m.shape[1], "width": m.shape[2], "window": window, "dtype": dtype,
-                      "scale": float(scale[r]), "map": encode_map(m[r], dtype)}
-                     for r, (i, j) in enumerate(zip(a.tolist(), p.tolist()))]
-        return rows
+            parts.append(_columns(MAPS_SCHEMA, len(m), {
+                **key, "layer": layer, "layer_idx": li, "anchor": _names(images, a), "positive": _names(images, p),
+                "height": m.shape[1], "width": m.shape[2], "window": list(self.window), "dtype": dtype,
+                "scale": pa.array(scale), "map": encode_maps(m, dtype)}))
+        return _concat(MAPS_SCHEMA, parts)
+
+
+def _names(images: Sequence[str], idx: np.ndarray) -> pa.Array:
+    """Image names of the indices ``idx``, as a string column."""
+    return pa.array(list(images), pa.string()).take(pa.array(np.asarray(idx, np.int64)))
+
+
+def _columns(schema: pa.Schema, n: int, values: dict) -> pa.Table:
+    """A table of ``n`` rows of ``schema``: pyarrow arrays are taken as they are, anything else is
+    one value repeated on every row."""
+    cols = []
+    for field in schema:
+        v = values[field.name]
+        if isinstance(v, (pa.Array, pa.ChunkedArray)):
+            cols.append(v.cast(field.type) if v.type != field.type else v)
+        else:
+            cols.append(pa.repeat(pa.scalar(v, field.type), n))
+    return pa.table(cols, schema=schema)
+
+
+def _concat(schema: pa.Schema, parts: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(parts) if parts else schema.empty_table()
