@@ -83,3 +83,11 @@ def test_ranking_is_a_stable_descending_sort(k):
     below = rank_below(torch.from_numpy(v), sizes).numpy()
     for i, s in enumerate(sizes.tolist()):
         assert sorted(np.flatnonzero(below[i])) == sorted(np.argsort(-v[i], kind="stable")[:s])
+    # one shared ranking: every shorter request after a longer one is a prefix of it; a longer one recomputes
+    from leam.maps import Ranking
+
+    full = np.argsort(-v, axis=1, kind="stable")
+    r = Ranking(torch.from_numpy(v))
+    for kk in (k, k // 3, 0, min(400, 2 * k + 7), 1):
+        np.testing.assert_array_equal(r.top(kk).numpy(), full[:, :kk])
+    assert r.top(10**6).shape == (6, 400)

@@ -27,7 +27,7 @@ import torch
 
 from .counting import selection_sizes
 from .io import ParquetSink, iter_parquet
-from .maps import decode_maps, rank_below
+from .maps import Ranking, decode_maps, rank_below
 from .similarity import bhattacharyya, coarsen, emd_exact
 
 __all__ = ["read_image_maps", "image_layers", "select", "compare_model", "COMPARE_SCHEMA"]
@@ -49,11 +49,13 @@ COMPARE_SCHEMA = pa.schema([
 ])
 
 
-def select(frames: torch.Tensor, selection: str, full_threshold: float = 0.01) -> torch.Tensor:
+def select(frames: torch.Tensor, selection: str, full_threshold: float = 0.01,
+           ranking: Ranking | None = None) -> torch.Tensor:
     """(P, S, S) normalised maps -> the same with pixels outside the selection set to 0.
 
     ``full``: values >= full_threshold; ``top{k}``: the ceil(k % of the activated pixels) highest
-    (ties by pixel index, as in :mod:`leam.counting`).
+    (ties by pixel index, as in :mod:`leam.counting`); ``ranking``: a :class:`leam.maps.Ranking`
+    of the maps' pixels (in any dtype) to share.
     """
     p = len(frames)
     v = frames.reshape(p, -1)
@@ -62,7 +64,7 @@ def select(frames: torch.Tensor, selection: str, full_threshold: float = 0.01) -
         return (v * active).reshape(frames.shape)
     level = float(selection.removeprefix("top"))
     k = selection_sizes(active.sum(1), v.shape[1], [level], "active")[:, 1]  # (P,)
-    return (v * rank_below(v, k)).reshape(frames.shape)
+    return (v * rank_below(v, k, ranking)).reshape(frames.shape)
 
 
 def read_image_maps(paths, layer: str, kind: str) -> tuple[list[tuple[str, str]], np.ndarray]:

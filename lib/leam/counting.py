@@ -24,7 +24,7 @@ import pyarrow as pa
 import torch
 
 from .classes import CLASS_COLUMNS, N_CLASSES
-from .maps import ranked_prefix
+from .maps import Ranking
 
 __all__ = ["LEVELS", "selection_names", "selection_sizes", "count_classes", "COUNTS_SCHEMA"]
 
@@ -54,20 +54,21 @@ def selection_sizes(n_active: torch.Tensor, n_pixels: int, levels: Sequence[floa
 
 
 def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[float] = LEVELS,
-                  full_threshold: float = 0.01, topk_of: str = "active",
-                  n_classes: int = N_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
+                  full_threshold: float = 0.01, topk_of: str = "active", n_classes: int = N_CLASSES,
+                  ranking: Ranking | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixels per class for every selection of every map.
 
     Args:
         maps: (P, S, S) normalised maps in [0, 1].
         labels: (P, S, S) integer class ids (< n_classes), the anchor image's parser labels.
+        ranking: a :class:`leam.maps.Ranking` of ``maps.reshape(P, -1)`` to share (None: made here).
     Returns:
         counts: (P, 1 + L, n_classes) int64, selection order ``selection_names(levels)``;
         n_selected: (P, 1 + L) int64 (= counts.sum(-1)).
 
     Selections that are the whole base set (``full``; ``top100`` of the active pixels; any level
     whose rounded size reaches the base) are counted from a mask; the others are prefixes of the
-    ranking, of which only the longest needed prefix is ranked (:func:`leam.maps.ranked_prefix`).
+    ranking, of which only the longest needed prefix is ranked (:class:`leam.maps.Ranking`).
     """
     if maps.shape != labels.shape:
         raise ValueError(f"maps {tuple(maps.shape)} and labels {tuple(labels.shape)} differ")
@@ -96,8 +97,8 @@ def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[
     ranked_sizes = torch.where(is_whole, 0, sizes[:, 1:])  # (P, L) prefix lengths still to count
     kcap = int(ranked_sizes.max()) if ranked_sizes.numel() else 0
     if kcap > 0:
-        order = ranked_prefix(v, kcap)  # (P, K')
-        lab_ranked = torch.gather(lab, 1, order)[:, :kcap]  # (P, kcap)
+        order = (ranking or Ranking(v)).top(kcap)  # (P, kcap)
+        lab_ranked = torch.gather(lab, 1, order)  # (P, kcap)
         sorted_sizes, perm = torch.sort(ranked_sizes, dim=1, stable=True)
         pos = torch.arange(kcap, device=dev).expand(p, kcap).contiguous()
         bucket = torch.searchsorted(sorted_sizes.contiguous(), pos, right=True)  # (P, kcap) in [0, L]

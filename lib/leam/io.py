@@ -1,4 +1,6 @@
-"""Atomic, deterministic file output: Parquet (zstd), PNG, text.
+"""Atomic, deterministic file output: Parquet (zstd level 1: level 3 would save 0.3 % of the raw maps'
+bytes, 0.7 % of the image maps', 2 % of the counts' and 10 % of the rankings', for 2-5x the write time
+of the maps), PNG, text.
 
 Every writer goes through :func:`atomic_path`: data is written to a temporary file in the target
 directory and moved into place with ``os.replace``, so a killed job leaves either no file or the
@@ -20,7 +22,7 @@ import pyarrow.parquet as pq
 __all__ = ["atomic_path", "write_parquet", "ParquetSink", "read_parquet", "read_parquets", "iter_parquet",
            "write_text", "sha256_file", "sha256_bytes"]
 
-_PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, write_statistics=True, store_schema=True)
+_PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True, store_schema=True)
 
 
 @contextlib.contextmanager

@@ -8,8 +8,8 @@ map's maximum, which the ``scale`` column keeps), row-major
 float32.
 
 Ranking: pixels by value descending, ties by pixel index ascending (row-major), i.e. the order of a
-stable descending sort; every top-k selection is a prefix of it (:func:`ranked_prefix`,
-:func:`top_indices`, :func:`top_mask`, :func:`rank_below`).
+stable descending sort; every top-k selection is a prefix of it (:func:`top_indices`,
+:class:`Ranking`, :func:`top_mask`, :func:`rank_below`).
 
 Normalisation is LayerCAM's (and pytorch-grad-cam's ``scale_cam_image``): per map, subtract the
 minimum and divide by ``max + 1e-7``, at layer resolution; then bilinear resize to the frame
@@ -26,7 +26,7 @@ import torch
 
 from .window import paste
 
-__all__ = ["normalise", "to_frame", "encode_map", "encode_maps", "decode_map", "decode_maps", "map_window", "ranked_prefix",
+__all__ = ["normalise", "to_frame", "encode_map", "encode_maps", "decode_map", "decode_maps", "map_window", "Ranking",
            "top_indices", "top_mask", "rank_below", "EPS"]
 
 EPS = 1e-7
@@ -117,31 +117,52 @@ def map_window(row: Mapping, size: int) -> tuple[int, int, int, int]:
     return tuple(w) if w is not None else (0, 0, size, size)
 
 
-def ranked_prefix(v: torch.Tensor, k: int) -> torch.Tensor:
-    """(P, N) values -> (P, K') pixel indices of the first K' >= k ranks (value descending, then
-    index ascending: exactly a stable descending sort), k <= K' <= N.
+def _ranked(v: torch.Tensor, k2: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, N) values -> (indices, values), (P, k2) each: some k2 highest of each row (ties at the
+    k2-th value taken arbitrarily), in stable descending order (value, then index)."""
+    vals, idx = torch.topk(v, k2, dim=1, sorted=False)  # the order is made below
+    by_index = torch.argsort(idx, dim=1)
+    idx, vals = torch.gather(idx, 1, by_index), torch.gather(vals, 1, by_index)
+    by_value = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    return torch.gather(idx, 1, by_value), torch.gather(vals, 1, by_value)
 
-    One ``topk`` (rarely two) and two sorts of K' elements instead of a sort of N: every pixel tied
-    with the k-th value is taken in, so ties at the cut are resolved by index as a full sort would.
+
+def top_indices(v: torch.Tensor, k: int) -> torch.Tensor:
+    """(P, N) values -> (P, k) indices of the k highest of each row in rank order (value descending,
+    then index ascending: exactly the first k of a stable descending sort); k is clipped to [0, N].
+
+    One unsorted ``topk`` of k plus a margin (rarely two) and two sorts of that many elements
+    instead of a sort of N: when the k-th value is tied with the margin's last, every pixel tied
+    with it is taken in, so ties at the cut are resolved by index as a full sort would.
     """
     n = v.shape[1]
     k = max(0, min(int(k), n))
     if k == 0:
         return torch.empty(v.shape[0], 0, dtype=torch.long, device=v.device)
     k2 = min(n, k + max(16, k // 16))  # a margin, so that one topk usually holds every tie at the cut
-    vals, idx = torch.topk(v, k2, dim=1, sorted=True)
+    idx, vals = _ranked(v, k2)
     if k2 < n and bool((vals[:, k - 1] == vals[:, -1]).any()):  # a tie may straddle the margin: widen
         k2 = int((v >= vals[:, k - 1:k]).sum(1).max())
-        vals, idx = torch.topk(v, k2, dim=1, sorted=True)
-    by_index = torch.argsort(idx, dim=1)
-    idx, vals = torch.gather(idx, 1, by_index), torch.gather(vals, 1, by_index)
-    by_value = torch.sort(vals, dim=1, descending=True, stable=True).indices
-    return torch.gather(idx, 1, by_value)
+        idx, vals = _ranked(v, k2)
+    return idx[:, :k]
 
 
-def top_indices(v: torch.Tensor, k: int) -> torch.Tensor:
-    """(P, N) values -> (P, k) indices of the k highest (ties by index), in rank order."""
-    return ranked_prefix(v, k)[:, :k]
+class Ranking:
+    """One ranking of (P, N) values shared by every top-k selection made from them (counts, compare
+    selections, occlusion rankings): ``top(k)`` equals ``top_indices(v, k)`` and is a prefix of the
+    longest ranking asked for so far, which is computed once (ask for the longest first).
+    """
+
+    def __init__(self, v: torch.Tensor):
+        self.v = v
+        self._top = torch.empty(v.shape[0], 0, dtype=torch.long, device=v.device)
+
+    def top(self, k: int) -> torch.Tensor:
+        """(P, k) indices of the k highest of each row, in rank order."""
+        k = max(0, min(int(k), self.v.shape[1]))
+        if k > self._top.shape[1]:
+            self._top = top_indices(self.v, k)
+        return self._top[:, :k]
 
 
 def top_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
@@ -153,10 +174,13 @@ def top_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
     return mask.reshape(maps.shape)
 
 
-def rank_below(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """(P, N) values, (P,) sizes -> (P, N) bool: True on the k[i] highest pixels of row i."""
+def rank_below(v: torch.Tensor, k: torch.Tensor, ranking: Ranking | None = None) -> torch.Tensor:
+    """(P, N) values, (P,) sizes -> (P, N) bool: True on the k[i] highest pixels of row i.
+
+    ``ranking``: a :class:`Ranking` of ``v`` (or of values in the same order) to reuse.
+    """
     kmax = int(k.max()) if k.numel() else 0
-    order = top_indices(v, kmax)  # (P, kmax)
+    order = (ranking or Ranking(v)).top(kmax)  # (P, kmax)
     keep = torch.arange(kmax, device=v.device)[None, :] < k[:, None]
     mask = torch.zeros(v.shape, dtype=torch.bool, device=v.device)
     mask.scatter_(1, order, keep)

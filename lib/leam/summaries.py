@@ -31,7 +31,7 @@ import torch
 from .classes import CLASS_COLUMNS
 from .compare import select
 from .counting import COUNTS_SCHEMA, LEVELS, count_classes, selection_names
-from .maps import encode_maps, to_frame, top_indices
+from .maps import Ranking, encode_maps, to_frame
 from .similarity import to_distribution
 
 __all__ = ["STORE_MAPS", "MAPS_SCHEMA", "IMAGE_MAPS_SCHEMA", "RANKINGS_SCHEMA", "IdentitySummaries", "counts_table"]
@@ -128,12 +128,16 @@ class IdentitySummaries:
         order = torch.argsort(anchor * self.n + positive)  # chunk order -> (anchor, positive) order
         anchor, positive, maps = anchor[order], positive[order], maps[order]
         frame = to_frame(maps.float(), self.size, self.window)  # (P, S, S) float32 in [0, 1]
-        counts, sizes = count_classes(frame, self.labels[anchor], **self.count_kw)
+        ranking = Ranking(frame.reshape(len(frame), -1))  # one ranking for every top-k below
+        if layer == self.rank_layer and self.k_max > 0:  # the longest prefix first
+            self.rankings.setdefault(layer, []).append(ranking.top(self.k_max).to(torch.int32).cpu().numpy())
+        counts, sizes = count_classes(frame, self.labels[anchor], **self.count_kw, ranking=ranking)
         a_np, p_np = anchor.cpu().numpy(), positive.cpu().numpy()
         self.pairs.setdefault(layer, []).append((a_np, p_np))
         self.counts.setdefault(layer, []).append((counts.cpu().numpy(), sizes.cpu().numpy()))
         anchors, inverse, n_pos = torch.unique_consecutive(anchor, return_inverse=True, return_counts=True)
-        kinds = [(sel, lambda f, sel=sel: to_distribution(select(f, sel, self.count_kw["full_threshold"]))) for sel in self.selections]
+        kinds = [(sel, lambda f, sel=sel: to_distribution(select(f, sel, self.count_kw["full_threshold"], ranking)))
+                 for sel in self.selections]
         if layer == self.rank_layer:
             kinds.append(("mean", lambda f: f))
         f64 = frame.double()
@@ -143,9 +147,6 @@ class IdentitySummaries:
             mean = (total / n_pos[:, None, None]).float()
             self.image_maps.setdefault((layer, kind), []).append(
                 (anchors.cpu().numpy(), n_pos.cpu().numpy(), mean.cpu().numpy()))
-        if layer == self.rank_layer and self.k_max > 0:
-            self.rankings.setdefault(layer, []).append(
-                top_indices(frame.reshape(len(frame), -1), self.k_max).to(torch.int32).cpu().numpy())
         if self.store_maps == "first_pair":
             first = (anchor == 0) & (positive == 1)
             if bool(first.any()):
