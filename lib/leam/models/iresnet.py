@@ -98,6 +98,7 @@ def iresnet(arch: str = "r50", **kwargs) -> IResNet:
 
 def build(weights: str | Path, arch: str = "r50", num_features: int = 512) -> IResNet:
     """Registry builder: IResNet ``arch`` with the arcface_torch checkpoint at ``weights`` (strict)."""
-    model = iresnet(arch, num_features=num_features)
-    model.load_state_dict(load_state_dict_file(weights, model), strict=True)
-    return model.eval()
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
+        model = iresnet(arch, num_features=num_features)
+    model.load_state_dict(load_state_dict_file(weights, model), strict=True, assign=True)
+    return model.float().eval()
