@@ -117,7 +117,40 @@ def stage_stats(work: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict, float, int]:
+def rows_of(work: Path, pattern: str) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((work / "results").glob(pattern)))
+
+
+def units(work: Path, n_photos: int, n_pairs: int) -> dict[str, tuple[str, int]]:
+    """Per stage: (unit of work, how many) of one run: photos, ordered pairs, the rows compare and
+    occlude write. figures and report draw a fixed set of outputs from tables whose size grows with
+    the pairs (their queries are the work): ordered pairs too."""
+    per = {s: ("photo", n_photos) for s in ("detect", "align", "parse", "population_atlas")}
+    per |= {s: ("ordered pair", n_pairs) for s in ("extract", "aggregate", "figures", "report")}
+    per["compare"] = ("compared map pair", rows_of(work, "compare/**/*.parquet"))
+    per["occlude"] = ("occlusion row", rows_of(work, "occlusion/model=*/*.parquet"))
+    return per
+
+
+def growth_table(results: dict) -> list[str]:
+    """Time per unit of work and peak RSS per stage, smallest vs largest N, and their ratios."""
+    lo, hi = min(results), max(results)
+    lines = [f"| stage | unit | s per 1000 units, N={lo} | N={hi} | growth | peak RSS MB, N={lo} | N={hi} | growth |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for s in STAGES:
+        (st_lo, _, _, u_lo), (st_hi, _, _, u_hi) = results[lo], results[hi]
+        unit, n_lo = u_lo[s]
+        n_hi = u_hi[s][1]
+        t_lo, t_hi = 1000 * st_lo[s]["s"] / max(n_lo, 1), 1000 * st_hi[s]["s"] / max(n_hi, 1)
+        r_lo, r_hi = st_lo[s]["rss"], st_hi[s]["rss"]
+        lines.append(f"| {s} | {unit} | {t_lo:.1f} | {t_hi:.1f} | {t_hi / max(t_lo, 1e-9):.2f}x | {r_lo:.0f} | {r_hi:.0f} | "
+                     f"{r_hi / max(r_lo, 1e-9):.2f}x |")
+    return lines
+
+
+def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict, float, int, dict]:
     """One study of ``people`` people through snakemake; ``reuse``: read a finished run's files instead."""
     work = root / f"n{people}"
     if reuse:
@@ -137,7 +170,8 @@ def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict
 
     con = duckdb.connect(str(work / "results/leam.duckdb"), read_only=True)
     n_pairs = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
-    return stage_stats(work), wall, n_pairs
+    n_photos = con.execute("SELECT count(*) FROM images").fetchone()[0]
+    return stage_stats(work), wall, n_pairs, units(work, n_photos, n_pairs)
 
 
 def main() -> None:
@@ -150,17 +184,17 @@ def main() -> None:
     args = ap.parse_args()
     results = {}
     for n in args.people:
-        stats, wall, n_pairs = run(n, args.photos, args.root, args.reuse)
-        results[n] = (stats, wall, n_pairs)
+        results[n] = stats, wall, n_pairs, _ = run(n, args.photos, args.root, args.reuse)
         print(f"N={n}: {wall:.0f} s, {n_pairs} pairs", flush=True)
     lines = ["| people | pairs | run (s) | " + " | ".join(f"{s} s / MB / MiB out" for s in STAGES) + " |",
              "|---" * (3 + len(STAGES)) + "|"]
-    for n, (st, wall, n_pairs) in results.items():
+    for n, (st, wall, n_pairs, _) in results.items():
         cells = [f"{st[s]['s']:.1f} / {st[s]['rss']:.0f} / {st[s]['bytes'] / 2**20:.1f}" for s in STAGES]
         lines.append(f"| {n} | {n_pairs} | {wall:.0f} | " + " | ".join(cells) + " |")
     # projection: per-stage seconds per ordered pair (extract, occlude, compare, counts) or per person, from the largest N
+    lines += [""] + growth_table(results)
     n_max = max(results)
-    st, wall, n_pairs = results[n_max]
+    st, wall, n_pairs, _ = results[n_max]
     paper_pairs = 1000 * 15 * 14
     lines += ["", f"Projection from N={n_max} ({n_pairs} pairs) to the paper's study (1000 people x 15 photos = "
                   f"{paper_pairs} ordered pairs, 9 models), linear in pairs per stage, this CPU, one IResNet-18 "

@@ -295,10 +295,14 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
                    embeddings: Sequence[str], faces: Sequence[str], aligned: Sequence[str],
                    models: dict, levels: Sequence[float], compare: Sequence[str] = (),
                    occlusion: Sequence[str] = (), atlas: Sequence[str] = (), metadata: dict | None = None,
-                   downloads: Sequence[str] | str = (), memory_mb: float | None = None) -> None:
+                   downloads: Sequence[str] | str = (), memory_mb: float | None = None,
+                   threads: int | None = None) -> None:
     """Write ``db_path`` afresh (atomically) from the Parquet outputs of the earlier stages.
 
-    ``memory_mb``: DuckDB's memory limit (it spills to disk beyond it); None: DuckDB's default.
+    ``memory_mb``: DuckDB's memory limit: it writes table blocks to the database file and spills
+    beyond it (None: DuckDB's default, 80 % of the machine); ``threads``: DuckDB's threads (None:
+    every core). With 1 thread and 128 MB, the job's peak RSS went 253 -> 267 MB from 5 to 20
+    people; with every core and DuckDB's default, 264 -> 358 MB.
     """
     db_path = Path(db_path)
     with atomic_path(db_path) as tmp:
@@ -307,6 +311,8 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
         try:
             if memory_mb:
                 con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
+            if threads:
+                con.execute(f"SET threads = {int(threads)}")
             con.execute(f"CREATE TABLE images AS SELECT * FROM read_parquet({_files(faces)}) ORDER BY identity, image")
             con.execute(f"""CREATE TABLE aligned AS SELECT identity, image, reference, is_reference, size, align_rmse
                             FROM read_parquet({_files(aligned)}) ORDER BY identity, image""")

@@ -19,6 +19,10 @@ rule aggregate:
         models={m: config["models"][m] for m in MODELS},
         levels=config["count"]["levels"],
         metadata=config["metadata"],
+        # DuckDB's buffer pool: table blocks go to the database file, so memory stays flat with the
+        # study's size (benchmarks/scale.py); more only speeds up very large joins
+        duckdb_memory_mb=128,
+    threads: 1
     resources:
         mem_mb=16000,
         runtime=120,

@@ -16,5 +16,6 @@ build_database(
     metadata=dict(snakemake.params.metadata),
     models=dict(snakemake.params.models),
     levels=snakemake.params.levels,
-    memory_mb=0.6 * snakemake.resources.mem_mb,  # DuckDB's share of the job's memory; it spills beyond
+    memory_mb=snakemake.params.duckdb_memory_mb,
+    threads=snakemake.threads,
 )
