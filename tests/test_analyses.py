@@ -103,6 +103,43 @@ def test_compare_stage_by_hand(tmp_path):
     assert read_parquet(tmp_path / "c2.parquet").equals(table)
 
 
+def test_all_zero_maps_are_recorded_as_skipped_not_a_crash(tmp_path):
+    """#12 case 8: deep layers give all-zero maps; compare used to fail inside POT's emd2 (NaN sums)."""
+    import duckdb
+
+    from leam.aggregate import create_analysis_views
+
+    rng = np.random.default_rng(3)
+    maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]}).to_pylist()
+    for r in maps:
+        if r["anchor"] == "c" or r["layer"] == "l2":  # c's maps of every layer; every map of layer l2
+            r["map"] = np.zeros((6, 6), "<f4").tobytes()
+    files = _image_maps_files(tmp_path, pa.Table.from_pylist(maps, schema=MAPS_SCHEMA), 16, ("top1",))
+    n = compare_model(files, tmp_path / "c.parquet", model="m", size=16, selections=("top1",), grid=8,
+                      different_per_image=2, seed=0)
+    df = read_parquet(tmp_path / "c.parquet").to_pandas()
+    assert n == len(df) == 2 * (4 + 10)
+    with_c = (df["image_a"] == "c") | (df["image_b"] == "c")
+    skipped = (df["layer"] == "l2") | with_c
+    assert df.loc[skipped, ["bc", "emd"]].isna().all().all()
+    assert df.loc[~skipped, ["bc", "emd"]].notna().all().all() and (~skipped).sum() > 0
+    assert (df.loc[skipped, "skipped"].str.startswith("all-zero map: ")).all() and df.loc[~skipped, "skipped"].isna().all()
+    assert set(df.loc[with_c & (df["layer"] == "conv1"), "skipped"]) == {"all-zero map: x/c"}
+    con = duckdb.connect()
+    compare = read_parquet(tmp_path / "c.parquet")  # noqa: F841 (DuckDB reads the local)
+    con.execute("CREATE TABLE compare AS SELECT * FROM compare")
+    for name, schema in (("occlusion", OCCLUSION_SCHEMA), ("atlas", ATLAS_SCHEMA)):
+        empty = schema.empty_table()  # noqa: F841
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
+    create_analysis_views(con)
+    got = {(r[0], r[1]): r[2:] for r in con.execute(
+        "SELECT layer, kind, n_pairs, n_skipped FROM compare_summary WHERE selection = 'top1'").fetchall()}
+    for (layer, kind), (n_pairs, n_skipped) in got.items():
+        g = df[(df["layer"] == layer) & (df["kind"] == kind)]
+        assert (n_pairs, n_skipped) == (g["bc"].notna().sum(), g["skipped"].notna().sum())
+    assert got[("l2", "same")] == (0, 4)
+
+
 def test_selection_keeps_the_top_pixels():
     f = torch.tensor([[[0.9, 0.5, 0.005], [0.5, 0.2, 0.0]]], dtype=torch.float64)
     assert select(f, "full").tolist() == [[[0.9, 0.5, 0.0], [0.5, 0.2, 0.0]]]

@@ -209,7 +209,8 @@ def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
     """Views on ``compare``, ``occlusion`` and ``atlas`` (paper Tables 3-6, 9, 21; the atlas)."""
     con.execute("""
         CREATE OR REPLACE VIEW compare_summary AS
-        SELECT model, layer, any_value(layer_idx) AS layer_idx, selection, kind, count(*) AS n_pairs,
+        SELECT model, layer, any_value(layer_idx) AS layer_idx, selection, kind, count(bc) AS n_pairs,
+               count(skipped) AS n_skipped,
                avg(bc) AS mean_bc, stddev_samp(bc) AS std_bc, avg(emd) AS mean_emd, stddev_samp(emd) AS std_emd
         FROM compare GROUP BY model, layer, selection, kind""")
     con.execute("""
@@ -220,7 +221,8 @@ def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
                max(CASE WHEN kind = 'same' THEN mean_emd END) AS emd_same,
                max(CASE WHEN kind = 'different' THEN mean_emd END) AS emd_different,
                max(CASE WHEN kind = 'same' THEN n_pairs END) AS n_same,
-               max(CASE WHEN kind = 'different' THEN n_pairs END) AS n_different
+               max(CASE WHEN kind = 'different' THEN n_pairs END) AS n_different,
+               sum(n_skipped) AS n_skipped
         FROM compare_summary GROUP BY model, layer, selection""")
     con.execute("""
         CREATE OR REPLACE VIEW occlusion_by_model AS

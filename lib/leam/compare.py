@@ -44,8 +44,9 @@ COMPARE_SCHEMA = pa.schema([
     ("image_a", pa.string()),
     ("identity_b", pa.string()),
     ("image_b", pa.string()),
-    ("bc", pa.float64()),
-    ("emd", pa.float64()),
+    ("bc", pa.float64()),  # NULL when skipped
+    ("emd", pa.float64()),  # NULL when skipped
+    ("skipped", pa.string()),  # why the pair was not compared (an all-zero map has no distribution); NULL: compared
 ])
 
 
@@ -118,6 +119,12 @@ def _pairs(images: Sequence[tuple[str, str]], different_per_image: int, seed: in
     return same, diff
 
 
+def _skip_reason(a: tuple[str, str], b: tuple[str, str], empty: set) -> str | None:
+    """Why the pair (a, b) of (identity, image) keys cannot be compared, or None."""
+    gone = [f"{i}/{m}" for i, m in (a, b) if (i, m) in empty]
+    return f"all-zero map: {', '.join(gone)}" if gone else None
+
+
 def compare_model(image_maps_paths, out_path: str, *, model: str, size: int, selections: Sequence[str] = ("top1",),
                   grid: int = 16, different_per_image: int = 5, seed: int = 0, batch: int = 256) -> int:
     """Compare stage for one model: BC and EMD of same- and different-identity image maps.
@@ -135,19 +142,24 @@ def compare_model(image_maps_paths, out_path: str, *, model: str, size: int, sel
                     log.warning("%s %s: no %s image maps (was extract run with this selection?)", model, layer, selection)
                     continue
                 index = {k: i for i, k in enumerate(images)}
+                empty = {images[i] for i in np.flatnonzero(maps.reshape(len(maps), -1).max(1) <= 0)}
+                if empty:
+                    log.warning("%s %s %s: %d of %d images have an all-zero map (no pixel selected): their pairs "
+                                "are recorded as skipped", model, layer, selection, len(empty), len(images))
                 same, diff = _pairs(images, different_per_image, seed)
                 for kind, pairs in (("same", same), ("different", diff)):
                     for b0 in range(0, len(pairs), batch):
                         part = pairs[b0:b0 + batch]
                         p = torch.from_numpy(maps[[index[a] for a, _ in part]]).double()
                         q = torch.from_numpy(maps[[index[b] for _, b in part]]).double()
+                        why = [_skip_reason(a, b, empty) for a, b in part]
                         bc = bhattacharyya(p, q).tolist()
                         pc, qc = coarsen(p, grid).numpy(), coarsen(q, grid).numpy()
-                        emd = [emd_exact(x, y, size) for x, y in zip(pc, qc)]
+                        emd = [None if w else emd_exact(x, y, size) for x, y, w in zip(pc, qc, why)]
                         sink.add([{"model": model, "layer": layer, "layer_idx": li, "selection": selection,
                                    "kind": kind, "identity_a": a[0], "image_a": a[1], "identity_b": b[0],
-                                   "image_b": b[1], "bc": float(bc_i), "emd": float(e)}
-                                  for (a, b), bc_i, e in zip(part, bc, emd)])
+                                   "image_b": b[1], "bc": None if w else float(bc_i), "emd": e, "skipped": w}
+                                  for (a, b), bc_i, e, w in zip(part, bc, emd, why)])
                 log.info("%s %s %s: %d same-identity, %d different-identity pairs", model, layer, selection,
                          len(same), len(diff))
     return sink.rows

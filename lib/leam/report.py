@@ -179,7 +179,7 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
              "SELECT model, class, full_activation, top0_1, top1, top5, top10, top100 FROM threshold_table "
              "WHERE full_activation IS NOT NULL ORDER BY model, top1 DESC"),
             ("table-compare", "BC and EMD per layer, same vs different identity (Tables 3-6)",
-             "SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different, n_same, n_different "
+             "SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different, n_same, n_different, n_skipped "
              "FROM compare_table ORDER BY model, selection, layer_idx"),
             ("table-occlusion", "Cosine drop, LEAM-guided vs random occlusion (Table 9)",
              "SELECT * FROM occlusion_table ORDER BY size_pct"),
