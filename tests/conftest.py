@@ -158,10 +158,10 @@ def link_weights(workdir: Path) -> None:
     (workdir / NPM_DIR).symlink_to(REPO / NPM_DIR, target_is_directory=True)
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in ``workdir`` with its config.yaml, 2 cores."""
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(workdir / "config.yaml"), *args]
+def snakemake(workdir: Path, *args: str, cores: str | None = "2") -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir`` with its config.yaml, 2 cores (None: no --cores)."""
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           *(["--cores", cores] if cores else []), "--configfile", str(workdir / "config.yaml"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 

@@ -28,7 +28,7 @@ rule extract:
         selections=config["compare"]["selections"],
         rank_layer=lambda wildcards: dict(OCCLUDE_SOURCES).get(wildcards.model),
         rank_pixels=RANK_PIXELS,
-    threads: workflow.cores
+    threads: lambda wildcards: workflow.cores or 1  # all the cores; a callable, so --unlock needs no --cores
     resources:
         gpu=1,  # used when present; a CPU-only profile sets it to 0 (profiles/slurm-local)
         mem_mb=16000,

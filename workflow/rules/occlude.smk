@@ -39,7 +39,7 @@ rule occlude:
         seed=config["seed"],
         device=config["extract"]["device"],
         frame_padding=config["align"]["padding"],
-    threads: workflow.cores
+    threads: lambda wildcards: workflow.cores or 1  # all the cores; a callable, so --unlock needs no --cores
     resources:
         gpu=1,  # every configured model re-embeds the occluded frames
         mem_mb=16000,
