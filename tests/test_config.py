@@ -58,6 +58,26 @@ def test_bad_builder_and_device_patterns(cfg):
     assert "extract.device: 'gpu0' does not match" in str(e.value)
 
 
+def test_only_trusted_modules_build_models(cfg):
+    """#12 case 9: ``builder: os:system`` used to pass validation and run the weights path as a command."""
+    cfg["models"]["dlib_resnet"]["builder"] = "os:system"
+    with pytest.raises(ConfigError, match=r"models.dlib_resnet.builder: 'os:system' is not a model builder leam trusts.*"
+                                          r"list its module 'os' under builder_modules"):
+        validate_config(copy.deepcopy(cfg))
+    for builder, listed in (("mylab.nets:build", ["mylab"]), ("mylab.nets:build", ["mylab.nets"]),
+                            ("leam.models.iresnet:build", [])):
+        ok = copy.deepcopy(cfg)
+        ok["models"]["dlib_resnet"]["builder"] = builder
+        ok["builder_modules"] = listed
+        validate_config(ok)
+    for builder, listed in (("mylab_evil:build", ["mylab"]), ("leam.modelsx:build", []), ("leam:build", [])):
+        bad = copy.deepcopy(cfg)
+        bad["models"]["dlib_resnet"]["builder"] = builder
+        bad["builder_modules"] = listed
+        with pytest.raises(ConfigError, match="not a model builder leam trusts"):
+            validate_config(bad)
+
+
 def test_yaml_errors_name_the_file(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("models: [unclosed\n")

@@ -98,9 +98,15 @@ def _cross_checks(cfg: dict) -> list[str]:
     for lv in levels:
         if not math.isclose(round(lv * 100), lv * 100, abs_tol=1e-6):
             out.append(f"count.levels: {lv} is not a multiple of 0.01 %")
+    trusted = ["leam.models", *cfg["builder_modules"]]
     for name, m in cfg["models"].items():
         if len(set(m["layers"].values())) != len(m["layers"]):
             out.append(f"models.{name}.layers: two names point at the same module path")
+        module = m["builder"].partition(":")[0]
+        if not any(module == t or module.startswith(t + ".") for t in trusted):
+            out.append(f"models.{name}.builder: {m['builder']!r} is not a model builder leam trusts: a builder runs as "
+                       f"code with your permissions, so only leam.models.* builders run unless you list its module "
+                       f"{module!r} under builder_modules")
     return out
 
 
