@@ -126,10 +126,29 @@ def test_corrupt_pixel_data_is_decode_error(tmp_path):
     assert _rejected(bad).reason == "decode-error"
 
 
-def test_too_small_to_be_a_photo_is_decode_error(tmp_path):
+@pytest.mark.parametrize("size", [(1, 1), (4, 7)])
+def test_too_small_to_be_a_photo(tmp_path, size):
+    """#12 case 12: a 1x1 image used to say ``decode-error: unusable shape``."""
     p = tmp_path / "tiny.png"
-    Image.new("RGB", (4, 4), (10, 20, 30)).save(p)
-    assert _rejected(p).reason == "decode-error"
+    Image.new("RGB", size, (10, 20, 30)).save(p)
+    err = _rejected(p)
+    assert (err.reason, err.detail) == ("too-small", f"{size[0]}x{size[1]} pixels: a face photo needs at least 8 on each side")
+
+
+@pytest.mark.parametrize("value", [0, 9, 2])
+def test_exif_orientation_notes(tmp_path, value):
+    """#12 case 12: orientation 0 (invalid) used to be noted as "exif-orientation 0 applied"."""
+    p = tmp_path / "o.jpg"
+    im = Image.fromarray(np.tile(np.arange(30, dtype=np.uint8)[None, :, None], (20, 1, 3)))
+    exif = Image.Exif()
+    exif[0x0112] = value
+    im.save(p, exif=exif)
+    got = load_rgb(p)
+    if value == 2:  # mirrored: applied
+        assert got.notes[0] == "exif-orientation 2 applied" and got.rgb[0, 0, 0] > got.rgb[0, -1, 0]
+    else:
+        assert got.notes[0] == f"exif-orientation {value} is not a valid value (1-8): ignored"
+        assert got.rgb[0, 0, 0] < got.rgb[0, -1, 0] and got.size == (30, 20)
 
 
 def test_max_pixels_limit(tmp_path):
@@ -148,7 +167,9 @@ def test_decompression_bomb_header_is_too_large(tmp_path, size):
     p = _png_header_only(tmp_path / "bomb.png", *size)
     assert p.stat().st_size < 1000
     assert size[0] * size[1] > MAX_PIXELS
-    assert _rejected(p).reason == "too-large"
+    err = _rejected(p)
+    # leam's limit, not PIL's (twice it): #12 case 12
+    assert (err.reason, err.detail) == ("too-large", f"{size[0] * size[1]} pixels > {MAX_PIXELS} (not decoded)")
 
 
 def test_header_below_leam_limit_is_not_too_large(tmp_path):

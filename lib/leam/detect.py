@@ -5,7 +5,7 @@ of faces at or above ``min_score``, the 68 landmarks (image pixels, x then y), a
 
 * ``ok``: one face, landmarks found, not a duplicate;
 * ``rejected``: unusable, with a ``reason`` (``no-face``, ``multiple-faces``, ``empty-file``,
-  ``not-an-image``, ``truncated``, ``decode-error``, ``too-large``);
+  ``not-an-image``, ``truncated``, ``decode-error``, ``too-large``, ``too-small``);
 * ``duplicate``: the same photo as ``duplicate_of`` (same identity), by file hash (``exact``) or by
   near-identical face chips (``near``: mean absolute difference of 64x64 greyscale dlib chips
   below ``near_duplicate_mad`` grey levels; catches re-encodes, resizes and crops of one photo).

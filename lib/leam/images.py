@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = ["ImageRejected", "LoadedImage", "load_rgb", "MAX_PIXELS", "MAX_BYTES"
 
 #: Largest accepted image, in pixels (a 12k x 8k photo). Larger files are rejected as bombs.
 MAX_PIXELS = 100_000_000
+MIN_SIDE = 8  # pixels; smaller is no photo of a face
 
 #: Largest accepted file, in bytes (checked before reading it).
 MAX_BYTES = 256 * 2**20
@@ -92,7 +94,7 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes
 
     Raises:
         ImageRejected: with reason ``empty-file``, ``too-large-file``, ``not-an-image``,
-            ``too-large``, ``truncated`` or ``decode-error``.
+            ``too-large``, ``too-small``, ``truncated`` or ``decode-error``.
     """
     path = Path(path)
     if data is None:
@@ -125,7 +127,10 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageRejected(path, "too-large", str(e)) from None
+        # PIL's message quotes its own limit (twice leam's for the error): say leam's
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{claimed.group(1)} pixels" if claimed else "the header's size"
+        raise ImageRejected(path, "too-large", f"{size} > {max_pixels} (not decoded)") from None
     except UnidentifiedImageError:
         raise ImageRejected(path, "not-an-image", "no image format recognised") from None
     except OSError as e:
@@ -138,9 +143,12 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes
     notes: list[str] = []
     source_mode = im.mode
     orientation = im.getexif().get(0x0112, 1)
-    if orientation not in (1, None):
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
         im = ImageOps.exif_transpose(im)
         notes.append(f"exif-orientation {orientation} applied")
+    elif orientation not in (1, None):
+        notes.append(f"exif-orientation {orientation!r} is not a valid value (1-8): ignored")
+        orientation = 1
     upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # EXIF 5-8 swap the axes
     im = _to_rgb8(im, notes)
     if s < 1.0:
@@ -149,8 +157,9 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes
             im = im.resize(target, Image.Resampling.LANCZOS)
         notes.append(f"reduced to {target[0]}x{target[1]} (max_side {max_side})")
     rgb = np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 8:
-        raise ImageRejected(path, "decode-error", f"unusable shape {rgb.shape}")
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise ImageRejected(path, "too-small", f"{upright[0]}x{upright[1]} pixels: a face photo needs at least "
+                                               f"{MIN_SIDE} on each side")
     scale = (rgb.shape[1] / upright[0], rgb.shape[0] / upright[1])
     return LoadedImage(rgb=rgb, source_mode=source_mode, source_format=fmt, notes=tuple(notes), size=upright,
                        scale=scale)
