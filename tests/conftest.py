@@ -177,6 +177,14 @@ def pipeline_run(sample_raw, tmp_path_factory):
     (raw / "biden" / "notes.txt").write_text("not a photo\n")
     (raw / "nobody").mkdir()
     Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(raw / "nobody" / "grey.png")
+    # inputs that are no photos of a person's folder (#12 cases 1 and 12): a folder with braces (a
+    # Snakemake wildcard to it), a dangling link, a FIFO, a sub-folder, a photo outside any folder
+    (raw / "new{x}").mkdir()
+    shutil.copy(raw / "obama" / "obama3.jpg", raw / "new{x}" / "face.jpg")
+    (raw / "obama" / "gone.jpg").symlink_to(d / "nowhere.jpg")
+    os.mkfifo(raw / "biden" / "pipe.jpg")
+    (raw / "biden" / "more").mkdir()
+    shutil.copy(raw / "obama" / "obama3.jpg", raw / "loose.jpg")
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["input"] = {"dir": "data/raw", "sample": None}
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -666,3 +666,41 @@ def test_a_huge_non_image_is_rejected_without_being_read(tmp_path):
     got = _detect_in_child(path)
     assert got["status"] == "rejected" and got["reason"].startswith("too-large-file"), got
     assert str(2**30) in got["reason"] and got["rss_mb"] < 400, got
+
+
+def test_inputs_that_are_no_photos_are_listed_with_their_reason(tmp_path):
+    """#12 cases 1 and 12: braces, backslashes, dangling links, FIFOs, sub-folders and loose files
+    used to be skipped without a row (or, braces, to stop Snakemake); each now has its reason and a
+    rejected row, and the usable photos are listed as before."""
+    import os
+
+    from leam.dataset import list_inputs
+
+    raw = tmp_path / "raw"
+    for folder, name in (("a{x}", "p.jpg"), ("b", "q.jpg"), ("b", "r{1}.jpg"), ("c\\d", "z.jpg")):
+        (raw / folder).mkdir(parents=True, exist_ok=True)
+        (raw / folder / name).write_bytes(b"x")
+    os.symlink(tmp_path / "nowhere", raw / "b" / "dangling.jpg")
+    os.symlink(raw / "b" / "q.jpg", raw / "b" / "link.jpg")  # a link to a file is a file
+    os.mkfifo(raw / "b" / "fifo.jpg")
+    (raw / "b" / "sub").mkdir()
+    (raw / "flat.jpg").write_bytes(b"x")
+    (raw / "MANIFEST.sha256").write_text("")
+    (raw / "b" / ".hidden").write_bytes(b"x")
+    entries, unusable = list_inputs(raw)
+    assert [(e.identity, e.image) for e in entries] == [("b", "link.jpg"), ("b", "q.jpg")]
+    assert {(u.identity, u.image): u.reason for u in unusable} == {
+        ("a{x}", "p.jpg"): "unusable-name: folder '{' or '}' in the name (Snakemake reads braces as wildcards): rename it",
+        ("b", "r{1}.jpg"): "unusable-name: file '{' or '}' in the name (Snakemake reads braces as wildcards): rename it",
+        ("c\\d", "z.jpg"): "unusable-name: folder '\\' in the name: rename it",
+        ("b", "dangling.jpg"): "not-a-file: a symbolic link to nothing",
+        ("b", "fifo.jpg"): "not-a-file: a FIFO",
+        ("b", "sub"): "not-a-file: a folder (photos go one level deep: {identity}/{image})",
+        ("", "flat.jpg"): f"not-in-a-person-folder: photos go in {raw}/{{identity}}/{{image}}",
+    }
+    table = detect_shard([], str(tmp_path / "faces.parquet"),
+                         unusable=[(u.identity, u.image, u.path, u.reason) for u in unusable])
+    rows = table.to_pylist()
+    assert [(r["identity"], r["image"]) for r in rows] == sorted((u.identity, u.image) for u in unusable)
+    assert all(r["status"] == "rejected" and r["bytes"] == 0 for r in rows)
+

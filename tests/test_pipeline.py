@@ -56,7 +56,13 @@ def test_bad_input_is_recorded_and_costs_nothing_else(run):
     d, _ = run
     con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
     rejects = {(r[0], r[1]): (r[2], r[3]) for r in con.execute("SELECT identity, image, status, reason FROM rejects").fetchall()}
-    assert set(rejects) == {("obama", "broken.jpg"), ("biden", "notes.txt"), ("nobody", "grey.png"), ("obama", "32bit.png")}
+    unusable = {("new{x}", "face.jpg"): "unusable-name: folder '{' or '}' in the name",
+                ("obama", "gone.jpg"): "not-a-file: a symbolic link to nothing", ("biden", "pipe.jpg"): "not-a-file: a FIFO",
+                ("biden", "more"): "not-a-file: a folder", ("", "loose.jpg"): "not-in-a-person-folder: photos go in "}
+    assert set(rejects) == {("obama", "broken.jpg"), ("biden", "notes.txt"), ("nobody", "grey.png"), ("obama", "32bit.png"),
+                            *unusable}
+    for key, reason in unusable.items():  # each with its reason, none read (#12 cases 1 and 12)
+        assert rejects[key][0] == "rejected" and rejects[key][1].startswith(reason), (key, rejects[key])
     assert rejects[("obama", "broken.jpg")][1].startswith(("truncated", "decode-error"))
     assert rejects[("biden", "notes.txt")][1].startswith("not-an-image")
     assert rejects[("nobody", "grey.png")] == ("rejected", "no-face")

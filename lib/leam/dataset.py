@@ -37,6 +37,8 @@ __all__ = [
     "sample_caveats",
     "ImageEntry",
     "list_images",
+    "list_inputs",
+    "Unusable",
     "entries_from_paths",
     "shard_of",
     "MANIFEST_NAME",
@@ -192,27 +194,79 @@ class ImageEntry:
     path: str
 
 
-_SAFE = re.compile(r"^[^/\\\x00]+$")
+@dataclass(frozen=True)
+class Unusable:
+    """An input that cannot be a photo of the study, and why (it becomes a ``rejected`` row)."""
+
+    identity: str  # "" for a file directly in the input folder
+    image: str
+    path: str
+    reason: str
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a folder or file name cannot be used, or None."""
+    if "{" in name or "}" in name:
+        return "'{' or '}' in the name (Snakemake reads braces as wildcards): rename it"
+    if "\\" in name:
+        return "'\\' in the name: rename it"
+    return None
+
+
+def _kind_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable regular file (symbolic links followed), or None."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not-a-file: a symbolic link to nothing" if path.is_symlink() else "not-a-file: vanished while listed"
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "not-a-file: a folder (photos go one level deep: {identity}/{image})"
+    kind = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+            stat.S_ISBLK: "a block device"}
+    return "not-a-file: " + next((v for f, v in kind.items() if f(mode)), "not a regular file")
+
+
+def list_inputs(raw_dir: str | os.PathLike) -> tuple[list[ImageEntry], list[Unusable]]:
+    """The files under ``raw_dir/{identity}/`` (one level, hidden names skipped), sorted, and every
+    other visible entry with the reason it cannot be used: a name with braces or a backslash, a
+    dangling link, a FIFO, socket or device, a sub-folder, a file outside any person's folder.
+
+    Files of any content are listed: the detect stage decides what is a usable photo and records
+    why the others are not.
+    """
+    raw_dir = Path(raw_dir)
+    entries: list[ImageEntry] = []
+    unusable: list[Unusable] = []
+    if not raw_dir.is_dir():
+        return entries, unusable
+    for top in sorted(p for p in raw_dir.iterdir() if not p.name.startswith(".")):
+        if not top.is_dir():
+            if top.name != MANIFEST_NAME:
+                unusable.append(Unusable("", top.name, str(top), _kind_problem(top) or
+                                         f"not-in-a-person-folder: photos go in {raw_dir}/{{identity}}/{{image}}"))
+            continue
+        folder_problem = _name_problem(top.name)
+        for f in sorted(top.iterdir()):
+            if f.name.startswith("."):
+                continue
+            why = (f"unusable-name: folder {folder_problem}" if folder_problem else None) or (
+                f"unusable-name: file {p}" if (p := _name_problem(f.name)) else None) or _kind_problem(f)
+            if why:
+                unusable.append(Unusable(top.name, f.name, str(f), why))
+            else:
+                entries.append(ImageEntry(top.name, f.name, str(f)))
+    return entries, unusable
 
 
 def list_images(raw_dir: str | os.PathLike) -> list[ImageEntry]:
-    """Every file under ``raw_dir/{identity}/`` (one level, hidden files skipped), sorted.
-
-    Files of any type are listed: the detect stage decides what is a usable photo and records why
-    the others are not.
-    """
-    raw_dir = Path(raw_dir)
-    entries = []
-    if not raw_dir.is_dir():
-        return entries
-    for ident_dir in sorted(p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not _SAFE.match(ident_dir.name):
-            continue
-        for f in sorted(ident_dir.iterdir()):
-            if f.name.startswith(".") or not f.is_file():
-                continue
-            entries.append(ImageEntry(ident_dir.name, f.name, str(f)))
-    return entries
+    """The usable entries of :func:`list_inputs`."""
+    return list_inputs(raw_dir)[0]
 
 
 def shard_of(identity: str, n_shards: int) -> int:

@@ -217,14 +217,21 @@ def faces_table(dets: Sequence[Detection]) -> pa.Table:
 
 
 def detect_shard(entries: Sequence[ImageEntry], out_path: str, *, upsample: int = 1, min_score: float = 0.0,
-                 near_duplicate_mad: float = 6.0, max_side: int | None = None) -> pa.Table:
+                 near_duplicate_mad: float = 6.0, max_side: int | None = None,
+                 unusable: Sequence[tuple[str, str, str, str]] = ()) -> pa.Table:
     """Detect stage for one shard: write the faces table to ``out_path`` and return it.
 
-    ``max_side``: detect on copies reduced to this many pixels on the longer side (None: full size).
+    ``max_side``: detect on copies reduced to this many pixels on the longer side (None: full size);
+    ``unusable``: (identity, image, path, reason) of the shard's inputs that are no files or have
+    unusable names (:func:`leam.dataset.list_inputs`): rejected rows with that reason, not read.
     """
     detector = FaceDetector(upsample=upsample, min_score=min_score)
     dets = detect_images(entries, detector, max_side=max_side)
     find_duplicates(dets, near_duplicate_mad)
+    for identity, image, path, reason in unusable:
+        log.info("%s/%s: rejected (%s)", identity, image, reason)
+    dets = sorted(dets + [Detection(i, m, p, status="rejected", reason=r) for i, m, p, r in unusable],
+                  key=lambda d: (d.identity, d.image))
     table = faces_table(dets)
     write_parquet(table, out_path)
     n_ok = sum(d.status == "ok" for d in dets)

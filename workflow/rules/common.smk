@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.logging import logger
 
 from leam.config import occlusion_sources, validate_config
-from leam.dataset import MANIFEST_NAME, list_images, sample_caveats, shard_of
+from leam.dataset import MANIFEST_NAME, list_inputs, sample_caveats, shard_of
 from leam.models import check_weights, missing_file_message
 from leam.occlude import n_occluded
 
@@ -63,10 +63,19 @@ def sample_manifest():
 
 
 def shard_images(wildcards):
-    """Every file of the shard's identities under input.dir (known after the sample checkpoint)."""
+    """Every usable file of the shard's identities under input.dir (known after the sample checkpoint)."""
     sample_manifest()
     n = config["shards"]
-    return [e.path for e in list_images(RAW) if shard_of(e.identity, n) == int(wildcards.shard)]
+    return [e.path for e in list_inputs(RAW)[0] if shard_of(e.identity, n) == int(wildcards.shard)]
+
+
+def shard_unusable(wildcards):
+    """The shard's entries under input.dir that cannot be photos, with their reasons (detect records
+    them as rejected): [(identity, image, path, reason)]."""
+    sample_manifest()
+    n = config["shards"]
+    return [(u.identity, u.image, u.path, u.reason) for u in list_inputs(RAW)[1]
+            if shard_of(u.identity, n) == int(wildcards.shard)]
 
 
 HAVE_METADATA = bool(config["metadata"]["identities"] or config["metadata"]["ages"])

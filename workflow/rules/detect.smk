@@ -11,6 +11,7 @@ rule detect:
         min_score=config["detect"]["min_score"],
         near_duplicate_mad=config["detect"]["near_duplicate_mad"],
         max_side=config["detect"]["max_side"],
+        unusable=shard_unusable,
     resources:
         mem_mb=4000,
         runtime=120,

@@ -10,4 +10,5 @@ detect_shard(
     min_score=snakemake.params.min_score,
     near_duplicate_mad=snakemake.params.near_duplicate_mad,
     max_side=snakemake.params.max_side,
+    unusable=snakemake.params.unusable,
 )
