@@ -704,3 +704,22 @@ def test_inputs_that_are_no_photos_are_listed_with_their_reason(tmp_path):
     assert [(r["identity"], r["image"]) for r in rows] == sorted((u.identity, u.image) for u in unusable)
     assert all(r["status"] == "rejected" and r["bytes"] == 0 for r in rows)
 
+
+def test_an_input_folder_without_photos_is_refused(tmp_path, monkeypatch):
+    """#12 case 4: a missing input.dir, or a flat folder of photos, used to run as an empty study."""
+    from leam.dataset import input_problem
+
+    monkeypatch.chdir(tmp_path)
+    assert input_problem("data/doesnotexist") == (
+        f"input.dir 'data/doesnotexist' does not exist (in {tmp_path}): put the photos in "
+        "data/doesnotexist/{identity}/{image}, one folder per person, or set input.sample")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        (flat / f"{i}.jpg").write_bytes(b"x")
+    assert input_problem(flat) == (f"input.dir '{flat}' holds no file in a person's folder; 3 file(s) lie directly "
+                                   f"in it: put the photos in {flat}/{{identity}}/{{image}}, one folder per person")
+    (flat / "ann").mkdir()
+    (flat / "ann" / "a.jpg").write_bytes(b"x")
+    assert input_problem(flat) is None
+

@@ -76,6 +76,23 @@ def test_bad_input_is_recorded_and_costs_nothing_else(run):
 
 
 @pytest.mark.parametrize("model", ["dlib_resnet", "mobileface"])  # the whole chip, and the arcface window
+def test_a_wrong_input_dir_stops_before_any_job(run, tmp_path):
+    """#12 case 4: a missing input.dir or a flat folder of photos used to be a successful, empty
+    study that replaced the last database and report."""
+    d, _ = run
+    before = {p: (d / p).stat().st_mtime_ns for p in ("results/leam.duckdb", "results/report.html")}
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.jpg").write_bytes((d / "data/raw/obama/obama.jpg").read_bytes())
+    for where, says in (("data/doesnotexist", "input.dir 'data/doesnotexist' does not exist"),
+                        (str(flat), f"input.dir '{flat}' holds no file in a person's folder; 1 file(s) lie directly in it")):
+        override = tmp_path / "input.yaml"
+        override.write_text(yaml.safe_dump({"input": {"dir": where, "sample": None}}))
+        proc = snakemake(d, "--configfile", str(d / "config.yaml"), str(override))
+        assert proc.returncode != 0 and says in proc.stderr, proc.stderr[-2000:]
+    assert before == {p: (d / p).stat().st_mtime_ns for p in before}
+
+
 def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run, model):
     d, cfg = run
     maps = read_parquet(d / f"results/maps/model={model}/shard-000.parquet").to_pylist()

@@ -38,6 +38,7 @@ __all__ = [
     "ImageEntry",
     "list_images",
     "list_inputs",
+    "input_problem",
     "Unusable",
     "entries_from_paths",
     "shard_of",
@@ -262,6 +263,25 @@ def list_inputs(raw_dir: str | os.PathLike) -> tuple[list[ImageEntry], list[Unus
             else:
                 entries.append(ImageEntry(top.name, f.name, str(f)))
     return entries, unusable
+
+
+def input_problem(raw_dir: str | os.PathLike) -> str | None:
+    """Why a folder of the user's own photos cannot start a run (missing, not a folder, no photo in
+    a person's folder), or None. Checked before any job runs, so a wrong ``input.dir`` never
+    replaces the last good results with an empty study."""
+    raw_dir = Path(raw_dir)
+    layout = f"put the photos in {raw_dir}/{{identity}}/{{image}}, one folder per person"
+    if not raw_dir.exists():
+        return f"input.dir {str(raw_dir)!r} does not exist (in {Path.cwd()}): {layout}, or set input.sample"
+    if not raw_dir.is_dir():
+        return f"input.dir {str(raw_dir)!r} is not a folder: {layout}"
+    entries, unusable = list_inputs(raw_dir)
+    if entries:
+        return None
+    loose = sum(u.identity == "" for u in unusable)
+    found = f"; {loose} file(s) lie directly in it" if loose else ""
+    others = f"; {len(unusable) - loose} other entr(ies) cannot be used" if len(unusable) > loose else ""
+    return f"input.dir {str(raw_dir)!r} holds no file in a person's folder{found}{others}: {layout}"
 
 
 def list_images(raw_dir: str | os.PathLike) -> list[ImageEntry]:

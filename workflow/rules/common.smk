@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.logging import logger
 
 from leam.config import occlusion_sources, validate_config
-from leam.dataset import MANIFEST_NAME, list_inputs, sample_caveats, shard_of
+from leam.dataset import MANIFEST_NAME, input_problem, list_inputs, sample_caveats, shard_of
 from leam.models import check_weights, missing_file_message
 from leam.occlude import n_occluded
 
@@ -24,6 +24,9 @@ os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 RAW = config["input"]["dir"]
 SHARDS = [f"{s:03d}" for s in range(config["shards"])]
+# your own photos: a missing or empty input.dir stops here, before any job replaces the last results
+if not config["input"]["sample"] and not config["input"]["urls"] and (_msg := input_problem(RAW)):
+    raise ValueError(_msg)
 
 # Models whose weight file is absent are left out (loudly); the others run. A file that is present
 # but wrong (sha256) fails that model's extract job with the same kind of message.
