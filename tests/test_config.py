@@ -78,6 +78,21 @@ def test_only_trusted_modules_build_models(cfg):
             validate_config(bad)
 
 
+def test_the_sample_never_lands_among_your_photos(cfg):
+    """#12 case 5: changing only input.dir used to copy the sample photos into the user's folder."""
+    from leam.config import photo_dir
+
+    assert photo_dir(validate_config(copy.deepcopy(cfg))) == "data/sample"
+    mine = copy.deepcopy(cfg)
+    mine["input"]["dir"] = "photos/mine"
+    with pytest.raises(ConfigError, match=r"input: dir \(photos/mine\) and sample .* are both set: to study your photos "
+                                          r"in photos/mine, set input.sample: null"):
+        validate_config(mine)
+    mine["input"]["sample"] = None
+    assert photo_dir(validate_config(mine)) == "photos/mine"
+    assert photo_dir(validate_config({"models": cfg["models"], "input": {"sample": None}})) == "data/raw"
+
+
 def test_yaml_errors_name_the_file(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("models: [unclosed\n")

@@ -88,10 +88,24 @@ def validate_config(cfg: dict, *, source: str = "config.yaml") -> dict:
     return cfg
 
 
+#: where input.sample's photos are copied: a folder of leam's, never the user's input.dir
+SAMPLE_DIR = "data/sample"
+
+
+def photo_dir(cfg: dict) -> str:
+    """The folder of the run's photos ({dir}/{identity}/{image}): data/sample for input.sample,
+    else input.dir (data/raw when null)."""
+    return SAMPLE_DIR if cfg["input"]["sample"] else (cfg["input"]["dir"] or "data/raw")
+
+
 def _cross_checks(cfg: dict) -> list[str]:
     out = []
     if cfg["input"]["sample"] and cfg["input"]["urls"]:
         out.append("input: set either sample (the embedded photos) or urls (a URL list to download), not both")
+    if cfg["input"]["sample"] and cfg["input"]["dir"]:
+        out.append(f"input: dir ({cfg['input']['dir']}) and sample ({cfg['input']['sample']}) are both set: to study "
+                   f"your photos in {cfg['input']['dir']}, set input.sample: null; to run the sample, leave input.dir "
+                   f"out (its photos are kept in {SAMPLE_DIR}, never among yours)")
     levels = cfg["count"]["levels"]
     if list(levels) != sorted(set(levels)):
         out.append(f"count.levels: must be increasing without repeats (got {levels})")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.logging import logger
 
-from leam.config import occlusion_sources, validate_config
+from leam.config import occlusion_sources, photo_dir, validate_config
 from leam.dataset import MANIFEST_NAME, input_problem, list_inputs, sample_caveats, shard_of
 from leam.models import check_weights, missing_file_message
 from leam.occlude import n_occluded
@@ -22,7 +22,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
-RAW = config["input"]["dir"]
+RAW = photo_dir(config)  # input.dir, or data/sample for input.sample
 SHARDS = [f"{s:03d}" for s in range(config["shards"])]
 # your own photos: a missing or empty input.dir stops here, before any job replaces the last results
 if not config["input"]["sample"] and not config["input"]["urls"] and (_msg := input_problem(RAW)):

@@ -1,6 +1,6 @@
-# Input photos. The embedded default fetches the real photos of the face_recognition 1.3.0 sdist
-# with pip (checked by sha256) into input.dir; a URL list (input.urls) is downloaded into it;
-# photos already in input.dir need no rule.
+# Input photos. The embedded default copies its sample sets (checked by sha256) into data/sample,
+# never among the user's photos; a URL list (input.urls) is downloaded into input.dir; photos
+# already in input.dir need no rule.
 
 
 checkpoint sample_photos:
