@@ -167,24 +167,60 @@ def test_names_from_the_list_cannot_escape(server, tmp_path):
     evil = ["../../evil", "/etc/passwd", "a/b", "..", ".hidden", "ｅｖｉｌ\u202etxt", "C:\\\\win", "", "ok name"]
     rows = ["identity,url,image"] + [f'"{name}",{server.base}/ok/{i}.jpg,"../{i}.jpg"' for i, name in enumerate(evil)]
     (tmp_path / "urls.csv").write_text("\n".join(rows) + "\n")
-    entries = read_url_list(tmp_path / "urls.csv")
-    assert len(entries) == len(evil) - 1  # the empty identity is not a usable row
+    skipped = []
+    entries = read_url_list(tmp_path / "urls.csv", skipped)
+    assert len(entries) == len(evil) - 1  # the empty identity is not a usable row, but it has one (#12 case 12)
+    assert [(o.status, o.reason) for o in skipped] == [("skipped", "no-identity: urls.csv line 9 has no identity")]
     raw = tmp_path / "data" / "raw"
-    table = download_all(entries, raw, tmp_path / "d.parquet", cfg=DownloadConfig(concurrency=4))
-    assert set(table.column("status").to_pylist()) == {"ok"}
+    table = download_all(entries, raw, tmp_path / "d.parquet", cfg=DownloadConfig(concurrency=4), skipped=skipped)
+    assert table.column("status").to_pylist().count("ok") == len(evil) - 1 and table.num_rows == len(evil)
     for p in tmp_path.rglob("*"):
         if p.is_file() and p.name not in ("urls.csv", "d.parquet"):
             assert raw in p.parents and p.parent.parent == raw
+    h = lambda name: hashlib.sha1(name.encode()).hexdigest()[:8]  # noqa: E731
     assert {p.parent.name for p in raw.rglob("*.jpg")} == {
-        "evil", "etc_passwd", "a_b", "x" + __import__("hashlib").sha1(b"..").hexdigest()[:12], "hidden",
-        "evil_txt", "C_win", "ok_name"}
+        f"evil-{h('../../evil')}", f"etc_passwd-{h('/etc/passwd')}", f"a_b-{h('a/b')}",
+        "x" + hashlib.sha1(b"..").hexdigest()[:12], f"hidden-{h('.hidden')}", f"evil_txt-{h(evil[5])}",
+        f"C_win-{h(evil[6])}", f"ok_name-{h('ok name')}"}
+    # the downloads table maps every folder back to the name in the list
+    mapping = dict(zip(table.column("identity").to_pylist(), table.column("source_identity").to_pylist()))
+    assert mapping[f"a_b-{h('a/b')}"] == "a/b" and mapping[f"evil-{h('../../evil')}"] == "../../evil"
 
 
 def test_safe_names():
-    assert safe_name("../../etc") == "etc"
-    assert safe_name("Zoë Saldaña") == "Zo_Salda_a"
-    assert safe_name("ﬁle") == "file"  # NFKC
-    assert safe_name("...") .startswith("x") and len(safe_name("a" * 500)) == 100
+    h = lambda name: hashlib.sha1(name.encode()).hexdigest()[:8]  # noqa: E731
+    assert safe_name("nm0000001") == "nm0000001" and safe_name("John_Salley") == "John_Salley"  # safe: unchanged
+    assert safe_name("../../etc") == f"etc-{h('../../etc')}"
+    assert safe_name("Zoë Saldaña") == f"Zo_Salda_a-{h('Zoë Saldaña')}"
+    assert safe_name("ﬁle") == f"file-{h('ﬁle')}"  # NFKC
+    assert safe_name("...").startswith("x") and len(safe_name("a" * 500)) == 100 + 9
+
+
+@pytest.mark.parametrize("a, b", [("Zoë", "Zoé"), ("王伟 1", "李娜 1"), ("a/b", "a_b"), ("../../etc", "etc"),
+                                  ("p" * 100 + "x", "p" * 100 + "y"), ("a b", "a_b")])
+def test_different_names_stay_different_people(a, b, tmp_path):
+    """#12 case 2: the reduction used to merge these into one folder, one "identity"."""
+    assert safe_name(a) != safe_name(b)
+    for name in (a, b):
+        assert "/" not in safe_name(name) and safe_name(name) not in (".", "..")
+    (tmp_path / "urls.csv").write_text(f'identity,url\n"{a}",http://x/1.jpg\n"{b}",http://x/2.jpg\n')
+    entries = read_url_list(tmp_path / "urls.csv")
+    assert len({e.identity for e in entries}) == 2 and [e.source_identity for e in entries] == [a, b]
+
+
+def test_a_failed_refetch_keeps_the_file_that_was_there(server, tmp_path):
+    """#12 case 3: an undecodable file at the target used to be deleted before a refetch that failed."""
+    raw = tmp_path / "raw"
+    (raw / "p").mkdir(parents=True)
+    mine = raw / "p" / "0.jpg"
+    mine.write_bytes(b"my own notes, not a photo")
+    table = download_all([UrlEntry("p", "0.jpg", f"{server.base}/404/0.jpg", "p")], raw, tmp_path / "d.parquet",
+                         cfg=DownloadConfig(retries=0)).to_pylist()
+    assert mine.read_bytes() == b"my own notes, not a photo"
+    assert table[0]["status"] == "failed" and table[0]["reason"].startswith("http-404 (the undecodable file already at ")
+    # a download that decodes does replace it
+    download_all([UrlEntry("p", "0.jpg", f"{server.base}/ok/3.jpg", "p")], raw, tmp_path / "d.parquet")
+    assert mine.read_bytes() == _jpeg(3)
 
 
 def test_imdb_face_csv_and_sampling(tmp_path):
@@ -249,7 +285,7 @@ def test_pipeline_from_a_url_list(sample_raw, tmp_path):
     con = duckdb.connect(str(tmp_path / "results/leam.duckdb"), read_only=True)
     summary = dict(((s, r), n) for s, r, n in con.execute("SELECT * FROM download_summary").fetchall())
     assert summary == {("ok", ""): 8, ("failed", "http-404"): 1}
-    # the escaping identity landed in data/raw/escape and is a second Biden "identity"
-    assert (tmp_path / "data/raw/escape/biden.jpg").is_file()
+    # the escaping identity landed inside data/raw, as a second Biden "identity" of its own name
+    assert (tmp_path / f"data/raw/escape-{hashlib.sha1(b'../../escape').hexdigest()[:8]}/biden.jpg").is_file()
     assert con.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0] == 7
     assert con.execute("SELECT count(*) FROM pairs").fetchone()[0] == 20

@@ -5,8 +5,10 @@
 * Sampling as the paper: ``identities`` identities with at least ``min_images`` URLs, at most
   ``max_images`` URLs each, drawn with the seed (0 = every identity, every URL).
 * Safety: identity and file names are reduced to ``[A-Za-z0-9._-]`` after Unicode NFKC
-  normalisation (no separators, no leading dots, at most 100 characters; an empty result becomes a
-  hash), and every target path is checked to lie inside the raw folder.
+  normalisation (no separators, no leading dots, at most 100 characters); a name the reduction
+  changed gets ``-`` and 8 hex digits of the original's sha1, so different names stay different
+  people (``Zoë`` and ``Zoé``, ``a/b`` and ``a_b``), and the table keeps the original
+  (``source_identity``). Every target path is checked to lie inside the raw folder.
 * Robustness: bounded concurrency; connect/read timeouts and a total deadline per attempt (a slow
   drip cannot hang a worker); retries with exponential backoff for 5xx, 429, timeouts and
   connection errors (not for other 4xx); at most ``max_redirects`` redirects; a size cap checked
@@ -14,10 +16,12 @@
   (:func:`leam.images.load_rgb`) before anything is kept; writes go to a temporary file renamed into
   place, so a partial file is never left.
 * Resumable: a file already present that decodes is recorded as ``ok`` (``cached``) without a
-  request. The same URL listed twice for an identity is fetched once (``duplicate-url``).
+  request; one that does not is replaced only by a download that decodes (never deleted first).
+  The same URL listed twice for an identity is fetched once (``duplicate-url``).
 
 Every URL gets a row in the downloads table: identity, image, url, status (``ok`` / ``failed`` /
-``skipped``), reason, http_status, bytes, sha256, attempts, seconds.
+``skipped``), reason, http_status, bytes, sha256, attempts, seconds; a CSV row without an identity
+or a URL too (``skipped``, ``no-identity`` / ``no-url``, with its line).
 """
 
 from __future__ import annotations
@@ -55,11 +59,14 @@ _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
 
 
 def safe_name(name: str, *, fallback_seed: str = "") -> str:
-    """A file-system-safe single path component for ``name`` (see module docstring)."""
-    s = unicodedata.normalize("NFKC", str(name))
-    s = _UNSAFE.sub("_", s).strip("._-")[:100]
+    """A file-system-safe single path component for ``name`` (see module docstring): ``name``
+    itself when it is safe, else its reduction plus ``-`` and 8 hex digits of its sha1."""
+    name = str(name)
+    s = _UNSAFE.sub("_", unicodedata.normalize("NFKC", name)).strip("._-")[:100]
     if not s or s in (".", ".."):
-        s = "x" + hashlib.sha1((fallback_seed or name).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        return "x" + hashlib.sha1((fallback_seed or name).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    if s != name:
+        s += "-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return s
 
 
@@ -71,8 +78,13 @@ class UrlEntry:
     source_identity: str
 
 
-def read_url_list(path: str | Path) -> list[UrlEntry]:
-    """IMDb-Face CSV or ``identity,url[,image]`` CSV -> entries with safe identity and image names."""
+def read_url_list(path: str | Path, skipped: list | None = None) -> list[UrlEntry]:
+    """IMDb-Face CSV or ``identity,url[,image]`` CSV -> entries with safe identity and image names.
+
+    ``skipped``: a list that receives an :class:`Outcome` for every row without an identity or a
+    URL. Two different identities whose safe names coincide raise ValueError (it cannot happen by
+    :func:`safe_name`'s hash unless the list is built to make it).
+    """
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -85,16 +97,25 @@ def read_url_list(path: str | Path) -> list[UrlEntry]:
             raise ValueError(f"{path}: expected IMDb-Face columns (name,index,image,...,url) or identity,url; "
                              f"got {sorted(cols)}")
         out = []
-        for row in reader:
+        names: dict[str, str] = {}
+        for line, row in enumerate(reader, 2):
             url = (row.get("url") or "").strip()
             ident = (row.get(key) or "").strip()
             if not url or not ident:
+                if skipped is not None:
+                    why = "no-identity" if not ident else "no-url"
+                    skipped.append(Outcome(safe_name(ident) if ident else "", "", url, ident, status="skipped",
+                                           reason=f"{why}: {path.name} line {line} has no {key if not ident else 'url'}"))
                 continue
+            safe = safe_name(ident)
+            if names.setdefault(safe, ident) != ident:
+                raise ValueError(f"{path} line {line}: identities {names[safe]!r} and {ident!r} would share the folder "
+                                 f"{safe!r}; rename one")
             raw_img = (row.get(img) or "").strip() or Path(urlparse(url).path).name
             stem, ext = os.path.splitext(raw_img)
             ext = ext.lower() if ext.lower() in _IMAGE_EXT else ".jpg"
             image = safe_name(stem, fallback_seed=url) + ext
-            out.append(UrlEntry(safe_name(ident), image, url, ident))
+            out.append(UrlEntry(safe, image, url, ident))
     return out
 
 
@@ -245,6 +266,7 @@ def _fetch(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, raw_dir:
     t0 = time.monotonic()
     try:
         target = _target(raw_dir, e)
+        kept = ""
         if target.exists():
             try:
                 load_rgb(target)
@@ -252,8 +274,8 @@ def _fetch(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, raw_dir:
                 out.status, out.reason = "ok", "cached"
                 out.bytes, out.sha256 = len(data), hashlib.sha256(data).hexdigest()
                 return out
-            except ImageRejected:
-                target.unlink()  # a bad leftover: fetch again
+            except ImageRejected as err:  # fetch again; only a good download replaces it
+                kept = f" (the undecodable file already at {target} is kept: {err.reason})"
         rng = random.Random(f"{seed}/{e.url}")
         for attempt in range(1, cfg.retries + 2):
             out.attempts = attempt
@@ -262,12 +284,12 @@ def _fetch(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, raw_dir:
                 out.status, out.reason = "ok", ""
                 return out
             except _Retry as err:
-                out.reason = str(err)
+                out.reason = str(err) + kept
                 if attempt <= cfg.retries:
                     time.sleep(cfg.backoff * 2 ** (attempt - 1) * (0.5 + rng.random()))
         return out  # retries exhausted: status failed, the last reason
     except _Fatal as err:
-        out.reason = str(err)
+        out.reason = str(err) + kept
         return out
     except Exception as err:  # noqa: BLE001 - a bad URL must cost one row, not the run
         out.reason = f"error: {type(err).__name__}: {err}"
@@ -277,8 +299,10 @@ def _fetch(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, raw_dir:
 
 
 def download_all(entries: list[UrlEntry], raw_dir: str | Path, table_out: str | Path, *,
-                 cfg: DownloadConfig = DownloadConfig(), seed: int = 0, manifest: str | Path | None = None) -> pa.Table:
-    """Download every entry into ``raw_dir/{identity}/{image}``; write the downloads table."""
+                 cfg: DownloadConfig = DownloadConfig(), seed: int = 0, manifest: str | Path | None = None,
+                 skipped: list[Outcome] = ()) -> pa.Table:
+    """Download every entry into ``raw_dir/{identity}/{image}``; write the downloads table (with
+    the ``skipped`` rows of the URL list too)."""
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     seen: dict[tuple[str, str], UrlEntry] = {}
@@ -320,7 +344,7 @@ def download_all(entries: list[UrlEntry], raw_dir: str | Path, table_out: str | 
     with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
         outcomes = list(pool.map(run, jobs))
     outcomes += [Outcome(e.identity, e.image, e.url, e.source_identity, status="skipped", reason="duplicate-url")
-                 for e in dups]
+                 for e in dups] + list(skipped)
     outcomes.sort(key=lambda o: (o.identity, o.image, o.url))
     table = pa.Table.from_pylist([asdict(o) for o in outcomes], schema=DOWNLOADS_SCHEMA)
     write_parquet(table, table_out)
@@ -337,7 +361,8 @@ def download_all(entries: list[UrlEntry], raw_dir: str | Path, table_out: str | 
 def download_list(urls_csv: str | Path, raw_dir: str | Path, table_out: str | Path, manifest: str | Path, *,
                   options: dict, seed: int = 0) -> pa.Table:
     """Download stage: read, sample (config ``download``) and fetch a URL list into ``raw_dir``."""
-    entries = read_url_list(urls_csv)
+    skipped: list[Outcome] = []
+    entries = read_url_list(urls_csv, skipped)
     chosen = sample_urls(entries, identities=options.get("identities", 0), min_images=options.get("min_images", 1),
                          max_images=options.get("max_images", 0), seed=seed)
     log.info("%s: %d URLs of %d identities; sampled %d URLs of %d identities", urls_csv, len(entries),
@@ -345,4 +370,4 @@ def download_list(urls_csv: str | Path, raw_dir: str | Path, table_out: str | Pa
     cfg = DownloadConfig(concurrency=options.get("concurrency", 16), connect_timeout=options.get("connect_timeout", 10),
                          read_timeout=options.get("read_timeout", 20), deadline=options.get("deadline", 60),
                          retries=options.get("retries", 3), max_bytes=int(options.get("max_mb", 20) * 2**20))
-    return download_all(chosen, raw_dir, table_out, cfg=cfg, seed=seed, manifest=manifest)
+    return download_all(chosen, raw_dir, table_out, cfg=cfg, seed=seed, manifest=manifest, skipped=skipped)
