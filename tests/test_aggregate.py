@@ -694,3 +694,52 @@ def test_verification_auc_and_rank1_by_hand():
     # embeddings that do not separate anybody: every cosine ties, AUC 0.5
     flat = emb.assign(embedding=[[1.0, 0.0]] * len(emb))
     assert (_verification(flat)["auc"] == 0.5).all()
+
+
+def test_a_photo_filed_under_the_wrong_person_is_listed():
+    """#12 case 13: a biden photo in obama's folder used to show only as a weaker cosine."""
+    from leam.aggregate import create_cosine_views
+
+    rng = np.random.default_rng(5)
+    base = {"A": rng.normal(size=16), "B": rng.normal(size=16), "C": rng.normal(size=16)}
+    files = {"A": ["a1", "a2", "a3", "a4"], "B": ["b1", "b2", "b3"], "C": ["c1", "c2"]}
+    emb_rows, pair_rows, unit = [], [], {}
+    for model, noise in (("m1", 0.3), ("m2", 0.5)):
+        for ident, imgs in files.items():
+            for img in imgs:
+                v = base["B" if img == "a4" else ident] + noise * rng.normal(size=16)  # a4 shows B
+                unit[model, ident, img] = v / np.linalg.norm(v)
+                emb_rows.append({"model": model, "identity": ident, "image": img, "embedding": v.astype(np.float32).tolist()})
+        for ident, imgs in files.items():
+            for a, b in itertools.permutations(imgs, 2):
+                pair_rows.append({"model": model, "identity": ident, "anchor": a, "positive": b,
+                                  "cosine": float(unit[model, ident, a] @ unit[model, ident, b])})
+    con = duckdb.connect()
+    pairs = pa.Table.from_pylist(pair_rows, schema=PAIRS_SCHEMA)  # noqa: F841
+    embeddings = pa.Table.from_pylist(emb_rows, schema=EMBEDDINGS_SCHEMA)  # noqa: F841
+    con.execute("CREATE TABLE pairs AS SELECT * FROM pairs")
+    con.execute("CREATE TABLE embeddings AS SELECT * FROM embeddings")
+    create_cosine_views(con)
+    # by hand: per model, the midpoint of the mean same (ordered pairs) and different (unordered,
+    # float32 embeddings) cosines; a photo is flagged when its mean cosine to its identity is below it
+    want = {}
+    for model in ("m1", "m2"):
+        same = [r["cosine"] for r in pair_rows if r["model"] == model]
+        e32 = {(r["identity"], r["image"]): np.asarray(r["embedding"], np.float64) for r in emb_rows if r["model"] == model}
+        diff = [x @ y / np.linalg.norm(x) / np.linalg.norm(y) for (i, _), x in e32.items() for (j, _), y in e32.items() if i < j]
+        threshold = (np.mean(same) + np.mean(diff)) / 2
+        for ident, imgs in files.items():
+            for img in imgs:
+                own = np.mean([r["cosine"] for r in pair_rows if r["model"] == model and r["anchor"] == img])
+                if own < threshold:
+                    want.setdefault((ident, img), []).append((model, own, threshold))
+    got = con.execute("SELECT identity, image, n_models, of_models, models, mean_own_cosine, mean_threshold, n_others "
+                      "FROM suspect_labels").fetchall()
+    assert ("A", "a4") in want and len(want[("A", "a4")]) == 2  # the misfiled photo, by both models
+    assert [(r[0], r[1]) for r in got][0] == ("A", "a4")
+    assert {(r[0], r[1]) for r in got} == set(want)
+    for ident, img, n, of, models, own, thr, n_others in got:
+        flags = want[(ident, img)]
+        assert (n, of, models, n_others) == (len(flags), 2, ", ".join(m for m, _, _ in flags), len(files[ident]) - 1)
+        assert own == pytest.approx(np.mean([f[1] for f in flags])) and thr == pytest.approx(np.mean([f[2] for f in flags]))
+

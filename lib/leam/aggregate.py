@@ -37,7 +37,10 @@ Views (shares in percent; absent classes of a parser are simply missing rows):
   ``cosine_different``: per model, every unordered pair of images of different identities;
   ``cosine_summary``: both side by side;
 * ``verification``: per model, on every unordered pair of accepted photos: mean cosine same vs
-  different identity, ROC AUC (Mann-Whitney) and rank-1 identification (nearest other photo).
+  different identity, ROC AUC (Mann-Whitney) and rank-1 identification (nearest other photo);
+* ``suspect_labels``: photos that may be filed under the wrong person: per model, a photo's mean
+  cosine to the other photos of its identity below the model's midpoint between the mean same- and
+  different-identity cosines; one row per flagged photo, ``n_models`` of ``of_models`` flagging it.
 """
 
 from __future__ import annotations
@@ -145,6 +148,12 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
                stddev_samp(rel_pct) AS std, avg(rel_pct) AS mean, min(rel_pct) AS min, max(rel_pct) AS max,
                100.0 * stddev_samp(rel_pct) / nullif(avg(rel_pct), 0) AS cv
         FROM counts_long GROUP BY model, identity, selection, level, class_id, class""")
+    create_cosine_views(con)
+
+
+def create_cosine_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Views on ``pairs`` and ``embeddings`` only: cosine_same / _different / _summary,
+    ``verification`` and ``suspect_labels``."""
     con.execute("""
         CREATE OR REPLACE VIEW cosine_same AS
         SELECT model, count(*) AS n_pairs, avg(cosine) AS mean_cosine, stddev_samp(cosine) AS std_cosine
@@ -164,6 +173,21 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
                s.mean_cosine - d.mean_cosine AS margin
         FROM cosine_same s LEFT JOIN cosine_different d USING (model)""")
     create_verification_view(con)
+    con.execute("""
+        CREATE OR REPLACE VIEW suspect_labels AS
+        WITH own AS (
+            SELECT model, identity, anchor AS image, count(*) AS n_others, avg(cosine) AS own_cosine
+            FROM pairs GROUP BY model, identity, anchor),
+        thr AS (
+            SELECT model, (same_mean + different_mean) / 2 AS threshold
+            FROM cosine_summary WHERE different_mean IS NOT NULL),
+        flagged AS (
+            SELECT o.*, t.threshold FROM own o JOIN thr t USING (model) WHERE o.own_cosine < t.threshold)
+        SELECT identity, image, count(*) AS n_models, (SELECT count(*) FROM thr) AS of_models,
+               string_agg(model, ', ' ORDER BY model) AS models, avg(own_cosine) AS mean_own_cosine,
+               avg(threshold) AS mean_threshold, max(n_others) AS n_others
+        FROM flagged GROUP BY identity, image
+        ORDER BY n_models DESC, mean_own_cosine, identity, image""")
 
 
 def create_verification_view(con: duckdb.DuckDBPyConnection) -> None:

@@ -175,6 +175,9 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
             ("table-verification", "Does each model recognise these people? Every pair of accepted photos: mean cosine "
              "same vs different identity, ROC AUC (area under the curve) and rank-1 identification",
              "SELECT * FROM verification ORDER BY model"),
+            ("table-suspect", "Photos that may be filed under the wrong person: mean cosine to the other photos of "
+             "their identity below the midpoint of the mean same- and different-identity cosines, per model",
+             "SELECT * FROM suspect_labels"),
             ("table-threshold", "Class share of the selected pixels (mean over maps, %), by threshold (Appendix B)",
              "SELECT model, class, full_activation, top0_1, top1, top5, top10, top100 FROM threshold_table "
              "WHERE full_activation IS NOT NULL ORDER BY model, top1 DESC"),
