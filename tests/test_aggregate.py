@@ -743,3 +743,20 @@ def test_a_photo_filed_under_the_wrong_person_is_listed():
         assert (n, of, models, n_others) == (len(flags), 2, ", ".join(m for m, _, _ in flags), len(files[ident]) - 1)
         assert own == pytest.approx(np.mean([f[1] for f in flags])) and thr == pytest.approx(np.mean([f[2] for f in flags]))
 
+
+def test_people_without_a_pair_are_listed_with_why():
+    """#12 case 12: a person with one usable photo used to contribute no pair without a word."""
+    from leam.aggregate import create_input_views
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE images (identity VARCHAR, image VARCHAR, status VARCHAR, reason VARCHAR, "
+                "duplicate_of VARCHAR, path VARCHAR)")
+    rows = [("ann", "1.jpg", "ok"), ("ann", "2.jpg", "ok"), ("bob", "1.jpg", "ok"), ("bob", "2.jpg", "rejected"),
+            ("cy", "1.jpg", "duplicate"), ("cy", "2.jpg", "rejected"), ("", "loose.jpg", "rejected")]
+    con.executemany("INSERT INTO images VALUES (?, ?, ?, '', NULL, '')", rows)
+    create_input_views(con)
+    assert con.execute("SELECT * FROM unpaired_identities").fetchall() == [
+        ("bob", 2, 1, "one usable photo: no same-identity pair (used in different-identity comparisons only)"),
+        ("cy", 2, 0, "no usable photo: not in the study")]
+    assert len(con.execute("SELECT * FROM rejects").fetchall()) == 4
+

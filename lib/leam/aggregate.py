@@ -11,6 +11,7 @@ works from any directory. Tables:
 Views (shares in percent; absent classes of a parser are simply missing rows):
 
 * ``rejects``: images not used, with the reason (status ``rejected`` or ``duplicate``);
+  ``unpaired_identities``: people with fewer than two usable photos (no same-identity pair), why;
 * ``counts_long``: ``counts`` unpivoted, one row per map x selection x class, with
   ``abs_pct`` = 100 pixels / n_pixels and ``rel_pct`` = 100 pixels / n_selected (NULL if nothing
   was selected);
@@ -90,10 +91,7 @@ def _pivot(column: str, values: Sequence[str], measure: str = "mean_rel_pct") ->
 def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_names: Sequence[str],
                  model_names: Sequence[str] = ()) -> None:
     """Create the analysis views on tables ``counts``, ``pairs``, ``embeddings``, ``images``."""
-    con.execute("""
-        CREATE OR REPLACE VIEW rejects AS
-        SELECT identity, image, status, reason, duplicate_of, path FROM images WHERE status <> 'ok'
-        ORDER BY identity, image""")
+    create_input_views(con)
     con.execute("""
         CREATE OR REPLACE VIEW counts_long AS
         SELECT u.model, u.layer, u.layer_idx, u.identity, u.anchor, u.positive, u.parser, u.selection, u.level,
@@ -149,6 +147,22 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
                100.0 * stddev_samp(rel_pct) / nullif(avg(rel_pct), 0) AS cv
         FROM counts_long GROUP BY model, identity, selection, level, class_id, class""")
     create_cosine_views(con)
+
+
+def create_input_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Views on ``images`` only: ``rejects`` and ``unpaired_identities``."""
+    con.execute("""
+        CREATE OR REPLACE VIEW rejects AS
+        SELECT identity, image, status, reason, duplicate_of, path FROM images WHERE status <> 'ok'
+        ORDER BY identity, image""")
+    con.execute("""
+        CREATE OR REPLACE VIEW unpaired_identities AS
+        SELECT identity, count(*) AS files, count(*) FILTER (WHERE status = 'ok') AS usable,
+               CASE WHEN count(*) FILTER (WHERE status = 'ok') = 0 THEN 'no usable photo: not in the study'
+                    ELSE 'one usable photo: no same-identity pair (used in different-identity comparisons only)'
+               END AS note
+        FROM images WHERE identity <> '' GROUP BY identity HAVING count(*) FILTER (WHERE status = 'ok') < 2
+        ORDER BY identity""")
 
 
 def create_cosine_views(con: duckdb.DuckDBPyConnection) -> None:

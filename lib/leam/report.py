@@ -204,7 +204,9 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
         rejects = _df(con, "SELECT identity, image, status, reason, duplicate_of FROM rejects")
         for tid, caption, df in (("table-models", "Models and layers", models),
                                  ("table-images", "Images by status", images),
-                                 ("table-rejects", "Images not used, with the reason", rejects)):
+                                 ("table-rejects", "Images not used, with the reason", rejects),
+                                 ("table-unpaired", "People with fewer than two usable photos (no same-identity pair)",
+                                  _df(con, "SELECT * FROM unpaired_identities"))):
             parts.append(_table(df, tid, caption))
             items.append((tid, caption))
         n_pairs = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
