@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 import torch.nn as nn
@@ -80,6 +81,46 @@ def test_cosine_drop_equals_a_hand_computation():
         assert r["cosine_before"] == pytest.approx(cos(e_a, e_p), abs=1e-6)
         assert r["cosine_after"] == pytest.approx(cos(e_o, e_p), abs=1e-6)
         assert r["drop"] == pytest.approx(cos(e_a, e_p) - cos(e_o, e_p), abs=1e-6)
+
+
+def test_maps_with_too_few_relevant_pixels_are_skipped_with_a_reason(tmp_path):
+    """#12 case 8 (occlusion): an all-zero or sparse LEAM map used to occlude its first pixels by
+    index (the frame's top-left corner) as if they were LEAM's."""
+    from leam.io import write_parquet
+    from leam.occlude import read_rankings
+    from leam.summaries import RANKINGS_SCHEMA
+
+    frames = _frames()
+    rng = np.random.default_rng(1)
+    maps = {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
+    maps[("img0.jpg", "img1.jpg")] = torch.zeros(20, 20)  # all zero
+    sparse = torch.zeros(400, dtype=torch.float64)
+    sparse[torch.tensor([5, 50, 77, 123, 300, 399, 2, 9, 13, 21])] = torch.linspace(1.0, 0.1, 10, dtype=torch.float64)
+    maps[("img1.jpg", "img2.jpg")] = sparse.reshape(20, 20)  # 10 relevant pixels: 1 % (4 px) yes, 10 % (40) no
+    rows = occlude_pairs(frames, {("s", "l"): maps}, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
+    assert len(rows) == 6 * 2 * 2
+    skipped = {(r["anchor"], r["positive"], r["size_pct"], r["method"]): r["skipped"] for r in rows if r["skipped"]}
+    assert skipped == {("img0.jpg", "img1.jpg", size, m): f"the LEAM map has 0 pixels above 0, fewer than the {k} to occlude"
+                       for size, k in ((1.0, 4), (10.0, 40)) for m in ("leam", "random")} | {
+        ("img1.jpg", "img2.jpg", 10.0, m): "the LEAM map has 10 pixels above 0, fewer than the 40 to occlude"
+        for m in ("leam", "random")}
+    for r in rows:
+        assert (r["drop"] is None and r["cosine_after"] is None) == bool(r["skipped"])
+    # the sparse map's 1 % is its 4 highest pixels
+    r = next(r for r in rows if (r["anchor"], r["positive"], r["size_pct"], r["method"]) == ("img1.jpg", "img2.jpg", 1.0, "leam"))
+    occ = frames["img1.jpg"].astype(np.float64).reshape(-1, 3).copy()
+    occ[[5, 50, 77, 123]] = 0
+    e_o, e_p = occ.mean(0), frames["img2.jpg"].astype(np.float64).reshape(-1, 3).mean(0)
+    assert r["cosine_after"] == pytest.approx(float(e_o @ e_p / np.linalg.norm(e_o) / np.linalg.norm(e_p)), abs=1e-6)
+    # extract's rankings file says the same through n_relevant
+    write_parquet(pa.Table.from_pylist([
+        {"model": "s", "layer": "l", "identity": "x", "anchor": a, "positive": p, "size": 20,
+         "pixels": np.argsort(-m.numpy().ravel(), kind="stable")[:40].astype("<i4").tobytes(),
+         "n_relevant": int((m > 0).sum())} for (a, p), m in sorted(maps.items())], schema=RANKINGS_SCHEMA),
+        tmp_path / "r.parquet")
+    stored = read_rankings(tmp_path / "r.parquet", "l")["x"]
+    again = occlude_pairs(frames, {("s", "l"): stored}, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
+    assert again == rows
 
 
 def test_atlas_methods_and_leave_one_out():

@@ -97,6 +97,7 @@ def test_summaries_equal_recomputations_from_the_stored_maps(shard, dlib_spec):
     for r in ranks:
         f = frame[(rank_layer, r["identity"], r["anchor"], r["positive"])].reshape(-1)
         np.testing.assert_array_equal(np.frombuffer(r["pixels"], "<i4"), np.argsort(-f, kind="stable")[:k])
+        assert r["n_relevant"] == int((f > 0).sum())
 
 
 def test_map_storage_changes_only_the_maps(shard, dlib_spec):

@@ -264,7 +264,8 @@ def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
         FROM compare_summary GROUP BY model, layer, selection""")
     con.execute("""
         CREATE OR REPLACE VIEW occlusion_by_model AS
-        SELECT source_model, source_layer, model, method, size_pct, count(*) AS n_pairs,
+        SELECT source_model, source_layer, model, method, size_pct, count(drop) AS n_pairs,
+               count(skipped) AS n_skipped,
                avg(drop) AS mean_drop, stddev_samp(drop) AS std_drop, avg(cosine_before) AS mean_cosine_before
         FROM occlusion GROUP BY source_model, source_layer, model, method, size_pct""")
     con.execute("""
@@ -272,8 +273,9 @@ def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
         SELECT size_pct,
                avg(CASE WHEN method = 'leam' THEN drop END) AS leam_drop,
                avg(CASE WHEN method = 'random' THEN drop END) AS random_drop,
-               count(*) FILTER (WHERE method = 'leam') AS n_leam,
-               count(*) FILTER (WHERE method = 'random') AS n_random
+               count(drop) FILTER (WHERE method = 'leam') AS n_leam,
+               count(drop) FILTER (WHERE method = 'random') AS n_random,
+               count(skipped) FILTER (WHERE method = 'leam') AS n_skipped
         FROM occlusion GROUP BY size_pct""")
     con.execute("""
         CREATE OR REPLACE VIEW atlas_summary AS
@@ -288,11 +290,11 @@ def create_demographic_views(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE VIEW occlusion_by_group AS
         SELECT 'gender' AS factor, m.gender AS grp, o.model, o.method, o.size_pct, count(*) AS n_pairs,
                avg(o.drop) AS mean_drop, avg(o.cosine_before) AS mean_cosine_before
-        FROM occlusion o JOIN identity_meta m USING (identity) WHERE m.gender IS NOT NULL
+        FROM occlusion o JOIN identity_meta m USING (identity) WHERE m.gender IS NOT NULL AND o.drop IS NOT NULL
         GROUP BY m.gender, o.model, o.method, o.size_pct
         UNION ALL
         SELECT 'ethnicity', m.ethnicity, o.model, o.method, o.size_pct, count(*), avg(o.drop), avg(o.cosine_before)
-        FROM occlusion o JOIN identity_meta m USING (identity) WHERE m.ethnicity IS NOT NULL
+        FROM occlusion o JOIN identity_meta m USING (identity) WHERE m.ethnicity IS NOT NULL AND o.drop IS NOT NULL
         GROUP BY m.ethnicity, o.model, o.method, o.size_pct""")
     con.execute("""
         CREATE OR REPLACE VIEW occlusion_by_age_gap AS
@@ -301,6 +303,7 @@ def create_demographic_views(con: duckdb.DuckDBPyConnection) -> None:
         FROM occlusion o
         JOIN image_meta a ON a.identity = o.identity AND a.image = o.anchor
         JOIN image_meta p ON p.identity = o.identity AND p.image = o.positive
+        WHERE o.drop IS NOT NULL
         GROUP BY o.model, o.method, o.size_pct, abs(a.age - p.age)""")
 
 
@@ -314,7 +317,8 @@ def _load_metadata(con, metadata: dict | None) -> bool:
         ident = read_identities(metadata["identities"])  # noqa: F841 (used by duckdb)
         con.execute("CREATE TABLE identity_meta AS SELECT * FROM ident")
         drops = con.execute("""SELECT m.gender, m.ethnicity, o.method, o.size_pct, o.drop
-                               FROM occlusion o JOIN identity_meta m USING (identity)""").df()
+                               FROM occlusion o JOIN identity_meta m USING (identity)
+                               WHERE o.drop IS NOT NULL""").df()
         tests = pd.concat([group_tests(drops, "gender"), group_tests(drops, "ethnicity")], ignore_index=True)  # noqa: F841
         con.execute("CREATE TABLE demographic_tests AS SELECT * FROM tests")
         have = True

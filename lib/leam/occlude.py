@@ -75,6 +75,7 @@ OCCLUSION_SCHEMA = pa.schema([
     ("identity", pa.string()), ("anchor", pa.string()), ("positive", pa.string()),
     ("method", pa.string()), ("size_pct", pa.float64()), ("n_occluded", pa.int32()),
     ("cosine_before", pa.float64()), ("cosine_after", pa.float64()), ("drop", pa.float64()),
+    ("skipped", pa.string()),  # why this (pair, size) has no drop (after, drop NULL); NULL: measured
 ])
 
 ATLAS_SCHEMA = pa.schema([
@@ -123,9 +124,10 @@ def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], 
     intact = torch.from_numpy(np.stack([frames[i] for i in images]))
     anchors = sorted({a for a, _ in pairs})
     k_max = max(n_occluded(size, s * s) for size in sizes)
-    ranks = {src: torch.stack([_ranking(maps[p], k_max) for p in pairs]) for src, maps in sources.items()}  # (P, K)
+    # (P, K) rankings, -1 past a map's relevant pixels
+    ranks = {src: torch.stack([_ranking(maps[p], k_max) for p in pairs]) for src, maps in sources.items()}
     occluded: list[torch.Tensor] = []
-    meta: list[tuple] = []  # (source, anchor, positive, method, size, k, index of the occluded frame)
+    meta: list[tuple] = []  # (source, anchor, positive, method, size, k, index of the occluded frame or None, skipped)
 
     def occlude(a: str, mask: torch.Tensor) -> int:
         f = torch.from_numpy(frames[a].copy())
@@ -138,33 +140,44 @@ def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], 
         rand = {a: occlude(a, random_mask((s, s), k, (seed, identity, a, size))) for a in anchors}
         for src, rank in ranks.items():
             for j, (a, p) in enumerate(pairs):
+                top = rank[j, :k]
+                if bool((top < 0).any()):  # fewer relevant pixels than k: no LEAM mask, and no paired random one
+                    why = (f"the LEAM map has {int((rank[j] >= 0).sum())} pixels above 0, fewer than the {k} "
+                           f"to occlude")
+                    meta += [(src, a, p, "leam", size, k, None, why), (src, a, p, "random", size, k, None, why)]
+                    continue
                 mask = torch.zeros(s * s, dtype=torch.bool)
-                mask[rank[j, :k]] = True
-                meta.append((src, a, p, "leam", size, k, occlude(a, mask.reshape(s, s))))
-                meta.append((src, a, p, "random", size, k, rand[a]))
+                mask[top] = True
+                meta.append((src, a, p, "leam", size, k, occlude(a, mask.reshape(s, s)), None))
+                meta.append((src, a, p, "random", size, k, rand[a], None))
     occ = torch.stack(occluded)
-    which = torch.tensor([m[-1] for m in meta])
+    which = torch.tensor([m[6] if m[6] is not None else 0 for m in meta])
     rows = []
     for name, model in targets.items():
         unit = dict(zip(images, model.embed(intact)))
         before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
         u_occ = model.embed(occ)  # (M, D)
         after = (u_occ[which] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
-        for ((src_model, src_layer), a, p, method, size, k, _), c in zip(meta, after):
+        for ((src_model, src_layer), a, p, method, size, k, _, why), c in zip(meta, after):
+            c = None if why else c
             rows.append({"source_model": src_model, "source_layer": src_layer, "model": name, "identity": identity,
                          "anchor": a, "positive": p, "method": method, "size_pct": float(size), "n_occluded": k,
-                         "cosine_before": before[(a, p)], "cosine_after": c, "drop": before[(a, p)] - c})
+                         "cosine_before": before[(a, p)], "cosine_after": c,
+                         "drop": None if why else before[(a, p)] - c, "skipped": why})
     return rows
 
 
 def _ranking(v: torch.Tensor, k: int) -> torch.Tensor:
-    """A pair's ranking (1-D pixel indices) or (S, S) map -> its first k pixel indices."""
+    """A pair's ranking (1-D pixel indices, -1 past its relevant pixels: :func:`read_rankings`) or
+    (S, S) map -> its first k pixel indices, -1 where the map is not above 0."""
     if v.dim() == 1:
         if len(v) < k:
             raise ValueError(f"a stored ranking has {len(v)} pixels, fewer than the {k} of the largest occlusion "
                              "size: rerun extract (occlude.sizes changed)")
         return v[:k].long()
-    return top_indices(v.reshape(1, -1), k)[0]
+    flat = v.reshape(-1)
+    top = top_indices(flat[None], k)[0]
+    return torch.where(flat[top] > 0, top, -1)
 
 
 def own_maps(maps: dict[tuple[str, str], torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -228,12 +241,14 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
 
 
 def read_rankings(path, layer: str) -> dict[str, dict[tuple[str, str], torch.Tensor]]:
-    """{identity: {(anchor, positive): (K,) ranked pixel indices}} of one layer of a rankings file."""
+    """{identity: {(anchor, positive): (K,) ranked pixel indices}} of one layer of a rankings file,
+    -1 past each map's relevant pixels (``n_relevant``)."""
     out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
-    for batch in iter_parquet(path, columns=["identity", "anchor", "positive", "pixels"],
+    for batch in iter_parquet(path, columns=["identity", "anchor", "positive", "pixels", "n_relevant"],
                               filters=[("layer", "=", layer)]):
         for r in batch.to_pylist():
             px = torch.from_numpy(np.frombuffer(r["pixels"], "<i4").astype(np.int64))
+            px[r["n_relevant"]:] = -1  # ranks past the relevant pixels are ties at 0: no LEAM pixels
             out.setdefault(r["identity"], {})[(r["anchor"], r["positive"])] = px
     return out
 

@@ -139,7 +139,7 @@ def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None
     source_model = source_model or (every["source_model"].min() if len(every) else None)
     df = every[every["source_model"] == source_model]
     pts = _query(db_path, "SELECT model, method, cosine_before, drop FROM occlusion WHERE size_pct = 1 "
-                          "AND source_model = ?", [source_model])
+                          "AND source_model = ? AND drop IS NOT NULL", [source_model])
     sources = sorted(every["source_model"].unique()) if len(every) else []
     ncols = 3 if len(sources) > 1 else 2
     fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.2), gridspec_kw={"width_ratios": [3, 2, 2][:ncols]})

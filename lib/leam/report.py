@@ -187,7 +187,7 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
             ("table-occlusion", "Cosine drop, LEAM-guided vs random occlusion (Table 9)",
              "SELECT * FROM occlusion_table ORDER BY size_pct"),
             ("table-occlusion-models", "Transfer at 1 %: cosine drop per source and target model (Table 21)",
-             "SELECT source_model, source_layer, model AS target_model, method, n_pairs, mean_drop FROM occlusion_by_model "
+             "SELECT source_model, source_layer, model AS target_model, method, n_pairs, n_skipped, mean_drop FROM occlusion_by_model "
              "WHERE size_pct = 1 ORDER BY source_model, model, method"),
         ]
         if con.execute("SELECT count(*) FROM identity_meta").fetchone()[0]:

@@ -13,6 +13,7 @@ and derives from it:
 * ``rankings`` (occlusion), at the occlusion source layer only: per pair the first ``k_max``
   pixels of the frame map's ranking (value descending, ties by index: :mod:`leam.maps`), where
   ``k_max`` is the pixel count of the largest occlusion size; every smaller size's mask is a prefix;
+  and ``n_relevant``, the map's pixels above 0 (a size past it has no LEAM pixels to occlude);
 * ``maps`` (optional, ``extract.store_maps``): the raw maps at layer resolution, for figures and
   for your own analyses: ``raw`` (float32, every pair), ``float16`` (every pair, half the bytes: each map
   divided by its maximum, kept in ``scale``; error <= 2^-11 of the map's maximum) or ``first_pair`` (float32, each identity's first ordered pair only:
@@ -59,6 +60,7 @@ RANKINGS_SCHEMA = pa.schema([
     ("model", pa.string()), ("layer", pa.string()), ("identity", pa.string()), ("anchor", pa.string()),
     ("positive", pa.string()), ("size", pa.int32()),
     ("pixels", pa.binary()),  # int32 little-endian pixel indices (row-major in the size x size frame), ranked
+    ("n_relevant", pa.int32()),  # pixels of the frame map above 0: ranks past it are ties at 0, by index only
 ])
 
 
@@ -122,6 +124,7 @@ class IdentitySummaries:
         self.counts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self.image_maps: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self.rankings: dict[str, list[np.ndarray]] = {}
+        self.relevant: dict[str, list[np.ndarray]] = {}
         self.raw: dict[str, list[np.ndarray]] = {}
 
     def add(self, layer: str, anchor: torch.Tensor, positive: torch.Tensor, maps: torch.Tensor) -> None:
@@ -131,6 +134,7 @@ class IdentitySummaries:
         ranking = Ranking(frame.reshape(len(frame), -1))  # one ranking for every top-k below
         if layer == self.rank_layer and self.k_max > 0:  # the longest prefix first
             self.rankings.setdefault(layer, []).append(ranking.top(self.k_max).to(torch.int32).cpu().numpy())
+            self.relevant.setdefault(layer, []).append((ranking.v > 0).sum(1).to(torch.int32).cpu().numpy())
         counts, sizes = count_classes(frame, self.labels[anchor], **self.count_kw, ranking=ranking)
         a_np, p_np = anchor.cpu().numpy(), positive.cpu().numpy()
         self.pairs.setdefault(layer, []).append((a_np, p_np))
@@ -198,7 +202,8 @@ class IdentitySummaries:
         ranks = np.concatenate(self.rankings[self.rank_layer])
         return _columns(RANKINGS_SCHEMA, len(a), {**key, "layer": self.rank_layer, "size": self.size,
                                                   "anchor": _names(images, a), "positive": _names(images, p),
-                                                  "pixels": encode_maps(ranks, "i4")})
+                                                  "pixels": encode_maps(ranks, "i4"),
+                                                  "n_relevant": pa.array(np.concatenate(self.relevant[self.rank_layer]))})
 
     def maps_table(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> pa.Table:
         """Rows of the maps table (what ``store_maps`` keeps), by layer, then pair."""
