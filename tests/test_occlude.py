@@ -146,6 +146,21 @@ def test_atlas_methods_and_leave_one_out():
     assert r["drop"] == pytest.approx(want, abs=1e-6)
 
 
+def test_an_all_zero_atlas_is_skipped_not_occluded_by_index():
+    """#12 case 8 (atlas): an all-zero own map used to occlude the frame's first pixels by index."""
+    frames = {"x": _frames(3, seed=2)}
+    rng = np.random.default_rng(4)
+    own = {"x": {im: torch.from_numpy(rng.random((20, 20))) for im in frames["x"]}}
+    own["x"]["img0.jpg"] = torch.zeros(20, 20)
+    rows = atlas_occlusion(frames, own, {"mean_colour": tiny_model()}, sizes=(5,), seed=0)
+    got = {(r["image"], r["method"]): r for r in rows}
+    assert got[("img0.jpg", "own")]["drop"] is None
+    assert got[("img0.jpg", "own")]["skipped"] == "the own map has 0 pixels above 0, fewer than the 20 to occlude"
+    assert all(r["drop"] is not None and r["skipped"] is None for k, r in got.items() if k != ("img0.jpg", "own"))
+    # img1's identity atlas averages img0's zeros with img2's map: still 400 pixels above 0
+    assert got[("img1.jpg", "identity")]["drop"] is not None
+
+
 def test_own_maps_average_over_positives():
     maps = {("a", "b"): torch.ones(2, 2), ("a", "c"): torch.zeros(2, 2), ("b", "a"): torch.full((2, 2), 3.0)}
     own = own_maps(maps)

@@ -279,8 +279,8 @@ def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
         FROM occlusion GROUP BY size_pct""")
     con.execute("""
         CREATE OR REPLACE VIEW atlas_summary AS
-        SELECT source_model, source_layer, model, method, size_pct, count(*) AS n_images,
-               avg(drop) AS mean_drop, stddev_samp(drop) AS std_drop
+        SELECT source_model, source_layer, model, method, size_pct, count(drop) AS n_images,
+               count(skipped) AS n_skipped, avg(drop) AS mean_drop, stddev_samp(drop) AS std_drop
         FROM atlas GROUP BY source_model, source_layer, model, method, size_pct""")
 
 

@@ -82,6 +82,7 @@ ATLAS_SCHEMA = pa.schema([
     ("source_model", pa.string()), ("source_layer", pa.string()), ("model", pa.string()),
     ("identity", pa.string()), ("image", pa.string()), ("method", pa.string()), ("size_pct", pa.float64()),
     ("n_occluded", pa.int32()), ("n_positives", pa.int32()), ("drop", pa.float64()),
+    ("skipped", pa.string()),  # why this (image, method, size) has no drop; NULL: measured
 ])
 
 
@@ -215,10 +216,18 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
                           "population": population}
             positives = [p for p in imgs if p != h]
             s = frames[identity][h].shape[0]
-            occluded, meta = [], []
+            occluded, meta, skipped = [], [], []
             for size in sizes:
                 k = n_occluded(size, s * s)
-                masks = {name: top_mask(m[None], k)[0] for name, m in candidates.items() if m is not None}
+                masks = {}
+                for name, m in candidates.items():
+                    if m is None:
+                        continue
+                    if (n_rel := int((m > 0).sum())) < k:  # an all-zero or sparse atlas: no pixels to pick by value
+                        skipped.append((name, size, k, f"the {name} map has {n_rel} pixels above 0, fewer than the "
+                                                           f"{k} to occlude"))
+                        continue
+                    masks[name] = top_mask(m[None], k)[0]
                 masks["random"] = random_mask((s, s), k, (seed, identity, h, "atlas", size))
                 for method, mask in masks.items():
                     f = torch.from_numpy(frames[identity][h].copy())
@@ -236,7 +245,10 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
                 for (method, size, k), c in zip(meta, after.tolist()):
                     rows.append({"model": name, "identity": identity, "image": h, "method": method,
                                  "size_pct": float(size), "n_occluded": k, "n_positives": len(positives),
-                                 "drop": float(before) - c})
+                                 "drop": float(before) - c, "skipped": None})
+                rows += [{"model": name, "identity": identity, "image": h, "method": method, "size_pct": float(size),
+                          "n_occluded": k, "n_positives": len(positives), "drop": None, "skipped": why}
+                         for method, size, k, why in skipped]
     return rows
 
 

@@ -153,7 +153,7 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
             parts.append(f"<div class='finding {cls}' id='finding-{f.key}'><div class='verdict'>{html.escape(f.title)}: "
                          f"{word}</div><div>{html.escape(f.detail)}</div><div class='meta'>paper: "
                          f"{html.escape(f.paper)}</div></div>")
-        atlas = _df(con, """SELECT model, method, size_pct, n_images, mean_drop FROM atlas_summary
+        atlas = _df(con, """SELECT model, method, size_pct, n_images, n_skipped, mean_drop FROM atlas_summary
                             WHERE size_pct IN (1, 5) ORDER BY model, size_pct, method""")
         parts.append("<h2 id='atlas'>Identity atlas: do one person's LEAM pixels carry over to their other photos?</h2>")
         parts.append("<p>Each photo is held out of its identity and occluded with the pixels chosen by its own map, by "
