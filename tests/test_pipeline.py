@@ -75,7 +75,6 @@ def test_bad_input_is_recorded_and_costs_nothing_else(run):
     assert con.execute("SELECT count(*) FROM counts").fetchone()[0] == 3 * 20 * 9 * n_sel
 
 
-@pytest.mark.parametrize("model", ["dlib_resnet", "mobileface"])  # the whole chip, and the arcface window
 def test_a_wrong_input_dir_stops_before_any_job(run, tmp_path):
     """#12 case 4: a missing input.dir or a flat folder of photos used to be a successful, empty
     study that replaced the last database and report."""
@@ -93,6 +92,35 @@ def test_a_wrong_input_dir_stops_before_any_job(run, tmp_path):
     assert before == {p: (d / p).stat().st_mtime_ns for p in before}
 
 
+def test_model_mistakes_are_found_first(sample_raw, tmp_path):
+    """#12 case 7: an unimportable builder stops the dry run; a wrong layer path is found by the
+    model's preflight job, run first, naming the config key, and no extract job runs."""
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(sample_raw, d / "data/raw")
+    link_weights(d)
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["input"] = {"dir": "data/raw", "sample": None}
+    cfg["models"] = {"dlib_resnet": copy.deepcopy(cfg["models"]["dlib_resnet"])}
+    cfg["occlude"]["source_model"] = "dlib_resnet"
+    cfg["models"]["dlib_resnet"]["builder"] = "leam.models.nothing_here:build"
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(d, "-n")
+    assert proc.returncode != 0
+    assert "models.dlib_resnet.builder: builder 'leam.models.nothing_here:build': cannot import module" in proc.stdout + proc.stderr
+    cfg["models"]["dlib_resnet"]["builder"] = "leam.models.dlib_resnet:build"
+    cfg["models"]["dlib_resnet"]["layers"]["deep"] = "layer2.0.conv9"
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(d)
+    assert proc.returncode != 0
+    log = (d / "logs/preflight/dlib_resnet.log").read_text()
+    assert "models.dlib_resnet.layers.deep: layer 'layer2.0.conv9' is not a module of DlibResNet; modules under " \
+           "'layer2.0': layer2.0.conv1" in log
+    assert not (d / "results/counts").exists() and not (d / "logs/extract").exists()
+
+
+@pytest.mark.parametrize("model", ["dlib_resnet", "mobileface"])  # the whole chip, and the arcface window
 def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run, model):
     d, cfg = run
     maps = read_parquet(d / f"results/maps/model={model}/shard-000.parquet").to_pylist()

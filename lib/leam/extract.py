@@ -79,10 +79,16 @@ def prefetch(iterable, depth: int = 2):
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device, which must exist here."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index or 0) >= n:
+            raise RuntimeError(f"extract.device is {device!r} but this machine has {n} CUDA GPU(s) "
+                               f"(torch {torch.__version__}): set extract.device: auto (or cpu), or run where the GPU is")
+    return dev
 
 
 def _groups(batches, source, columns: Sequence[str]) -> Iterator[tuple[str, list[dict]]]:

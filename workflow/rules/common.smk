@@ -6,7 +6,7 @@ from snakemake.logging import logger
 
 from leam.config import occlusion_sources, photo_dir, validate_config
 from leam.dataset import MANIFEST_NAME, input_problem, list_inputs, sample_caveats, shard_of
-from leam.models import check_weights, missing_file_message
+from leam.models import check_weights, import_builder, missing_file_message
 from leam.occlude import n_occluded
 
 validate_config(config, source="config (config.yaml and --config overrides)")
@@ -27,6 +27,14 @@ SHARDS = [f"{s:03d}" for s in range(config["shards"])]
 # your own photos: a missing or empty input.dir stops here, before any job replaces the last results
 if not config["input"]["sample"] and not config["input"]["urls"] and (_msg := input_problem(RAW)):
     raise ValueError(_msg)
+
+# A builder that cannot be imported stops the run here, naming its config key (layers, weights and
+# the device are checked by each model's preflight job, first).
+for _name, _spec in config["models"].items():
+    try:
+        import_builder(_spec["builder"])
+    except ValueError as _e:
+        raise ValueError(f"models.{_name}.builder: {_e}") from None
 
 # Models whose weight file is absent are left out (loudly); the others run. A file that is present
 # but wrong (sha256) fails that model's extract job with the same kind of message.

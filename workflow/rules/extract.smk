@@ -5,10 +5,33 @@
 # Outputs are per model, so adding a model to config.yaml runs only its jobs (and aggregation).
 
 
+rule preflight:
+    # what would stop a model's extract job (a layer that is no module, weights that do not fit, a
+    # device this machine lacks), found in seconds, before the long jobs: run first (priority)
+    output:
+        ok="results/preflight/{model}.txt",
+    params:
+        spec=lambda wildcards: config["models"][wildcards.model],
+        device=config["extract"]["device"],
+        frame_padding=config["align"]["padding"],
+    priority: 100
+    resources:
+        gpu=1,  # where extract runs: the device is checked there
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/leam.yaml"
+    log:
+        "logs/preflight/{model}.log",
+    script:
+        "../scripts/preflight.py"
+
+
 rule extract:
     input:
         aligned=rules.align.output.aligned,
         labels=rules.parse.output.labels,
+        preflight=rules.preflight.output.ok,
     output:
         pairs="results/pairs/model={model}/shard-{shard}.parquet",
         embeddings="results/embeddings/model={model}/shard-{shard}.parquet",

@@ -28,7 +28,7 @@ from ..resources import MissingResource, resolve_path
 from ..window import crop, input_window
 from .checkpoint import WeightsError, load_state_dict_file
 
-__all__ = ["FaceModel", "WeightsError", "load_model", "load_state_dict_file", "resolve_module", "import_builder", "check_weights", "missing_file_message", "weights_path"]
+__all__ = ["FaceModel", "WeightsError", "load_model", "preflight", "load_state_dict_file", "resolve_module", "import_builder", "check_weights", "missing_file_message", "weights_path"]
 
 
 @dataclass
@@ -127,15 +127,20 @@ def import_builder(spec: str) -> Callable[..., nn.Module]:
     return fn
 
 
-def resolve_module(root: nn.Module, path: str) -> nn.Module:
-    """``root.get_submodule(path)`` with an error that lists nearby names."""
+def resolve_module(root: nn.Module, path: str, key: str | None = None) -> nn.Module:
+    """``root.get_submodule(path)`` with an error naming ``key`` (the config key of the path) and
+    the modules under the deepest part of ``path`` that exists."""
     try:
         return root.get_submodule(path)
     except AttributeError:
         names = [n for n, _ in root.named_modules() if n]
-        close = [n for n in names if n.split(".")[0] == path.split(".")[0]][:12] or names[:12]
-        raise ValueError(f"layer {path!r} is not a module of {type(root).__name__}; "
-                         f"some module paths: {', '.join(close)}") from None
+        parts = path.split(".")
+        parent = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in names), "")
+        under = [n for n in names if n.startswith(parent + ".")] if parent else names
+        shown = ", ".join(under[:40]) + (f", ... ({len(under)} in all)" if len(under) > 40 else "")
+        where = f"modules under {parent!r}" if parent else "its modules"
+        raise ValueError(f"{key + ': ' if key else ''}layer {path!r} is not a module of {type(root).__name__}; "
+                         f"{where}: {shown}") from None
 
 
 def _missing(what: str, w: dict, key: str, base_dir: str | os.PathLike) -> tuple[Path | None, str | None]:
@@ -186,6 +191,24 @@ def check_weights(name: str, spec: dict, base_dir: str | os.PathLike = ".") -> s
     return missing_file_message(f"model '{name}'", spec.get("weights") or {}, f"models.{name}.weights.path", base_dir)
 
 
+def preflight(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", device: str = "auto",
+              frame_padding: float = 0.25) -> str:
+    """Everything that would stop model ``name``'s extract job, checked before any other job:
+    builder importable, weights present and matching, every layer a module, the device usable, one
+    forward pass. Returns a one-line summary; raises with the config key to fix."""
+    from ..extract import pick_device  # here: leam.extract imports this module
+
+    dev = pick_device(device)
+    model = load_model(name, spec, base_dir=base_dir, device=dev, frame_padding=frame_padding)
+    h, w = model.input_size
+    with torch.no_grad():
+        out = model.module(torch.zeros(1, 3, h, w, device=dev))
+    if out.ndim != 2 or out.shape[0] != 1:
+        raise ValueError(f"model '{name}': builder {spec['builder']} returns a module whose output is "
+                         f"{tuple(out.shape)} for one {h}x{w} image, not (1, D) embeddings")
+    return f"{name}: {spec['builder']} on {dev}, {len(model.layers)} layers, embedding dimension {out.shape[1]}"
+
+
 def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32, frame_padding: float = 0.25) -> FaceModel:
     """Build model ``name`` from its (validated) config entry ``spec``.
@@ -203,8 +226,8 @@ def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", devi
     for p in module.parameters():
         p.requires_grad_(False)
     layers = dict(spec["layers"])
-    for path_ in layers.values():
-        resolve_module(module, path_)
+    for lname, path_ in layers.items():
+        resolve_module(module, path_, key=f"models.{name}.layers.{lname}")
     pre = spec["preprocess"]
     return FaceModel(
         name=name,
