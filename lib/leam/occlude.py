@@ -255,7 +255,12 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
 def read_rankings(path, layer: str) -> dict[str, dict[tuple[str, str], torch.Tensor]]:
     """{identity: {(anchor, positive): (K,) ranked pixel indices}} of one layer of a rankings file,
     -1 past each map's relevant pixels (``n_relevant``)."""
+    import pyarrow.parquet as pq
+
     out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
+    if "n_relevant" not in pq.read_schema(path).names:
+        raise ValueError(f"{path}: a rankings file of an older leam (no n_relevant column): rerun extract "
+                         "(snakemake --forcerun extract)")
     for batch in iter_parquet(path, columns=["identity", "anchor", "positive", "pixels", "n_relevant"],
                               filters=[("layer", "=", layer)]):
         for r in batch.to_pylist():
