@@ -100,8 +100,26 @@ def bytes_of(root: Path, rel: str) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
 
 
+LOGS = {"detect": "detect/*.log", "align": "align/*.log", "parse": "parse/*.log", "extract": "extract/*/*.log",
+        "compare": "compare/*.log", "population_atlas": "occlude/population.log", "occlude": "occlude/*/*.log",
+        "aggregate": "aggregate/*.log", "figures": "figures/*.log", "report": "report/*.log"}
+
+
+def peak_rss(work: Path, stage: str) -> float | None:
+    """The largest peak RSS (MB) a stage's jobs logged (leam.runlog: the kernel's high-water mark
+    of each job's process), or None when no log has the line."""
+    from leam.runlog import PEAK_RSS_PREFIX
+
+    peaks = [float(line.split(PEAK_RSS_PREFIX, 1)[1].split()[0])
+             for log in (work / "logs").glob(LOGS[stage]) for line in log.read_text().splitlines()
+             if PEAK_RSS_PREFIX in line]
+    return max(peaks) if peaks else None
+
+
 def stage_stats(work: Path) -> dict[str, dict[str, float]]:
-    """Per stage: jobs, summed seconds, largest max_rss (MB) from results/benchmarks/**.tsv."""
+    """Per stage: jobs, summed seconds (results/benchmarks/**.tsv) and the largest peak RSS (MB) of
+    its jobs: from the jobs' logs (true high-water marks), else Snakemake's max_rss (sampled every
+    30 s after a job's first 30 s, so it can miss a peak)."""
     out: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "s": 0.0, "rss": 0.0})
     for tsv in (work / "results/benchmarks").rglob("*.tsv"):
         stage = tsv.relative_to(work / "results/benchmarks").parts[0]
@@ -114,6 +132,8 @@ def stage_stats(work: Path) -> dict[str, dict[str, float]]:
                 st["rss"] = max(st["rss"], float(rss) if rss not in ("NA", "-", "") else 0.0)
     for stage, rels in OUTPUT_DIRS.items():
         out[stage]["bytes"] = sum(bytes_of(work, r) for r in rels)
+        if (peak := peak_rss(work, stage)) is not None:
+            out[stage]["rss"] = peak
     return out
 
 

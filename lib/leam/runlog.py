@@ -1,12 +1,19 @@
-"""Logging for pipeline steps: every line to the rule's log file and to stderr; errors too."""
+"""Logging for pipeline steps: every line to the rule's log file and to stderr; errors too; and,
+when the step ends, its peak memory (the kernel's high-water mark of the process, not a sample:
+Snakemake's benchmark files sample RSS every 30 s after a job's first 30 s)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import resource
 import sys
 
-__all__ = ["log_to"]
+__all__ = ["log_to", "PEAK_RSS_PREFIX"]
+
+#: the line each step's log ends with (benchmarks/scale.py reads it)
+PEAK_RSS_PREFIX = "peak RSS of this step: "
 
 
 def log_to(path: str | os.PathLike, level: int = logging.INFO) -> logging.Logger:
@@ -26,4 +33,6 @@ def log_to(path: str | os.PathLike, level: int = logging.INFO) -> logging.Logger
         root.error("failed: %s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
 
     sys.excepthook = hook
+    atexit.register(lambda: root.info("%s%.1f MB", PEAK_RSS_PREFIX,
+                                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     return root
