@@ -92,6 +92,30 @@ def test_a_wrong_input_dir_stops_before_any_job(run, tmp_path):
     assert before == {p: (d / p).stat().st_mtime_ns for p in before}
 
 
+def test_a_study_config_has_exactly_its_models_and_is_named_in_messages(sample_raw, tmp_path):
+    """#12 case 6 (part): --configfile config/paper.yaml used to gain config.yaml's models, and
+    messages said "config.yaml" when the mistake was in the --configfile."""
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(sample_raw, d / "data/raw")
+    link_weights(d)
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    (d / "config.yaml").write_text(yaml.safe_dump(default, sort_keys=False))  # what Snakemake merges underneath
+    study = {"input": {"dir": "data/raw", "sample": None}, "occlude": {"source_model": "only_dlib"},
+             "models": {"only_dlib": default["models"]["dlib_resnet"]}}
+    (d / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    proc = snakemake(d, "-n", "--configfile", str(d / "study.yaml"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "model=only_dlib" in proc.stdout and "model=dlib_resnet" not in proc.stdout
+    assert "model=mobileface" not in proc.stdout and "model=faceres" not in proc.stdout
+    study["shards"] = 0
+    (d / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    proc = snakemake(d, "-n", "--configfile", str(d / "study.yaml"))
+    assert proc.returncode != 0
+    assert f"config ({d / 'study.yaml'} and any --config overrides) has 1 problem(s)" in proc.stdout + proc.stderr
+
+
 def test_model_mistakes_are_found_first(sample_raw, tmp_path):
     """#12 case 7: an unimportable builder stops the dry run; a wrong layer path is found by the
     model's preflight job, run first, naming the config key, and no extract job runs."""
@@ -248,7 +272,7 @@ def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
         assert proc.returncode == 0, out[-3000:]
         msg = ("model 'CF_R50': weight file not found: weights/insightface/glint360k_cosface_r50_fp16_0.1/backbone.pth. "
                "Download it from https://github.com/deepinsight/insightface/tree/master/recognition/arcface_torch#model-zoo, "
-               "then set models.CF_R50.weights.path in config.yaml to its location.")
+               f"then set models.CF_R50.weights.path in {d / 'config.yaml'} to its location.")  # the --configfile
         assert f"leam: skipping {msg}" in out
         # the other model's results are complete and current
         assert "Nothing to be done" in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,12 @@ def _describe(schema: dict, path: list) -> str:
         else:
             return ""
     return _resolve(node, schema).get("description", "")
+
+
+def config_source() -> str:
+    """The config file(s) of this run, for messages: what the workflow set in ``LEAM_CONFIG`` (the
+    --configfile files), else config.yaml."""
+    return os.environ.get("LEAM_CONFIG") or "config.yaml"
 
 
 def validate_config(cfg: dict, *, source: str = "config.yaml") -> dict:

