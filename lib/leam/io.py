@@ -147,18 +147,17 @@ def iter_parquet(paths, *, columns: list[str] | None = None, filters: list[tuple
                     break
             if ok:
                 keep.append(i)
-        if not keep:
-            continue
-        for batch in f.iter_batches(batch_size=batch_size, row_groups=keep, columns=need, use_threads=False):
-            if filters:
-                mask = None
-                for col, _, value in filters:
-                    m = pc.equal(batch.column(col), value)
-                    mask = m if mask is None else pc.and_(mask, m)
-                batch = batch.filter(mask)
-                if batch.num_rows == 0:
-                    continue
-            yield batch.select(columns) if columns is not None else batch
+        for i in keep:  # one row group at a time: iter_batches over several read them all ahead
+            for batch in f.read_row_group(i, columns=need, use_threads=False).to_batches(max_chunksize=batch_size):
+                if filters:
+                    mask = None
+                    for col, _, value in filters:
+                        m = pc.equal(batch.column(col), value)
+                        mask = m if mask is None else pc.and_(mask, m)
+                    batch = batch.filter(mask)
+                    if batch.num_rows == 0:
+                        continue
+                yield batch.select(columns) if columns is not None else batch
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
