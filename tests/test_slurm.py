@@ -19,7 +19,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO, assert_same_results, link_weights, snakemake
+from conftest import REPO, assert_same_results, copy_photos, link_weights, snakemake
 
 pytestmark = pytest.mark.pipeline
 
@@ -52,7 +52,7 @@ def slurm_run(cluster, pipeline_run, tmp_path_factory):
     ref_dir, cfg = pipeline_run
     d = tmp_path_factory.mktemp("slurm")
     link_weights(d)
-    shutil.copytree(ref_dir / "data", d / "data")  # the sample photos plus the same bad files
+    copy_photos(ref_dir / "data", d / "data")  # the sample photos plus the same bad files
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = snakemake(d, "--profile", str(PROFILE))
     out = proc.stdout + proc.stderr
