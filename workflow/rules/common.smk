@@ -1,4 +1,5 @@
 # Configuration validation and input functions, included first by the Snakefile.
+import functools
 import os
 from pathlib import Path
 
@@ -83,20 +84,35 @@ def sample_manifest():
     return []
 
 
-def shard_images(wildcards):
-    """Every usable file of the shard's identities under input.dir (known after the sample checkpoint)."""
-    sample_manifest()
+@functools.lru_cache(maxsize=2)
+def _inputs_by_shard(stamp):
+    """{shard: ([usable paths], [(identity, image, path, reason) of the unusable])} of input.dir,
+    listed once for every shard's detect job; ``stamp`` (the sample/download manifest's mtime)
+    lists again when a checkpoint rewrote the folder."""
     n = config["shards"]
-    return [e.path for e in list_inputs(RAW)[0] if shard_of(e.identity, n) == int(wildcards.shard)]
+    out = {s: ([], []) for s in range(n)}
+    entries, unusable = list_inputs(RAW)
+    for e in entries:
+        out[shard_of(e.identity, n)][0].append(e.path)
+    for u in unusable:
+        out[shard_of(u.identity, n)][1].append((u.identity, u.image, u.path, u.reason))
+    return out
+
+
+def _shard_inputs(wildcards):
+    manifest = sample_manifest()  # known after the sample/download checkpoint
+    return _inputs_by_shard(os.stat(manifest).st_mtime_ns if manifest else None)[int(wildcards.shard)]
+
+
+def shard_images(wildcards):
+    """Every usable file of the shard's identities under input.dir."""
+    return list(_shard_inputs(wildcards)[0])
 
 
 def shard_unusable(wildcards):
     """The shard's entries under input.dir that cannot be photos, with their reasons (detect records
     them as rejected): [(identity, image, path, reason)]."""
-    sample_manifest()
-    n = config["shards"]
-    return [(u.identity, u.image, u.path, u.reason) for u in list_inputs(RAW)[1]
-            if shard_of(u.identity, n) == int(wildcards.shard)]
+    return list(_shard_inputs(wildcards)[1])
 
 
 HAVE_METADATA = bool(config["metadata"]["identities"] or config["metadata"]["ages"])
