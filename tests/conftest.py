@@ -153,19 +153,13 @@ def copy_photos(src: Path, dst: Path) -> None:
     anew (reading one would block), files are copied."""
     import stat
 
-    def copy(s, d):
-        if stat.S_ISFIFO(os.lstat(s).st_mode):
-            os.mkfifo(d)
-        else:
-            shutil.copy2(s, d)
-
-    def fifos(folder, names):  # copytree would open them: copied by hand below
+    def fifos(folder, names):  # copytree would open them: made anew below
         return [n for n in names if stat.S_ISFIFO(os.lstat(os.path.join(folder, n)).st_mode)]
 
     shutil.copytree(src, dst, symlinks=True, ignore=fifos)
     for f in Path(src).rglob("*"):
-        if not f.is_symlink() and stat.S_ISFIFO(os.lstat(f).st_mode):
-            copy(f, Path(dst) / f.relative_to(src))
+        if stat.S_ISFIFO(os.lstat(f).st_mode):
+            os.mkfifo(Path(dst) / f.relative_to(src))
 
 
 def link_weights(workdir: Path) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import subprocess
 import sys
 import tarfile
@@ -216,8 +217,6 @@ def _name_problem(name: str) -> str | None:
 
 def _kind_problem(path: Path) -> str | None:
     """Why ``path`` is not a readable regular file (symbolic links followed), or None."""
-    import stat
-
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
