@@ -24,5 +24,5 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        rules.aggregate.output.db,
+        rules.aggregate.output.manifest,
         rules.report.output.html,

@@ -4,6 +4,7 @@ DuckDB results as an uninterrupted run."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, assert_same_results, copy_photos, link_weights, snakemake
+from conftest import REPO, SNAKEMAKE, assert_same_results, assert_same_views, copy_photos, link_weights, snakemake
+from leam.database import connect, manifest_path, stale_temporaries
+from leam.io import sha256_file
 
 pytestmark = pytest.mark.pipeline
 
@@ -43,3 +46,37 @@ def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     print(f"\nSIGKILL after {kills}")
     assert_same_results(d, ref_dir, n_parquet=4 + 9 * 3)  # 3 shard files + population, 9 per model
+
+
+def test_a_killed_aggregate_keeps_the_last_database(pipeline_run, tmp_path):
+    """#12 case 10: Snakemake deletes a job's outputs before it starts; the database is therefore not
+    aggregate's declared output (its manifest is), and is replaced only by a complete build."""
+    ref_dir, cfg = pipeline_run
+    d = tmp_path / "run"
+    link_weights(d)
+    copy_photos(ref_dir / "data", d / "data")
+    shutil.copytree(ref_dir / "results", d / "results")
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    db = d / "results" / "leam.duckdb"
+    before = sha256_file(db)
+    proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(d), "--cores", "2",
+                             "--configfile", str(d / "config.yaml"), "--forcerun", "aggregate", "--until", "aggregate"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not stale_temporaries(db) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "aggregate ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the last good database is still there, readable, byte for byte; the manifest is gone
+    assert sha256_file(db) == before and not manifest_path(db).exists()
+    assert stale_temporaries(db), "the kill came after the build's temporary file was gone"
+    con = connect(db)
+    assert con.execute("SELECT count(*) FROM counts").fetchone()[0] > 0
+    con.close()
+    assert snakemake(d, "--unlock", cores=None).returncode == 0
+    done = snakemake(d)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert stale_temporaries(db) == [] and manifest_path(db).exists()
+    assert (d / "results" / "report.html").stat().st_size > 0
+    assert_same_views(d, ref_dir)

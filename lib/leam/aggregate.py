@@ -55,7 +55,7 @@ import duckdb
 import pandas as pd
 
 from .classes import CLASSES, class_column
-from .io import atomic_path
+from .database import building
 
 __all__ = ["build_database", "create_views", "level_column"]
 
@@ -341,7 +341,9 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
                    occlusion: Sequence[str] = (), atlas: Sequence[str] = (), metadata: dict | None = None,
                    downloads: Sequence[str] | str = (), memory_mb: float | None = None,
                    threads: int | None = None) -> None:
-    """Write ``db_path`` afresh (atomically) from the Parquet outputs of the earlier stages.
+    """Write ``db_path`` afresh from the Parquet outputs of the earlier stages, and its manifest
+    ``<db_path>.json``: built beside the previous database, which stays readable until the new one
+    replaces it (:func:`leam.database.building`).
 
     ``memory_mb``: DuckDB's memory limit: it writes table blocks to the database file and spills
     beyond it (None: DuckDB's default, 80 % of the machine); ``threads``: DuckDB's threads (None:
@@ -349,46 +351,39 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
     people; with every core and DuckDB's default, 264 -> 358 MB.
     """
     db_path = Path(db_path)
-    with atomic_path(db_path) as tmp:
-        tmp.unlink()  # duckdb creates the file itself
-        con = duckdb.connect(str(tmp))
-        try:
-            if memory_mb:
-                con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
-            if threads:
-                con.execute(f"SET threads = {int(threads)}")
-            con.execute(f"CREATE TABLE images AS SELECT * FROM read_parquet({_files(faces)}) ORDER BY identity, image")
-            con.execute(f"""CREATE TABLE aligned AS SELECT identity, image, reference, is_reference, size, align_rmse
-                            FROM read_parquet({_files(aligned)}) ORDER BY identity, image""")
-            con.execute(f"CREATE TABLE counts AS SELECT * FROM read_parquet({_files(counts)}, union_by_name = true)")
-            con.execute(f"CREATE TABLE pairs AS SELECT * FROM read_parquet({_files(pairs)})")
-            con.execute(f"CREATE TABLE embeddings AS SELECT * FROM read_parquet({_files(embeddings)})")
-            con.execute("CREATE TABLE classes (class_id INTEGER, tag VARCHAR, name VARCHAR, col VARCHAR)")
-            con.executemany("INSERT INTO classes VALUES (?, ?, ?, ?)",
-                            [(i, tag, name, class_column(i)) for i, tag, name in CLASSES])
-            con.execute("CREATE TABLE layers (model VARCHAR, layer VARCHAR, layer_idx INTEGER, module VARCHAR)")
-            rows = [(m, layer, i, path) for m, spec in models.items() for i, (layer, path) in enumerate(spec["layers"].items())]
-            con.executemany("INSERT INTO layers VALUES (?, ?, ?, ?)", rows)
-            layer_names = list(dict.fromkeys(r[1] for r in rows))
-            create_views(con, levels, layer_names, list(models))
-            for name, files, schema in (("compare", compare, "COMPARE_SCHEMA"), ("occlusion", occlusion, "OCCLUSION_SCHEMA"),
-                                        ("atlas", atlas, "ATLAS_SCHEMA")):
-                if files:
-                    con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet({_files(files)})")
-                else:
-                    empty = _empty_table(schema)  # noqa: F841
-                    con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
-            create_analysis_views(con)
-            downloads = [downloads] if isinstance(downloads, (str, os.PathLike)) else list(downloads)
-            if downloads:
-                con.execute(f"CREATE TABLE downloads AS SELECT * FROM read_parquet({_files(downloads)})")
-                con.execute("""CREATE VIEW download_summary AS
-                               SELECT status, split_part(reason, ':', 1) AS reason, count(*) AS urls
-                               FROM downloads GROUP BY ALL ORDER BY status, urls DESC""")
-            _load_metadata(con, metadata)
-            n = con.execute("SELECT count(*) FROM counts").fetchone()[0]
-            log.info("%s: %d count rows, %d models", db_path, n, len(models))
-        finally:
-            con.close()
-        wal = Path(str(tmp) + ".wal")
-        wal.unlink(missing_ok=True)
+    with building(db_path) as con:
+        if memory_mb:
+            con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        con.execute(f"CREATE TABLE images AS SELECT * FROM read_parquet({_files(faces)}) ORDER BY identity, image")
+        con.execute(f"""CREATE TABLE aligned AS SELECT identity, image, reference, is_reference, size, align_rmse
+                        FROM read_parquet({_files(aligned)}) ORDER BY identity, image""")
+        con.execute(f"CREATE TABLE counts AS SELECT * FROM read_parquet({_files(counts)}, union_by_name = true)")
+        con.execute(f"CREATE TABLE pairs AS SELECT * FROM read_parquet({_files(pairs)})")
+        con.execute(f"CREATE TABLE embeddings AS SELECT * FROM read_parquet({_files(embeddings)})")
+        con.execute("CREATE TABLE classes (class_id INTEGER, tag VARCHAR, name VARCHAR, col VARCHAR)")
+        con.executemany("INSERT INTO classes VALUES (?, ?, ?, ?)",
+                        [(i, tag, name, class_column(i)) for i, tag, name in CLASSES])
+        con.execute("CREATE TABLE layers (model VARCHAR, layer VARCHAR, layer_idx INTEGER, module VARCHAR)")
+        rows = [(m, layer, i, path) for m, spec in models.items() for i, (layer, path) in enumerate(spec["layers"].items())]
+        con.executemany("INSERT INTO layers VALUES (?, ?, ?, ?)", rows)
+        layer_names = list(dict.fromkeys(r[1] for r in rows))
+        create_views(con, levels, layer_names, list(models))
+        for name, files, schema in (("compare", compare, "COMPARE_SCHEMA"), ("occlusion", occlusion, "OCCLUSION_SCHEMA"),
+                                    ("atlas", atlas, "ATLAS_SCHEMA")):
+            if files:
+                con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet({_files(files)})")
+            else:
+                empty = _empty_table(schema)  # noqa: F841
+                con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
+        create_analysis_views(con)
+        downloads = [downloads] if isinstance(downloads, (str, os.PathLike)) else list(downloads)
+        if downloads:
+            con.execute(f"CREATE TABLE downloads AS SELECT * FROM read_parquet({_files(downloads)})")
+            con.execute("""CREATE VIEW download_summary AS
+                           SELECT status, split_part(reason, ':', 1) AS reason, count(*) AS urls
+                           FROM downloads GROUP BY ALL ORDER BY status, urls DESC""")
+        _load_metadata(con, metadata)
+        n = con.execute("SELECT count(*) FROM counts").fetchone()[0]
+        log.info("%s: %d count rows, %d models", db_path, n, len(models))

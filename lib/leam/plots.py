@@ -10,7 +10,6 @@ import logging
 import os
 from pathlib import Path
 
-import duckdb
 import matplotlib
 
 matplotlib.use("Agg")
@@ -22,6 +21,7 @@ import pyarrow.compute as pc  # noqa: E402
 import torch  # noqa: E402
 
 from .align import decode_png  # noqa: E402
+from . import database  # noqa: E402
 from .io import atomic_path, iter_parquet  # noqa: E402
 from .maps import decode_map, map_window, to_frame, top_indices  # noqa: E402
 
@@ -92,7 +92,7 @@ def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str |
 
 def threshold_figure(db_path: str | os.PathLike, model: str, out_path: str | os.PathLike) -> None:
     """Share of each class among the selected pixels (mean of per-map shares) vs top-k level."""
-    con = duckdb.connect(str(db_path), read_only=True)
+    con = database.connect(db_path)
     try:
         df = con.execute("""
             SELECT class, level, mean_rel_pct FROM class_share_model
@@ -119,7 +119,7 @@ def threshold_figure(db_path: str | os.PathLike, model: str, out_path: str | os.
 
 
 def _query(db_path, sql: str, params=()):
-    con = duckdb.connect(str(db_path), read_only=True)
+    con = database.connect(db_path)
     try:
         return con.execute(sql, list(params)).df()
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from . import database
 from .io import write_text
 
 __all__ = ["Finding", "findings", "build_report", "report_figures"]
@@ -139,7 +140,7 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
     ``figures``: {caption: png path}, in display order; ``caveats``: sentences shown with the
     findings (e.g. :func:`leam.dataset.sample_caveats`).
     """
-    con = duckdb.connect(str(db_path), read_only=True)
+    con = database.connect(db_path)
     try:
         found = findings(con)
         items: list[tuple[str, str]] = []

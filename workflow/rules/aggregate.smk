@@ -14,8 +14,12 @@ rule aggregate:
         metadata=metadata_files(),
         downloads=rules.download.output.table if config["input"]["urls"] else [],
     output:
-        db="results/leam.duckdb",
+        # the manifest of results/leam.duckdb (its build id and tables): Snakemake deletes a job's
+        # outputs before it starts, so the database itself is not one; it is replaced only once
+        # the new one is complete (leam.database)
+        manifest="results/leam.duckdb.json",
     params:
+        db="results/leam.duckdb",
         models={m: config["models"][m] for m in MODELS},
         levels=config["count"]["levels"],
         metadata=config["metadata"],

@@ -3,7 +3,7 @@
 
 rule figures:
     input:
-        db=rules.aggregate.output.db,
+        db=rules.aggregate.output.manifest,
         maps=shard_outputs(rules.extract.output.maps, model="{model}"),
         pairs=shard_outputs(rules.extract.output.pairs, model="{model}"),
         aligned=shard_outputs(rules.align.output.aligned),
@@ -24,7 +24,7 @@ rule figures:
 
 rule study_figures:
     input:
-        db=rules.aggregate.output.db,
+        db=rules.aggregate.output.manifest,
     output:
         compare="results/figures/compare.png",
         occlusion="results/figures/occlusion.png",
@@ -43,7 +43,7 @@ rule study_figures:
 
 rule demographics_figure:
     input:
-        db=rules.aggregate.output.db,
+        db=rules.aggregate.output.manifest,
     output:
         demographics="results/figures/demographics.png",
     conda:

@@ -3,7 +3,7 @@
 
 rule report:
     input:
-        db=rules.aggregate.output.db,
+        db=rules.aggregate.output.manifest,
         layers=expand(rules.figures.output.layers, model=MODELS),
         threshold=expand(rules.figures.output.threshold, model=MODELS),
         compare=rules.study_figures.output.compare,

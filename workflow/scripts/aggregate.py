@@ -3,7 +3,7 @@ from leam.runlog import log_to
 
 log_to(snakemake.log[0])
 build_database(
-    snakemake.output.db,
+    snakemake.params.db,
     counts=snakemake.input.counts,
     pairs=snakemake.input.pairs,
     embeddings=snakemake.input.embeddings,
