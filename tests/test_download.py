@@ -282,7 +282,7 @@ def test_pipeline_from_a_url_list(sample_raw, tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
-    con = duckdb.connect(str(tmp_path / "results/leam.duckdb"), read_only=True)
+    con = duckdb.connect(str(tmp_path / "results/default/leam.duckdb"), read_only=True)
     summary = dict(((s, r), n) for s, r, n in con.execute("SELECT * FROM download_summary").fetchall())
     assert summary == {("ok", ""): 8, ("failed", "http-404"): 1}
     # the escaping identity landed inside data/raw, as a second Biden "identity" of its own name

@@ -38,23 +38,23 @@ def run(pipeline_run):
 
 def test_outputs_and_logs(run):
     d, _ = run
-    for p in ["results/leam.duckdb", "results/figures/dlib_resnet_layers.png",
-              "results/figures/dlib_resnet_share_vs_threshold.png", "results/faces/shard-000.parquet",
-              "results/counts/model=dlib_resnet/shard-000.parquet", "logs/detect/shard-000.log",
-              "logs/align/shard-000.log", "logs/parse/shard-000.log", "logs/extract/dlib_resnet/shard-000.log",
-              "results/image_maps/model=dlib_resnet/shard-000.parquet", "results/rankings/model=dlib_resnet/shard-000.parquet",
-              "logs/aggregate/aggregate.log", "logs/figures/dlib_resnet.log",
-              "results/report.html", "results/compare/model=dlib_resnet/compare.parquet",
-              "results/occlusion/model=dlib_resnet/shard-000.parquet", "results/atlas/model=dlib_resnet/shard-000.parquet",
-              "logs/compare/dlib_resnet.log", "logs/occlude/dlib_resnet/shard-000.log", "logs/report/report.log", "results/figures/occlusion.png"]:
+    for p in ["results/default/leam.duckdb", "results/default/figures/dlib_resnet_layers.png",
+              "results/default/figures/dlib_resnet_share_vs_threshold.png", "results/default/faces/shard-000.parquet",
+              "results/default/counts/model=dlib_resnet/shard-000.parquet", "logs/default/detect/shard-000.log",
+              "logs/default/align/shard-000.log", "logs/default/parse/shard-000.log", "logs/default/extract/dlib_resnet/shard-000.log",
+              "results/default/image_maps/model=dlib_resnet/shard-000.parquet", "results/default/rankings/model=dlib_resnet/shard-000.parquet",
+              "logs/default/aggregate/aggregate.log", "logs/default/figures/dlib_resnet.log",
+              "results/default/report.html", "results/default/compare/model=dlib_resnet/compare.parquet",
+              "results/default/occlusion/model=dlib_resnet/shard-000.parquet", "results/default/atlas/model=dlib_resnet/shard-000.parquet",
+              "logs/default/compare/dlib_resnet.log", "logs/default/occlude/dlib_resnet/shard-000.log", "logs/default/report/report.log", "results/default/figures/occlusion.png"]:
         assert (d / p).stat().st_size > 0, p
-    log = (d / "logs/extract/dlib_resnet/shard-000.log").read_text()
+    log = (d / "logs/default/extract/dlib_resnet/shard-000.log").read_text()
     assert "[2/2] obama: 5 images, 20 pairs x 9 layers" in log  # per-identity progress lines
 
 
 def test_bad_input_is_recorded_and_costs_nothing_else(run):
     d, _ = run
-    con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+    con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
     rejects = {(r[0], r[1]): (r[2], r[3]) for r in con.execute("SELECT identity, image, status, reason FROM rejects").fetchall()}
     unusable = {("new{x}", "face.jpg"): "unusable-name: folder '{' or '}' in the name",
                 ("obama", "gone.jpg"): "not-a-file: a symbolic link to nothing", ("biden", "pipe.jpg"): "not-a-file: a FIFO",
@@ -79,7 +79,7 @@ def test_a_wrong_input_dir_stops_before_any_job(run, tmp_path):
     """#12 case 4: a missing input.dir or a flat folder of photos used to be a successful, empty
     study that replaced the last database and report."""
     d, _ = run
-    before = {p: (d / p).stat().st_mtime_ns for p in ("results/leam.duckdb", "results/report.html")}
+    before = {p: (d / p).stat().st_mtime_ns for p in ("results/default/leam.duckdb", "results/default/report.html")}
     flat = tmp_path / "flat"
     flat.mkdir()
     (flat / "a.jpg").write_bytes((d / "data/raw/obama/obama.jpg").read_bytes())
@@ -92,9 +92,10 @@ def test_a_wrong_input_dir_stops_before_any_job(run, tmp_path):
     assert before == {p: (d / p).stat().st_mtime_ns for p in before}
 
 
-def test_a_study_config_has_exactly_its_models_and_is_named_in_messages(sample_raw, tmp_path):
-    """#12 case 6 (part): --configfile config/paper.yaml used to gain config.yaml's models, and
-    messages said "config.yaml" when the mistake was in the --configfile."""
+def test_a_study_config_has_exactly_its_models_its_own_results_and_is_named_in_messages(sample_raw, tmp_path):
+    """#12 case 6: --configfile config/paper.yaml used to gain config.yaml's models, wrote to (and was
+    satisfied by) the default run's results/, and messages said "config.yaml" when the mistake was
+    in the --configfile."""
     import shutil
 
     d = tmp_path / "run"
@@ -109,6 +110,11 @@ def test_a_study_config_has_exactly_its_models_and_is_named_in_messages(sample_r
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "model=only_dlib" in proc.stdout and "model=dlib_resnet" not in proc.stdout
     assert "model=mobileface" not in proc.stdout and "model=faceres" not in proc.stdout
+    # named after its file, the study has its own results and logs; nothing of the default run's
+    assert "results/study/leam.duckdb.json" in proc.stdout and "logs/study/extract/only_dlib" in proc.stdout
+    assert "results/default" not in proc.stdout and "logs/default" not in proc.stdout
+    proc = snakemake(d, "-n", "--configfile", str(d / "study.yaml"), "--config", "run=pilot-2")
+    assert "results/pilot-2/leam.duckdb.json" in proc.stdout and "results/study" not in proc.stdout
     study["shards"] = 0
     (d / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     proc = snakemake(d, "-n", "--configfile", str(d / "study.yaml"))
@@ -138,19 +144,19 @@ def test_model_mistakes_are_found_first(sample_raw, tmp_path):
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = snakemake(d)
     assert proc.returncode != 0
-    log = (d / "logs/preflight/dlib_resnet.log").read_text()
+    log = (d / "logs/default/preflight/dlib_resnet.log").read_text()
     assert "models.dlib_resnet.layers.deep: layer 'layer2.0.conv9' is not a module of DlibResNet; modules under " \
            "'layer2.0': layer2.0.conv1" in log
-    assert not (d / "results/counts").exists() and not (d / "logs/extract").exists()
+    assert not (d / "results/default/counts").exists() and not (d / "logs/default/extract").exists()
 
 
 @pytest.mark.parametrize("model", ["dlib_resnet", "mobileface"])  # the whole chip, and the arcface window
 def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run, model):
     d, cfg = run
-    maps = read_parquet(d / f"results/maps/model={model}/shard-000.parquet").to_pylist()
+    maps = read_parquet(d / f"results/default/maps/model={model}/shard-000.parquet").to_pylist()
     labels = {(r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(150, 150)
-              for r in read_parquet(d / "results/labels/shard-000.parquet").to_pylist()}
-    con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+              for r in read_parquet(d / "results/default/labels/shard-000.parquet").to_pylist()}
+    con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
     visible = set(visible_classes("landmarks"))
     rng = np.random.default_rng(0)
     for i in rng.choice(len(maps), 12, replace=False):
@@ -173,7 +179,7 @@ def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run, model):
 def test_the_papers_findings_are_measured(run):
     """Not asserted by construction: numbers from the run, printed for the closing note."""
     d, _ = run
-    con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+    con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
     same, diff = con.execute("SELECT same_mean, different_mean FROM cosine_summary WHERE model='dlib_resnet'").fetchone()
     central = dict(con.execute("""
         SELECT selection, sum(mean_rel_pct) FROM class_share_model
@@ -194,8 +200,8 @@ def test_rerun_is_a_no_op_and_outputs_are_deterministic(run):
     d, _ = run
     proc = snakemake(d, "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
-    files = (sorted((d / "results").glob("*/model=dlib_resnet/*.parquet")) + sorted((d / "results").glob("*/shard-*.parquet"))
-             + [d / "results/occlusion/population.parquet"])
+    files = (sorted((d / "results" / "default").glob("*/model=dlib_resnet/*.parquet")) + sorted((d / "results" / "default").glob("*/shard-*.parquet"))
+             + [d / "results/default/occlusion/population.parquet"])
     assert len(files) == 13
     before = {p: sha(p) for p in files}
     proc = snakemake(d, "--forcerun", "detect", "align", "parse", "extract", "compare", "population_atlas",
@@ -220,7 +226,7 @@ def test_adding_a_model_runs_only_its_jobs(run):
     cfg2["models"]["AF_R18"]["weights"]["path"] = "weights/r18.pth"
     (d / "config.yaml").write_text(yaml.safe_dump(cfg2, sort_keys=False))
     try:
-        old = {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")}
+        old = {p: sha(p) for p in (d / "results" / "default").glob("*/model=dlib_resnet/*.parquet")}
         proc = snakemake(d, "-n", "--quiet", "rules")
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
@@ -232,8 +238,8 @@ def test_adding_a_model_runs_only_its_jobs(run):
                         "study_figures": 1, "report": 1, "all": 1, "total": 12}, out
         proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
-        con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+        assert {p: sha(p) for p in (d / "results" / "default").glob("*/model=dlib_resnet/*.parquet")} == old
+        con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
         assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == \
             [("AF_R18", 20), ("dlib_resnet", 20), ("faceres", 20), ("mobileface", 20)]
         side = con.execute("""SELECT class, AF_R18, dlib_resnet FROM model_table WHERE selection = 'top1'
@@ -246,16 +252,16 @@ def test_adding_a_model_runs_only_its_jobs(run):
         assert layers == [("conv1",), ("l1_0.conv1",), ("l1_0.conv2",), ("l1_1.conv1",), ("l1_1.conv2",),
                           ("l2_0.conv1",), ("l2_0.conv2",)]  # the layer names both families share
         con.close()
-        assert (d / "results/figures/AF_R18_layers.png").stat().st_size > 0
+        assert (d / "results/default/figures/AF_R18_layers.png").stat().st_size > 0
     finally:
         (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     # removed again: nothing of dlib_resnet reruns; AF_R18's files stay on disk, out of the database
-    af = {p: sha(p) for p in (d / "results").glob("*/model=AF_R18/*.parquet")}
+    af = {p: sha(p) for p in (d / "results" / "default").glob("*/model=AF_R18/*.parquet")}
     proc = snakemake(d)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {p: sha(p) for p in (d / "results").glob("*/model=dlib_resnet/*.parquet")} == old
-    assert {p: sha(p) for p in (d / "results").glob("*/model=AF_R18/*.parquet")} == af
-    con = duckdb.connect(str(d / "results/leam.duckdb"), read_only=True)
+    assert {p: sha(p) for p in (d / "results" / "default").glob("*/model=dlib_resnet/*.parquet")} == old
+    assert {p: sha(p) for p in (d / "results" / "default").glob("*/model=AF_R18/*.parquet")} == af
+    con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
     assert con.execute("SELECT DISTINCT model FROM pairs ORDER BY model").fetchall() == [
         ("dlib_resnet",), ("faceres",), ("mobileface",)]
 
@@ -292,5 +298,5 @@ def test_shards_give_the_same_results(run, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg4, sort_keys=False))
     proc = snakemake(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(list((tmp_path / "results/faces").glob("shard-*.parquet"))) == 4
+    assert len(list((tmp_path / "results/default/faces").glob("shard-*.parquet"))) == 4
     assert_same_views(tmp_path, d)

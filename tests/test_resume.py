@@ -57,7 +57,7 @@ def test_a_killed_aggregate_keeps_the_last_database(pipeline_run, tmp_path):
     copy_photos(ref_dir / "data", d / "data")
     shutil.copytree(ref_dir / "results", d / "results")
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    db = d / "results" / "leam.duckdb"
+    db = d / "results" / "default" / "leam.duckdb"
     before = sha256_file(db)
     proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(d), "--cores", "2",
                              "--configfile", str(d / "config.yaml"), "--forcerun", "aggregate", "--until", "aggregate"],
@@ -78,5 +78,5 @@ def test_a_killed_aggregate_keeps_the_last_database(pipeline_run, tmp_path):
     done = snakemake(d)
     assert done.returncode == 0, done.stderr[-3000:]
     assert stale_temporaries(db) == [] and manifest_path(db).exists()
-    assert (d / "results" / "report.html").stat().st_size > 0
+    assert (d / "results" / "default" / "report.html").stat().st_size > 0
     assert_same_views(d, ref_dir)

@@ -1,6 +1,6 @@
 """Aggregate stage: every Parquet output into one DuckDB file with the paper's tables as views.
 
-``results/leam.duckdb`` is self-contained (tables are copied in), so ``duckdb results/leam.duckdb``
+``results/{run}/leam.duckdb`` is self-contained (tables are copied in), so ``duckdb -readonly results/{run}/leam.duckdb``
 works from any directory. Tables:
 
 * ``images`` (faces table: every input file, status, reason), ``downloads`` (when a URL list

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "occlusion_sources"]
+__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "occlusion_sources",
+           "photo_dir", "run_name"]
 
 
 class ConfigError(ValueError):
@@ -93,6 +95,27 @@ def validate_config(cfg: dict, *, source: str = "config.yaml") -> dict:
     if problems:
         raise ConfigError(f"{source} has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
     return cfg
+
+
+def run_name(cfg: dict, config_files: list[str], overrides: dict | None = None) -> str:
+    """The run's name, which names its results folder: ``run`` from ``--config run=...``
+    (``overrides``), else from the last of the ``--configfile`` files that sets it, else that last
+    file's name without its extension (``config/paper.yaml`` -> ``paper``: a study config gets
+    its own folder even when it says nothing), else ``cfg["run"]`` (config.yaml's, or
+    ``default``). Raises :class:`ConfigError` when a file's name is not a valid run name."""
+    if overrides and "run" in overrides:
+        return str(overrides["run"])
+    for f in reversed(config_files):
+        data = yaml.safe_load(Path(f).read_text()) or {}
+        if isinstance(data, dict) and "run" in data:
+            return str(data["run"])
+    if config_files:
+        stem = Path(config_files[-1]).name.split(".")[0]
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem):
+            raise ConfigError(f"{config_files[-1]}: its name {stem!r} cannot name the run's results folder; "
+                              "set run: NAME in it (letters, digits, '.', '_', '-')")
+        return stem
+    return cfg.get("run") or "default"
 
 
 #: where input.sample's photos are copied: a folder of leam's, never the user's input.dir

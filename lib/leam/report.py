@@ -1,4 +1,4 @@
-"""The run's report: one self-contained HTML page (figures inlined) built from results/leam.duckdb.
+"""The run's report: one self-contained HTML page (figures inlined) built from results/{run}/leam.duckdb.
 
 Sections: the paper's four findings measured on this run (each with its numbers and whether it
 holds, or why it cannot be measured here), the identity atlas, the figures, the key tables, and the

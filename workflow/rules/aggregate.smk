@@ -1,4 +1,4 @@
-# Aggregate: every Parquet output into results/leam.duckdb, with the paper's tables as views.
+# Aggregate: every Parquet output into results/{run}/leam.duckdb, with the paper's tables as views.
 
 
 rule aggregate:
@@ -14,12 +14,12 @@ rule aggregate:
         metadata=metadata_files(),
         downloads=rules.download.output.table if config["input"]["urls"] else [],
     output:
-        # the manifest of results/leam.duckdb (its build id and tables): Snakemake deletes a job's
+        # the manifest of results/{run}/leam.duckdb (its build id and tables): Snakemake deletes a job's
         # outputs before it starts, so the database itself is not one; it is replaced only once
         # the new one is complete (leam.database)
-        manifest="results/leam.duckdb.json",
+        manifest=results("leam.duckdb.json"),
     params:
-        db="results/leam.duckdb",
+        db=results("leam.duckdb"),
         models={m: config["models"][m] for m in MODELS},
         levels=config["count"]["levels"],
         metadata=config["metadata"],
@@ -33,8 +33,8 @@ rule aggregate:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/aggregate/aggregate.log",
+        logs("aggregate/aggregate.log"),
     benchmark:
-        "results/benchmarks/aggregate/aggregate.tsv"
+        results("benchmarks/aggregate/aggregate.tsv")
     script:
         "../scripts/aggregate.py"

@@ -5,7 +5,7 @@ rule align:
     input:
         faces=rules.detect.output.faces,
     output:
-        aligned="results/aligned/shard-{shard}.parquet",
+        aligned=results("aligned/shard-{shard}.parquet"),
     params:
         size=config["align"]["size"],
         padding=config["align"]["padding"],
@@ -17,8 +17,8 @@ rule align:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/align/shard-{shard}.log",
+        logs("align/shard-{shard}.log"),
     benchmark:
-        "results/benchmarks/align/shard-{shard}.tsv"
+        results("benchmarks/align/shard-{shard}.tsv")
     script:
         "../scripts/align.py"

@@ -7,7 +7,7 @@ import yaml
 
 from snakemake.logging import logger
 
-from leam.config import occlusion_sources, photo_dir, validate_config
+from leam.config import occlusion_sources, photo_dir, run_name, validate_config
 from leam.dataset import MANIFEST_NAME, input_problem, list_inputs, sample_caveats, shard_of
 from leam.models import check_weights, import_builder, missing_file_message
 from leam.occlude import n_occluded
@@ -20,7 +20,22 @@ if _user_files:
     if _named:
         config["models"] = {m: v for m, v in config.get("models", {}).items() if m in _named}
 os.environ["LEAM_CONFIG"] = " + ".join(_user_files) or "config.yaml"  # for messages, in every job too
+# Each run has its own results/{run}/ and logs/{run}/: a --configfile that names no run is named after
+# its file, so it never reads or overwrites another config's results.
+config["run"] = run_name(config, _user_files, dict(workflow.config_settings.config))
 validate_config(config, source=f"config ({os.environ['LEAM_CONFIG']} and any --config overrides)")
+RUN = config["run"]
+
+
+def results(path):
+    """``path`` inside this run's results folder: results/{run}/{path}."""
+    return f"results/{RUN}/{path}"
+
+
+def logs(path):
+    """``path`` inside this run's log folder: logs/{run}/{path}."""
+    return f"logs/{RUN}/{path}"
+
 
 # torch's OpenMP threads spin while they wait for each other; on a busy machine a descheduled
 # thread keeps the others spinning. A short spin (inherited by every job) measured 1.5-2.7x faster

@@ -5,7 +5,7 @@ rule compare:
     input:
         image_maps=shard_outputs(rules.extract.output.image_maps, model="{model}"),
     output:
-        compare="results/compare/model={model}/compare.parquet",
+        compare=results("compare/model={model}/compare.parquet"),
     params:
         size=config["align"]["size"],
         selections=config["compare"]["selections"],
@@ -18,8 +18,8 @@ rule compare:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/compare/{model}.log",
+        logs("compare/{model}.log"),
     benchmark:
-        "results/benchmarks/compare/{model}.tsv"
+        results("benchmarks/compare/{model}.tsv")
     script:
         "../scripts/compare.py"

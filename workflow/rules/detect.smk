@@ -5,7 +5,7 @@ rule detect:
     input:
         images=shard_images,
     output:
-        faces="results/faces/shard-{shard}.parquet",
+        faces=results("faces/shard-{shard}.parquet"),
     params:
         upsample=config["detect"]["upsample"],
         min_score=config["detect"]["min_score"],
@@ -18,8 +18,8 @@ rule detect:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/detect/shard-{shard}.log",
+        logs("detect/shard-{shard}.log"),
     benchmark:
-        "results/benchmarks/detect/shard-{shard}.tsv"
+        results("benchmarks/detect/shard-{shard}.tsv")
     script:
         "../scripts/detect.py"

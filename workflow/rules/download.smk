@@ -11,7 +11,7 @@ checkpoint sample_photos:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/download/sample_photos.log",
+        logs("download/sample_photos.log"),
     script:
         "../scripts/sample_photos.py"
 
@@ -21,13 +21,13 @@ checkpoint download:
         urls=config["input"]["urls"] or [],
     output:
         manifest=f"{RAW}/DOWNLOADS.sha256",
-        table="results/downloads.parquet",
+        table=results("downloads.parquet"),
     params:
         download=config["download"],
         seed=config["seed"],
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/download/download.log",
+        logs("download/download.log"),
     script:
         "../scripts/download.py"

@@ -9,7 +9,7 @@ rule preflight:
     # what would stop a model's extract job (a layer that is no module, weights that do not fit, a
     # device this machine lacks), found in seconds, before the long jobs: run first (priority)
     output:
-        ok="results/preflight/{model}.txt",
+        ok=results("preflight/{model}.txt"),
     params:
         spec=lambda wildcards: config["models"][wildcards.model],
         device=config["extract"]["device"],
@@ -22,7 +22,7 @@ rule preflight:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/preflight/{model}.log",
+        logs("preflight/{model}.log"),
     script:
         "../scripts/preflight.py"
 
@@ -33,12 +33,12 @@ rule extract:
         labels=rules.parse.output.labels,
         preflight=rules.preflight.output.ok,
     output:
-        pairs="results/pairs/model={model}/shard-{shard}.parquet",
-        embeddings="results/embeddings/model={model}/shard-{shard}.parquet",
-        counts="results/counts/model={model}/shard-{shard}.parquet",
-        image_maps="results/image_maps/model={model}/shard-{shard}.parquet",
-        rankings="results/rankings/model={model}/shard-{shard}.parquet",
-        maps="results/maps/model={model}/shard-{shard}.parquet",
+        pairs=results("pairs/model={model}/shard-{shard}.parquet"),
+        embeddings=results("embeddings/model={model}/shard-{shard}.parquet"),
+        counts=results("counts/model={model}/shard-{shard}.parquet"),
+        image_maps=results("image_maps/model={model}/shard-{shard}.parquet"),
+        rankings=results("rankings/model={model}/shard-{shard}.parquet"),
+        maps=results("maps/model={model}/shard-{shard}.parquet"),
     params:
         spec=lambda wildcards: config["models"][wildcards.model],
         device=config["extract"]["device"],
@@ -59,8 +59,8 @@ rule extract:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/extract/{model}/shard-{shard}.log",
+        logs("extract/{model}/shard-{shard}.log"),
     benchmark:
-        "results/benchmarks/extract/{model}/shard-{shard}.tsv"
+        results("benchmarks/extract/{model}/shard-{shard}.tsv")
     script:
         "../scripts/extract.py"

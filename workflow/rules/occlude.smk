@@ -8,16 +8,16 @@ rule population_atlas:
     input:
         image_maps=shard_outputs(rules.extract.output.image_maps, model=OCCLUDE_SOURCE),
     output:
-        population="results/occlusion/population.parquet",
+        population=results("occlusion/population.parquet"),
     params:
         layer=OCCLUDE_LAYER,
         size=config["align"]["size"],
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/occlude/population.log",
+        logs("occlude/population.log"),
     benchmark:
-        "results/benchmarks/population_atlas/population.tsv"
+        results("benchmarks/population_atlas/population.tsv")
     script:
         "../scripts/population_atlas.py"
 
@@ -29,8 +29,8 @@ rule occlude:
         own_maps=expand(rules.extract.output.image_maps, model=OCCLUDE_SOURCE, allow_missing=True),
         population=rules.population_atlas.output.population,
     output:
-        occlusion="results/occlusion/model={model}/shard-{shard}.parquet",
-        atlas="results/atlas/model={model}/shard-{shard}.parquet",
+        occlusion=results("occlusion/model={model}/shard-{shard}.parquet"),
+        atlas=results("atlas/model={model}/shard-{shard}.parquet"),
     params:
         models=lambda wildcards: {wildcards.model: config["models"][wildcards.model]},
         sources=OCCLUDE_SOURCES,
@@ -47,8 +47,8 @@ rule occlude:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/occlude/{model}/shard-{shard}.log",
+        logs("occlude/{model}/shard-{shard}.log"),
     benchmark:
-        "results/benchmarks/occlude/{model}/shard-{shard}.tsv"
+        results("benchmarks/occlude/{model}/shard-{shard}.tsv")
     script:
         "../scripts/occlude.py"

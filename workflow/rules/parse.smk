@@ -5,7 +5,7 @@ rule parse:
     input:
         aligned=rules.align.output.aligned,
     output:
-        labels="results/labels/shard-{shard}.parquet",
+        labels=results("labels/shard-{shard}.parquet"),
     params:
         parser=config["parser"],
         device=config["extract"]["device"].replace("auto", "cpu"),
@@ -16,8 +16,8 @@ rule parse:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/parse/shard-{shard}.log",
+        logs("parse/shard-{shard}.log"),
     benchmark:
-        "results/benchmarks/parse/shard-{shard}.tsv"
+        results("benchmarks/parse/shard-{shard}.tsv")
     script:
         "../scripts/parse.py"

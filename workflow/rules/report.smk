@@ -11,7 +11,7 @@ rule report:
         atlas=rules.study_figures.output.atlas,
         demographics=rules.demographics_figure.output.demographics if HAVE_METADATA else [],
     output:
-        html="results/report.html",
+        html=results("report.html"),
     params:
         models=MODELS,
         demographics=HAVE_METADATA,
@@ -19,8 +19,8 @@ rule report:
     conda:
         "../../envs/leam.yaml"
     log:
-        "logs/report/report.log",
+        logs("report/report.log"),
     benchmark:
-        "results/benchmarks/report/report.tsv"
+        results("benchmarks/report/report.tsv")
     script:
         "../scripts/report.py"
