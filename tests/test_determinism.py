@@ -37,7 +37,7 @@ def extract_digest(d, model: str) -> dict[str, str]:
     d.mkdir()
     # the workflow's environment (workflow/rules/common.smk sets GOMP_SPINCOUNT for every job)
     env = {**os.environ, "GOMP_SPINCOUNT": "20000"}
-    subprocess.run([sys.executable, "-c", CHILD, str(d), model, str(REPO / "config.yaml"), json.dumps(OUTPUTS)],
+    subprocess.run([sys.executable, "-c", CHILD, str(d), model, str(REPO / "config" / "config.yaml"), json.dumps(OUTPUTS)],
                    check=True, env=env, cwd=REPO, capture_output=True)
     return {k: hashlib.sha256((d / f"{k}.parquet").read_bytes()).hexdigest() for k in OUTPUTS}
 

@@ -273,7 +273,7 @@ def test_pipeline_from_a_url_list(sample_raw, tmp_path):
         lines = ["identity,url"] + [f"{path.split('/')[1]},{base}{path}" for path in sorted(files)]
         lines += [f"obama,{base}/obama/gone.jpg", f"../../escape,{base}/biden/biden.jpg"]
         (tmp_path / "urls.csv").write_text("\n".join(lines) + "\n")
-        cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+        cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
         cfg["input"] = {"dir": "data/raw", "sample": None, "urls": str(tmp_path / "urls.csv")}
         cfg["download"] = {"concurrency": 4, "retries": 0}
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -19,7 +19,7 @@ def test_missing_weights_message_names_file_source_hash_and_key(dlib_spec, tmp_p
     assert msg == (
         f"model 'dlib_resnet': weight file not found: {tmp_path / 'nowhere' / 'model.dat'}. "
         f"Download it from {spec['weights']['url']} (sha256 {spec['weights']['sha256']}), "
-        "then set models.dlib_resnet.weights.path in config.yaml to its location."
+        "then set models.dlib_resnet.weights.path in config/config.yaml to its location."
     )
 
 

@@ -101,7 +101,7 @@ def test_a_study_config_has_exactly_its_models_its_own_results_and_is_named_in_m
     d = tmp_path / "run"
     shutil.copytree(sample_raw, d / "data/raw")
     link_weights(d)
-    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     (d / "config.yaml").write_text(yaml.safe_dump(default, sort_keys=False))  # what Snakemake merges underneath
     study = {"input": {"dir": "data/raw", "sample": None}, "occlude": {"source_model": "only_dlib"},
              "models": {"only_dlib": default["models"]["dlib_resnet"]}}
@@ -130,7 +130,7 @@ def test_model_mistakes_are_found_first(sample_raw, tmp_path):
     d = tmp_path / "run"
     shutil.copytree(sample_raw, d / "data/raw")
     link_weights(d)
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["input"] = {"dir": "data/raw", "sample": None}
     cfg["models"] = {"dlib_resnet": copy.deepcopy(cfg["models"]["dlib_resnet"])}
     cfg["occlude"]["source_model"] = "dlib_resnet"

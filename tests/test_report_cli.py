@@ -39,7 +39,7 @@ class _Page(HTMLParser):
 @pytest.mark.pipeline
 def test_report_has_every_figure_and_table_it_lists(pipeline_run):
     d, _ = pipeline_run
-    html = (d / "results" / "report.html").read_text()
+    html = (d / "results" / "default" / "report.html").read_text()
     page = _Page()
     page.feed(html)
     assert len(page.links) >= 12
@@ -63,7 +63,7 @@ def test_report_has_every_figure_and_table_it_lists(pipeline_run):
 def test_explain_cli(sample_raw, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
-               "--config", str(REPO / "config.yaml"), "--layers", "conv1", "l2_0.conv2", "--out", str(out)])
+               "--config", str(REPO / "config" / "config.yaml"), "--layers", "conv1", "l2_0.conv2", "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert text.startswith("cosine(obama.jpg, obama2.jpg) = 0.9") and "with dlib_resnet" in text
@@ -72,14 +72,30 @@ def test_explain_cli(sample_raw, tmp_path, capsys):
         assert img.shape[0] > 100 and img.std() > 10  # a real picture, not blank
 
 
+def test_explain_runs_from_any_folder(sample_raw, tmp_path, capsys, monkeypatch):
+    """#13: no ./config.yaml needed: the checkout's config/config.yaml is the default."""
+    from leam.cli import default_config_path
+
+    monkeypatch.chdir(tmp_path)
+    assert default_config_path() == REPO / "config" / "config.yaml"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("models: {}\n")
+    assert default_config_path() == tmp_path / "config" / "config.yaml"  # a checkout's own comes first
+    (tmp_path / "config" / "config.yaml").unlink()
+    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
+               "--layers", "conv1", "--out", "o"])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "o" / "layers.png").is_file()
+
+
 def test_explain_cli_errors(sample_raw, tmp_path, capsys):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(grey)
-    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(grey), "--config", str(REPO / "config.yaml"),
+    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(grey), "--config", str(REPO / "config" / "config.yaml"),
                "--out", str(tmp_path / "o")])
     assert rc == 2 and f"{grey}: 0 faces found (need exactly one)" in capsys.readouterr().err
     rc = main(["explain", "a.jpg", "b.jpg", "--config", str(tmp_path / "none.yaml")])
     assert rc == 2 and "config file" in capsys.readouterr().err
     rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
-               "--config", str(REPO / "config.yaml"), "--layers", "nope"])
+               "--config", str(REPO / "config" / "config.yaml"), "--layers", "nope"])
     assert rc == 2 and "layer(s) ['nope'] are not configured for dlib_resnet" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     kills = []
     for low, high in ((2, 12), (4, 25)):
         wait = float(rng.uniform(low, high))
-        proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(d), "--cores", "2",
+        proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(d), "--cores", "2",
                                  "--configfile", str(d / "config.yaml")], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(wait)
@@ -59,7 +59,7 @@ def test_a_killed_aggregate_keeps_the_last_database(pipeline_run, tmp_path):
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     db = d / "results" / "default" / "leam.duckdb"
     before = sha256_file(db)
-    proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(d), "--cores", "2",
+    proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(d), "--cores", "2",
                              "--configfile", str(d / "config.yaml"), "--forcerun", "aggregate", "--until", "aggregate"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300

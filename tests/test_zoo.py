@@ -177,7 +177,7 @@ def test_missing_weights_message_for_every_paper_model(name, tmp_path):
     msg = str(e.value)
     assert msg.startswith(f"model '{name}': weight file not found: {tmp_path / 'missing' / 'weights.pth'}.")
     assert f"Download it from {spec['weights']['url']} (sha256 {'ab' * 32})" in msg
-    assert msg.endswith(f"then set models.{name}.weights.path in config.yaml to its location.")
+    assert msg.endswith(f"then set models.{name}.weights.path in config/config.yaml to its location.")
 
 
 def test_untrusted_pickles_are_refused(tmp_path):

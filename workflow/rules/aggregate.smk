@@ -31,7 +31,7 @@ rule aggregate:
         mem_mb=16000,
         runtime=120,
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("aggregate/aggregate.log"),
     benchmark:

@@ -15,7 +15,7 @@ rule align:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("align/shard-{shard}.log"),
     benchmark:

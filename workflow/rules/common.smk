@@ -12,14 +12,14 @@ from leam.dataset import MANIFEST_NAME, input_problem, list_inputs, sample_cavea
 from leam.models import check_weights, import_builder, missing_file_message
 from leam.occlude import n_occluded
 
-# With --configfile, the study's files say which models it has: the entries of config.yaml (which
+# With --configfile, the study's files say which models it has: the entries of config/config.yaml (which
 # Snakemake merges underneath) are dropped unless those files name them too; messages name them.
 _user_files = [str(f) for f in workflow.overwrite_configfiles]
 if _user_files:
     _named = [m for f in _user_files for m in ((yaml.safe_load(Path(f).read_text()) or {}).get("models") or {})]
     if _named:
         config["models"] = {m: v for m, v in config.get("models", {}).items() if m in _named}
-os.environ["LEAM_CONFIG"] = " + ".join(_user_files) or "config.yaml"  # for messages, in every job too
+os.environ["LEAM_CONFIG"] = " + ".join(_user_files) or "config/config.yaml"  # for messages, in every job too
 # Each run has its own results/{run}/ and logs/{run}/: a --configfile that names no run is named after
 # its file, so it never reads or overwrites another config's results.
 config["run"] = run_name(config, _user_files, dict(workflow.config_settings.config))

@@ -16,7 +16,7 @@ rule compare:
         mem_mb=8000,
         runtime=240,
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("compare/{model}.log"),
     benchmark:

@@ -16,7 +16,7 @@ rule detect:
         mem_mb=4000,
         runtime=120,
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("detect/shard-{shard}.log"),
     benchmark:

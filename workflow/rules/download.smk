@@ -9,7 +9,7 @@ checkpoint sample_photos:
     params:
         sample=config["input"]["sample"],
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("download/sample_photos.log"),
     script:
@@ -26,7 +26,7 @@ checkpoint download:
         download=config["download"],
         seed=config["seed"],
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("download/download.log"),
     script:

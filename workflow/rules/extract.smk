@@ -2,7 +2,7 @@
 # and, while they are in memory, what later stages need of them: per-class counts at every
 # relevance selection, per-image maps (compare, atlas), pixel rankings (occlusion), and the raw
 # maps themselves as extract.store_maps says (lib/leam/summaries.py).
-# Outputs are per model, so adding a model to config.yaml runs only its jobs (and aggregation).
+# Outputs are per model, so adding a model to config/config.yaml runs only its jobs (and aggregation).
 
 
 rule preflight:
@@ -20,7 +20,7 @@ rule preflight:
         mem_mb=4000,
         runtime=10,
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("preflight/{model}.log"),
     script:
@@ -57,7 +57,7 @@ rule extract:
         mem_mb=16000,
         runtime=240,  # minutes, for a shard of ~10 identities on one GPU
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("extract/{model}/shard-{shard}.log"),
     benchmark:

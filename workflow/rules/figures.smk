@@ -13,7 +13,7 @@ rule figures:
     params:
         identity=config["figures"]["example_identity"],
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("figures/{model}.log"),
     benchmark:
@@ -32,7 +32,7 @@ rule study_figures:
     params:
         source=OCCLUDE_SOURCE,
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("figures/study.log"),
     benchmark:
@@ -47,7 +47,7 @@ rule demographics_figure:
     output:
         demographics=results("figures/demographics.png"),
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("figures/demographics.log"),
     benchmark:

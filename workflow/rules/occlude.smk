@@ -13,7 +13,7 @@ rule population_atlas:
         layer=OCCLUDE_LAYER,
         size=config["align"]["size"],
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("occlude/population.log"),
     benchmark:
@@ -45,7 +45,7 @@ rule occlude:
         mem_mb=16000,
         runtime=240,
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("occlude/{model}/shard-{shard}.log"),
     benchmark:

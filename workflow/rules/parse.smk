@@ -14,7 +14,7 @@ rule parse:
         mem_mb=8000,
         runtime=60,
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("parse/shard-{shard}.log"),
     benchmark:

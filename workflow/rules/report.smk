@@ -17,7 +17,7 @@ rule report:
         demographics=HAVE_METADATA,
         caveats=sample_caveats(config["input"]["sample"]),
     conda:
-        "../../envs/leam.yaml"
+        "../envs/leam.yaml"
     log:
         logs("report/report.log"),
     benchmark:

@@ -1,6 +1,6 @@
 """Model registry: build a face-recognition model from its config entry, never downloading.
 
-A config entry (``models.<name>`` in config.yaml) names an importable ``builder`` (``module:function``
+A config entry (``models.<name>`` in config/config.yaml) names an importable ``builder`` (``module:function``
 taking the weight file's path and returning a ``torch.nn.Module`` that maps normalised
 (B, 3, H, W) float input to (B, D) embeddings), the weight file, its sha256 and public URL, the
 input size, per-channel mean/std on the 0-255 pixel scale, and the layers to explain
