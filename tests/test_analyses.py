@@ -245,9 +245,11 @@ def test_compare_views_by_hand(analysis_db):
 
 def test_occlusion_and_atlas_views_by_hand(analysis_db):
     con, _, occ, atl, _ = analysis_db
-    t9 = occ.pivot_table(index="size_pct", columns="method", values="drop", aggfunc="mean").reset_index()
-    view = con.execute("SELECT size_pct, leam_drop AS leam, random_drop AS random FROM occlusion_table").df()
-    _close(view, t9, ["size_pct"], ["leam", "random"])
+    t9 = occ.pivot_table(index=["model", "size_pct"], columns="method", values="drop", aggfunc="mean").reset_index()
+    view = con.execute("SELECT model, size_pct, leam_drop AS leam, random_drop AS random FROM occlusion_table").df()
+    _close(view, t9, ["model", "size_pct"], ["leam", "random"])  # one row per target model, never pooled
+    # rows come back in a stable, documented order (#13: it used to be 0.01, 0.1, 0.25, 1.5, 10, 0.05)
+    assert list(zip(view["model"], view["size_pct"])) == sorted(zip(view["model"], view["size_pct"]))
     per_model = occ.groupby(["model", "method", "size_pct"]).agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
     _close(con.execute("SELECT model, method, size_pct, n_pairs, mean_drop FROM occlusion_by_model").df(), per_model,
            ["model", "method", "size_pct"], ["n_pairs", "mean_drop"])
@@ -277,3 +279,24 @@ def test_demographic_views_by_hand(analysis_db):
     hand = occ.groupby(["model", "method", "size_pct", "age_gap"]).agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
     view = con.execute("SELECT model, method, size_pct, age_gap, n_pairs, mean_drop FROM occlusion_by_age_gap").df()
     _close(view, hand, ["model", "method", "size_pct", "age_gap"], ["n_pairs", "mean_drop"])
+
+
+def test_every_view_and_column_is_documented_and_sorted(analysis_db):
+    """#13: COMMENT ON every view and each of its columns; ORDER BY in every view."""
+    from leam.catalog import undocumented
+
+    con, *_ = analysis_db
+    assert undocumented(con) == []
+    views = [v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+    assert len(views) >= 20
+    for v in views:
+        sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = ?", [v]).fetchone()[0]
+        assert "ORDER BY" in sql.upper(), v
+
+
+def test_pivot_columns_need_no_quoting():
+    from leam.aggregate import safe_names
+
+    assert safe_names(["conv1", "l1_0.conv1", "l1_0-conv1", "2a", "L1_0_CONV1"]) == {
+        "conv1": "conv1", "l1_0.conv1": "l1_0_conv1", "l1_0-conv1": "l1_0_conv1_2", "2a": "x2a",
+        "L1_0_CONV1": "l1_0_conv1_3"}

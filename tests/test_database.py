@@ -139,3 +139,16 @@ def test_stale_temporaries_match_only_this_database(tmp_path):
     assert [p.name for p in stale_temporaries(db)] == names[:2]
     _build(db, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["leam.duckdb", "leam.duckdb.json", *names[2:]])
+
+
+def test_the_duckdb_command_line_reads_the_database(tmp_path):
+    """#13: the README's `duckdb -readonly FILE` works: DuckDB's command line is in the environment
+    (duckdb-cli, a real DuckDB binary) and the database is written in a format it reads."""
+    db = tmp_path / "leam.duckdb"
+    _build(db, 3)
+    cli = Path(sys.executable).with_name("duckdb")
+    assert cli.is_file(), f"{cli}: duckdb-cli is not installed (envs/requirements.lock pins it)"
+    out = subprocess.run([str(cli), "-readonly", "-csv", str(db), "-c", "SELECT count(*) AS n FROM t"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["n", "3"]

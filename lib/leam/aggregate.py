@@ -48,16 +48,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
 import duckdb
 import pandas as pd
 
+from .catalog import comment_database
 from .classes import CLASSES, class_column
 from .database import building
 
-__all__ = ["build_database", "create_views", "level_column"]
+__all__ = ["build_database", "create_views", "level_column", "safe_names"]
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +85,31 @@ def _files(paths: Sequence[str | os.PathLike]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
+def safe_names(values: Sequence[str]) -> dict[str, str]:
+    """Column names that need no quoting for pivoted values: every character outside [A-Za-z0-9_]
+    becomes '_' (``l1_0.conv1`` -> ``l1_0_conv1``), a leading digit gets an 'x', a clash a suffix."""
+    out: dict[str, str] = {}
+    for v in values:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", v)
+        name = name if re.match(r"[A-Za-z_]", name) else "x" + name
+        base, k = name.lower(), 2
+        while name.lower() in {n.lower() for n in out.values()}:
+            name, k = f"{base}_{k}", k + 1
+        out[v] = name
+    return out
+
+
 def _pivot(column: str, values: Sequence[str], measure: str = "mean_rel_pct") -> str:
-    return ",\n".join(f"max(CASE WHEN {column} = '{v.replace(chr(39), chr(39) * 2)}' THEN {measure} END) AS {_q(v)}"
+    names = safe_names(values)
+    return ",\n".join(f"max(CASE WHEN {column} = '{v.replace(chr(39), chr(39) * 2)}' THEN {measure} END) AS {names[v]}"
                        for v in values)
 
 
 def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_names: Sequence[str],
-                 model_names: Sequence[str] = ()) -> None:
-    """Create the analysis views on tables ``counts``, ``pairs``, ``embeddings``, ``images``."""
+                 model_names: Sequence[str] = ()) -> dict[tuple[str, str], str]:
+    """Create the analysis views on tables ``counts``, ``pairs``, ``embeddings``, ``images``; returns
+    the meaning of their generated (pivot) columns, {(view, column): text}, for
+    :func:`leam.catalog.comment_database`."""
     create_input_views(con)
     con.execute("""
         CREATE OR REPLACE VIEW counts_long AS
@@ -100,7 +119,8 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
                100.0 * u.pixels / u.n_pixels AS abs_pct,
                CASE WHEN u.n_selected > 0 THEN 100.0 * u.pixels / u.n_selected END AS rel_pct
         FROM (UNPIVOT counts ON COLUMNS('^c[0-9][0-9]_') INTO NAME col VALUE pixels) u
-        JOIN classes c ON c.class_id = CAST(substr(u.col, 2, 2) AS INTEGER)""")
+        JOIN classes c ON c.class_id = CAST(substr(u.col, 2, 2) AS INTEGER)
+        ORDER BY u.model, u.layer_idx, u.identity, u.anchor, u.positive, u.level NULLS FIRST, class_id""")
     share = """
         count(*) AS n_maps,
         avg(rel_pct) AS mean_rel_pct,
@@ -110,11 +130,13 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
     con.execute(f"""
         CREATE OR REPLACE VIEW class_share_layer AS
         SELECT model, layer, any_value(layer_idx) AS layer_idx, selection, level, class_id, class, {share}
-        FROM counts_long GROUP BY model, layer, selection, level, class_id, class""")
+        FROM counts_long GROUP BY model, layer, selection, level, class_id, class
+        ORDER BY model, layer_idx, level NULLS FIRST, class_id""")
     con.execute(f"""
         CREATE OR REPLACE VIEW class_share_model AS
         SELECT model, selection, level, class_id, class, {share}
-        FROM counts_long GROUP BY model, selection, level, class_id, class""")
+        FROM counts_long GROUP BY model, selection, level, class_id, class
+        ORDER BY model, level NULLS FIRST, class_id""")
     level_cols = ",\n".join(
         f"max(CASE WHEN selection = 'top{lv:g}' THEN mean_rel_pct END) AS {_q(level_column(lv))}" for lv in levels)
     con.execute(f"""
@@ -122,31 +144,42 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
         SELECT model, class_id, class,
                max(CASE WHEN selection = 'full' THEN mean_rel_pct END) AS full_activation,
                {level_cols}
-        FROM class_share_model GROUP BY model, class_id, class""")
+        FROM class_share_model GROUP BY model, class_id, class ORDER BY model, class_id""")
     con.execute(f"""
         CREATE OR REPLACE VIEW layer_table AS
         SELECT model, selection, level, class_id, class, {_pivot("layer", layer_names)}
-        FROM class_share_layer GROUP BY model, selection, level, class_id, class""")
+        FROM class_share_layer GROUP BY model, selection, level, class_id, class
+        ORDER BY model, level NULLS FIRST, class_id""")
     if model_names:
         con.execute(f"""
             CREATE OR REPLACE VIEW model_table AS
             SELECT selection, level, class_id, class, {_pivot("model", model_names)}
-            FROM class_share_model GROUP BY selection, level, class_id, class""")
+            FROM class_share_model GROUP BY selection, level, class_id, class
+            ORDER BY level NULLS FIRST, class_id""")
         con.execute(f"""
             CREATE OR REPLACE VIEW model_layer_table AS
             SELECT layer, selection, level, class_id, class, {_pivot("model", model_names)}
-            FROM class_share_layer GROUP BY layer, selection, level, class_id, class""")
+            FROM class_share_layer GROUP BY layer, selection, level, class_id, class
+            ORDER BY layer, level NULLS FIRST, class_id""")
     con.execute(f"""
         CREATE OR REPLACE VIEW identity_share AS
         SELECT model, identity, selection, level, class_id, class, {share}
-        FROM counts_long GROUP BY model, identity, selection, level, class_id, class""")
+        FROM counts_long GROUP BY model, identity, selection, level, class_id, class
+        ORDER BY model, identity, level NULLS FIRST, class_id""")
     con.execute("""
         CREATE OR REPLACE VIEW identity_variation AS
         SELECT model, identity, selection, level, class_id, class, count(rel_pct) AS n_maps,
                stddev_samp(rel_pct) AS std, avg(rel_pct) AS mean, min(rel_pct) AS min, max(rel_pct) AS max,
                100.0 * stddev_samp(rel_pct) / nullif(avg(rel_pct), 0) AS cv
-        FROM counts_long GROUP BY model, identity, selection, level, class_id, class""")
+        FROM counts_long GROUP BY model, identity, selection, level, class_id, class
+        ORDER BY model, identity, level NULLS FIRST, class_id""")
     create_cosine_views(con)
+    docs = {("threshold_table", level_column(lv)): f"mean % of the selected pixels that are the class, top {lv:g} % selection"
+            for lv in levels}
+    docs |= {("layer_table", col): f"mean_rel_pct of layer '{name}', %" for name, col in safe_names(layer_names).items()}
+    for view in ("model_table", "model_layer_table"):
+        docs |= {(view, col): f"mean_rel_pct of model '{name}', %" for name, col in safe_names(model_names).items()}
+    return docs
 
 
 def create_input_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -171,7 +204,7 @@ def create_cosine_views(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("""
         CREATE OR REPLACE VIEW cosine_same AS
         SELECT model, count(*) AS n_pairs, avg(cosine) AS mean_cosine, stddev_samp(cosine) AS std_cosine
-        FROM pairs GROUP BY model""")
+        FROM pairs GROUP BY model ORDER BY model""")
     con.execute("""
         CREATE OR REPLACE VIEW cosine_different AS
         SELECT a.model, count(*) AS n_pairs,
@@ -179,13 +212,13 @@ def create_cosine_views(con: duckdb.DuckDBPyConnection) -> None:
                stddev_samp(list_cosine_similarity(a.embedding::DOUBLE[], b.embedding::DOUBLE[])) AS std_cosine
         FROM embeddings a JOIN embeddings b
           ON a.model = b.model AND a.identity < b.identity
-        GROUP BY a.model""")
+        GROUP BY a.model ORDER BY a.model""")
     con.execute("""
         CREATE OR REPLACE VIEW cosine_summary AS
         SELECT s.model, s.n_pairs AS same_pairs, s.mean_cosine AS same_mean, s.std_cosine AS same_std,
                d.n_pairs AS different_pairs, d.mean_cosine AS different_mean, d.std_cosine AS different_std,
                s.mean_cosine - d.mean_cosine AS margin
-        FROM cosine_same s LEFT JOIN cosine_different d USING (model)""")
+        FROM cosine_same s LEFT JOIN cosine_different d USING (model) ORDER BY s.model""")
     create_verification_view(con)
     con.execute("""
         CREATE OR REPLACE VIEW suspect_labels AS
@@ -250,7 +283,8 @@ def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
         SELECT model, layer, any_value(layer_idx) AS layer_idx, selection, kind, count(bc) AS n_pairs,
                count(skipped) AS n_skipped,
                avg(bc) AS mean_bc, stddev_samp(bc) AS std_bc, avg(emd) AS mean_emd, stddev_samp(emd) AS std_emd
-        FROM compare GROUP BY model, layer, selection, kind""")
+        FROM compare GROUP BY model, layer, selection, kind
+        ORDER BY model, layer_idx, selection, kind DESC""")
     con.execute("""
         CREATE OR REPLACE VIEW compare_table AS
         SELECT model, layer, any_value(layer_idx) AS layer_idx, selection,
@@ -260,28 +294,34 @@ def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
                max(CASE WHEN kind = 'different' THEN mean_emd END) AS emd_different,
                max(CASE WHEN kind = 'same' THEN n_pairs END) AS n_same,
                max(CASE WHEN kind = 'different' THEN n_pairs END) AS n_different,
-               sum(n_skipped) AS n_skipped
-        FROM compare_summary GROUP BY model, layer, selection""")
+               sum(n_skipped) AS n_skipped,
+               CASE WHEN coalesce(max(CASE WHEN kind = 'different' THEN n_pairs END), 0) = 0
+                    THEN 'no different-identity pair: only one identity has image maps' END AS note
+        FROM compare_summary GROUP BY model, layer, selection
+        ORDER BY model, layer_idx, selection""")
     con.execute("""
         CREATE OR REPLACE VIEW occlusion_by_model AS
         SELECT source_model, source_layer, model, method, size_pct, count(drop) AS n_pairs,
                count(skipped) AS n_skipped,
                avg(drop) AS mean_drop, stddev_samp(drop) AS std_drop, avg(cosine_before) AS mean_cosine_before
-        FROM occlusion GROUP BY source_model, source_layer, model, method, size_pct""")
+        FROM occlusion GROUP BY source_model, source_layer, model, method, size_pct
+        ORDER BY source_model, model, method, size_pct""")
     con.execute("""
         CREATE OR REPLACE VIEW occlusion_table AS
-        SELECT size_pct,
+        SELECT source_model, source_layer, model, size_pct,
                avg(CASE WHEN method = 'leam' THEN drop END) AS leam_drop,
                avg(CASE WHEN method = 'random' THEN drop END) AS random_drop,
                count(drop) FILTER (WHERE method = 'leam') AS n_leam,
                count(drop) FILTER (WHERE method = 'random') AS n_random,
                count(skipped) FILTER (WHERE method = 'leam') AS n_skipped
-        FROM occlusion GROUP BY size_pct""")
+        FROM occlusion GROUP BY source_model, source_layer, model, size_pct
+        ORDER BY source_model, model, size_pct""")
     con.execute("""
         CREATE OR REPLACE VIEW atlas_summary AS
         SELECT source_model, source_layer, model, method, size_pct, count(drop) AS n_images,
                count(skipped) AS n_skipped, avg(drop) AS mean_drop, stddev_samp(drop) AS std_drop
-        FROM atlas GROUP BY source_model, source_layer, model, method, size_pct""")
+        FROM atlas GROUP BY source_model, source_layer, model, method, size_pct
+        ORDER BY source_model, model, method, size_pct""")
 
 
 def create_demographic_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -295,7 +335,8 @@ def create_demographic_views(con: duckdb.DuckDBPyConnection) -> None:
         UNION ALL
         SELECT 'ethnicity', m.ethnicity, o.model, o.method, o.size_pct, count(*), avg(o.drop), avg(o.cosine_before)
         FROM occlusion o JOIN identity_meta m USING (identity) WHERE m.ethnicity IS NOT NULL AND o.drop IS NOT NULL
-        GROUP BY m.ethnicity, o.model, o.method, o.size_pct""")
+        GROUP BY m.ethnicity, o.model, o.method, o.size_pct
+        ORDER BY factor, grp, model, method, size_pct""")
     con.execute("""
         CREATE OR REPLACE VIEW occlusion_by_age_gap AS
         SELECT o.model, o.method, o.size_pct, abs(a.age - p.age) AS age_gap, count(*) AS n_pairs,
@@ -304,7 +345,8 @@ def create_demographic_views(con: duckdb.DuckDBPyConnection) -> None:
         JOIN image_meta a ON a.identity = o.identity AND a.image = o.anchor
         JOIN image_meta p ON p.identity = o.identity AND p.image = o.positive
         WHERE o.drop IS NOT NULL
-        GROUP BY o.model, o.method, o.size_pct, abs(a.age - p.age)""")
+        GROUP BY o.model, o.method, o.size_pct, abs(a.age - p.age)
+        ORDER BY model, method, size_pct, age_gap""")
 
 
 def _load_metadata(con, metadata: dict | None) -> bool:
@@ -369,7 +411,7 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
         rows = [(m, layer, i, path) for m, spec in models.items() for i, (layer, path) in enumerate(spec["layers"].items())]
         con.executemany("INSERT INTO layers VALUES (?, ?, ?, ?)", rows)
         layer_names = list(dict.fromkeys(r[1] for r in rows))
-        create_views(con, levels, layer_names, list(models))
+        docs = create_views(con, levels, layer_names, list(models))
         for name, files, schema in (("compare", compare, "COMPARE_SCHEMA"), ("occlusion", occlusion, "OCCLUSION_SCHEMA"),
                                     ("atlas", atlas, "ATLAS_SCHEMA")):
             if files:
@@ -385,5 +427,6 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
                            SELECT status, split_part(reason, ':', 1) AS reason, count(*) AS urls
                            FROM downloads GROUP BY ALL ORDER BY status, urls DESC""")
         _load_metadata(con, metadata)
+        comment_database(con, docs)
         n = con.execute("SELECT count(*) FROM counts").fetchone()[0]
         log.info("%s: %d count rows, %d models", db_path, n, len(models))

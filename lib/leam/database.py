@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIX = ".json"
 
+#: the database's storage format: the newest that DuckDB's command line on PyPI (duckdb-cli 1.5.6)
+#: reads, so ``duckdb -readonly results/<run>/leam.duckdb`` works beside the Python module (2.0.1)
+STORAGE_VERSION = "v1.5.0"
+
 
 class DatabaseError(RuntimeError):
     """The run's database cannot be read: missing, not the manifest's build, or locked."""
@@ -83,7 +87,7 @@ def building(db_path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
     written = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     with atomic_path(db_path) as tmp:
         tmp.unlink()  # duckdb creates the file itself
-        con = duckdb.connect(str(tmp))
+        con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
             yield con
             con.execute("CREATE TABLE leam_build AS SELECT ? AS build, ?::TIMESTAMPTZ AS written", [build, written])

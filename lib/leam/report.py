@@ -76,7 +76,11 @@ def findings(con: duckdb.DuckDBPyConnection) -> list[Finding]:
     out.append(Finding("maps", "LEAM maps of one person are more alike than of two people (BC higher, EMD lower)",
                        "BC 0.32-0.57 same vs 0.04-0.13 different (Tables 3-4); EMD higher for different (Tables 5-6)",
                        holds, detail, cmp.to_dict("records")))
-    occ = _df(con, "SELECT * FROM occlusion_table WHERE size_pct = 1")
+    # pooled over every source and target model (occlusion_table has one row per source x target)
+    occ = _df(con, """SELECT avg(drop) FILTER (WHERE method = 'leam') AS leam_drop,
+                             avg(drop) FILTER (WHERE method = 'random') AS random_drop,
+                             count(drop) FILTER (WHERE method = 'leam') AS n_leam
+                      FROM occlusion WHERE size_pct = 1 HAVING count(drop) > 0""")
     if len(occ) and occ["leam_drop"].notna().all():
         r = occ.iloc[0]
         out.append(Finding("occlusion", "Occluding the top 1 % LEAM pixels drops the cosine more than 1 % random pixels",
@@ -186,7 +190,7 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
              "SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different, n_same, n_different, n_skipped "
              "FROM compare_table ORDER BY model, selection, layer_idx"),
             ("table-occlusion", "Cosine drop, LEAM-guided vs random occlusion (Table 9)",
-             "SELECT * FROM occlusion_table ORDER BY size_pct"),
+             "SELECT * FROM occlusion_table ORDER BY source_model, model, size_pct"),
             ("table-occlusion-models", "Transfer at 1 %: cosine drop per source and target model (Table 21)",
              "SELECT source_model, source_layer, model AS target_model, method, n_pairs, n_skipped, mean_drop FROM occlusion_by_model "
              "WHERE size_pct = 1 ORDER BY source_model, model, method"),
