@@ -99,3 +99,13 @@ def test_explain_cli_errors(sample_raw, tmp_path, capsys):
     rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
                "--config", str(REPO / "config" / "config.yaml"), "--layers", "nope"])
     assert rc == 2 and "layer(s) ['nope'] are not configured for dlib_resnet" in capsys.readouterr().err
+
+
+def test_the_readme_python_example_runs():
+    """#13: the README's Python API example is real code: every ```python block runs as written."""
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert blocks, "the README has no Python example"
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
