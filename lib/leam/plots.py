@@ -290,9 +290,9 @@ def compare_figure(db_path, out_path, selection: str = "top1") -> None:
     if models:
         axes[0, 0].legend(fontsize=7)
         note = ("" if df["kind"].eq("different").any() else
-                "; no different-identity pairs: only one identity has maps (two or more usable photos)")
-        fig.suptitle(f"Image maps ({selection}) compared: BC, Bhattacharyya coefficient (higher: more alike); "
-                     f"EMD, earth mover's distance (lower: more alike){note}", fontsize=8)
+                "\nno different-identity pairs: only one identity has maps (two or more usable photos)")
+        fig.suptitle(f"Image maps ({selection}) compared. BC: Bhattacharyya coefficient (higher: more alike);\n"
+                     f"EMD: earth mover's distance (lower: more alike){note}", fontsize=8)
     _save(fig, out_path)
 
 
