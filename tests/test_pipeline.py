@@ -12,9 +12,11 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from conftest import REPO, assert_same_views, copy_photos, link_weights, snakemake
 from leam.classes import CLASS_COLUMNS
@@ -50,6 +52,46 @@ def test_outputs_and_logs(run):
         assert (d / p).stat().st_size > 0, p
     log = (d / "logs/default/extract/dlib_resnet/shard-000.log").read_text()
     assert "[2/2] obama: 5 images, 20 pairs x 9 layers" in log  # per-identity progress lines
+
+
+def test_figures_are_vector_and_300_dpi_and_tables_match_the_views(run):
+    """#13: every figure as PDF beside a 300-dpi PNG; each CSV table is its view, row for row."""
+    d, _ = run
+    figs = d / "results/default/figures"
+    pngs = sorted(figs.glob("*.png"))
+    assert len(pngs) == 3 * 2 + 3  # layers + threshold per model; compare, occlusion, atlas
+    for png in pngs:
+        assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-", png
+        dpi = Image.open(png).info["dpi"]
+        assert round(dpi[0]) == 300, (png, dpi)
+    con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
+    for name in ("threshold_table", "compare_table", "verification", "rejects"):
+        csv = pd.read_csv(d / f"results/default/tables/{name}.csv", keep_default_na=False, na_values=[""])
+        view = con.execute(f"SELECT * FROM {name}").df()
+        assert list(csv.columns) == list(view.columns) and len(csv) == len(view) > 0, name
+        for col in view.columns:
+            if pd.api.types.is_numeric_dtype(view[col]) and not pd.api.types.is_bool_dtype(view[col]):
+                assert np.allclose(csv[col].astype(float), view[col].astype(float), rtol=1e-9, equal_nan=True), (name, col)
+            else:
+                got = csv[col].fillna("").astype(str).str.replace("True", "true").str.replace("False", "false")
+                want = view[col].map(lambda v: "" if v is None or v != v else str(v).lower() if isinstance(v, bool) else str(v))
+                assert got.tolist() == want.tolist(), (name, col)
+
+
+def test_snakemake_report_holds_every_figure_and_table(run):
+    """#13: `snakemake --report report.zip`, no other flag (no --cores), has every figure and table."""
+    import zipfile
+
+    d, _ = run
+    proc = snakemake(d, "--report", str(d / "report.zip"), cores=None)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = [n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(d / "report.zip").namelist()]
+    wanted = [p.name for p in (d / "results/default/figures").iterdir()] + \
+             [p.name for p in (d / "results/default/tables").iterdir()] + ["report.html"]
+    assert len(wanted) == 18 + 8 + 1
+    assert not [w for w in wanted if w not in names], names
+    html = (d / "results/default/report.html").read_text()
+    assert "<b>BC</b>, Bhattacharyya coefficient" in html and "<b>EMD</b>, earth mover" in html
 
 
 def test_bad_input_is_recorded_and_costs_nothing_else(run):

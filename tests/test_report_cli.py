@@ -67,9 +67,10 @@ def test_explain_cli(sample_raw, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0, text
     assert text.startswith("cosine(obama.jpg, obama2.jpg) = 0.9") and "with dlib_resnet" in text
-    for name in ("overlay.png", "layers.png", "topk.png"):
-        img = np.asarray(Image.open(out / name))
+    for kind in ("overlay", "layers", "topk"):  # named after the pair: a second pair does not overwrite
+        img = np.asarray(Image.open(out / f"obama_vs_obama2_dlib_resnet_{kind}.png"))
         assert img.shape[0] > 100 and img.std() > 10  # a real picture, not blank
+        assert (out / f"obama_vs_obama2_dlib_resnet_{kind}.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_explain_runs_from_any_folder(sample_raw, tmp_path, capsys, monkeypatch):
@@ -85,7 +86,7 @@ def test_explain_runs_from_any_folder(sample_raw, tmp_path, capsys, monkeypatch)
     rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
                "--layers", "conv1", "--out", "o"])
     assert rc == 0, capsys.readouterr().err
-    assert (tmp_path / "o" / "layers.png").is_file()
+    assert (tmp_path / "o" / "obama_vs_obama2_dlib_resnet_layers.png").is_file()
 
 
 def test_explain_cli_errors(sample_raw, tmp_path, capsys):
@@ -109,3 +110,39 @@ def test_the_readme_python_example_runs():
     assert blocks, "the README has no Python example"
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
+def test_cli_mistakes_are_one_line_never_a_traceback(sample_raw, tmp_path, capsys):
+    """#13: --top out of range, a folder as a photo, a GPU the machine lacks, the same photo twice."""
+    a, b = str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg")
+    cfg = ["--config", str(REPO / "config" / "config.yaml")]
+    with pytest.raises(SystemExit) as e:
+        main(["explain", a, b, "--top", "-5", *cfg])
+    assert e.value.code == 2 and "argument --top: -5 is not a percentage in (0, 100]" in capsys.readouterr().err
+    assert main(["explain", str(sample_raw / "obama"), b, *cfg]) == 2
+    assert f"{sample_raw / 'obama'}: is a folder; give two photo files" in capsys.readouterr().err
+    assert main(["explain", a, b, "--device", "cuda:99", "--layers", "conv1", "--out", str(tmp_path), *cfg]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leam explain: --device cuda:99:") and "Traceback" not in err
+    assert main(["explain", a, a, "--layers", "conv1", "--out", str(tmp_path / "same"), *cfg]) == 0
+    assert "are the same photo: the cosine is 1" in capsys.readouterr().err
+    assert main(["layers", "nobody", *cfg]) == 2
+    assert "model 'nobody' is not in the config; configured: dlib_resnet, mobileface, faceres" in capsys.readouterr().err
+
+
+def test_cli_lists_models_layers_and_version(capsys):
+    from leam import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"leam {__version__}"
+    cfg = ["--config", str(REPO / "config" / "config.yaml")]
+    assert main(["models", *cfg]) == 0
+    out = capsys.readouterr().out
+    assert "dlib_resnet: leam.models.dlib_resnet:build, input 150x150 (chip), 9 layers: conv1, l1_0.conv1" in out
+    assert main(["layers", "dlib_resnet", *cfg]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # dlib's ResNet: 29 convolutions; conv1 (7x7, stride 2, no padding): (150 - 7) // 2 + 1 = 72
+    assert lines[0].startswith("dlib_resnet: 29 convolutions for one 150x150 input")
+    assert lines[1].split() == ["conv1", "Conv2d", "32", "x", "72", "x", "72", "=", "conv1"]
+    hooked = [ln.split("= ")[1] for ln in lines[1:] if "= " in ln]
+    assert hooked == ["conv1", "l1_0.conv1", "l1_0.conv2", "l1_1.conv1", "l1_1.conv2", "l1_2.conv1", "l1_2.conv2",
+                      "l2_0.conv1", "l2_0.conv2"]

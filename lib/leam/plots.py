@@ -31,10 +31,40 @@ __all__ = ["layers_figure", "threshold_figure", "occlusion_figure", "atlas_figur
 log = logging.getLogger(__name__)
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+#: one colour, line style and marker per method, the same in every figure
+METHOD_STYLE = {
+    "leam": dict(color="C0", ls="-", marker="o", label="LEAM pixels"),
+    "random": dict(color="C1", ls="--", marker="x", label="random pixels"),
+    "own": dict(color="C0", ls="-", marker="o", label="own map"),
+    "identity": dict(color="C2", ls="-.", marker="s", label="identity's mean map"),
+    "population": dict(color="C4", ls=":", marker="^", label="population's mean map"),
+    "same": dict(color="C0", ls="-", marker="o", label="same identity"),
+    "different": dict(color="C3", ls="--", marker="s", label="different identity"),
+}
+
+#: raster figures' resolution (PNG); every figure is also written as vector PDF beside it
+DPI = 300
+
+
+def _save(fig, path: str | os.PathLike) -> list[str]:
+    """Write ``fig`` as a 300-dpi PNG at ``path`` and as vector PDF beside it (same name, .pdf),
+    both atomically and without timestamps (same figure, same bytes); returns both paths."""
+    path = Path(path)
+    pdf = path.with_suffix(".pdf")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    with atomic_path(pdf) as tmp:
+        fig.savefig(tmp, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None})
     plt.close(fig)
+    return [str(path), str(pdf)]
+
+
+def _errorbar(ax, x, mean, std, n, method: str, label: str | None = None) -> None:
+    """``mean`` with its standard error (std / sqrt(n)) as error bars, in the method's style."""
+    st = METHOD_STYLE[method]
+    sem = np.where(np.asarray(n) > 1, np.asarray(std, float) / np.sqrt(np.maximum(np.asarray(n, float), 1)), np.nan)
+    ax.errorbar(x, mean, yerr=sem, color=st["color"], ls=st["ls"], marker=st["marker"], ms=3.5, lw=1.2,
+                capsize=2, elinewidth=0.8, label=label or st["label"])
 
 
 def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str | None = None,
@@ -72,19 +102,23 @@ def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str |
     panels = [("anchor", anchor, None), ("positive", positive, None)] + [(r["layer"], anchor, r) for r in rows]
     cols = min(6, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.1 * cols, 2.5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.1 * cols + 0.8, 2.55 * nrows + 0.4), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
+    shown = None
     for ax, (title, name, r) in zip(axes.ravel(), panels):
         ax.imshow(frames[name])
         if r is None:
-            ax.set_title(f"{title}\n{name}", fontsize=8)
+            ax.set_title(f"{title}\n{name}", fontsize=7)
             continue
         raw = torch.from_numpy(decode_map(r).copy())
-        ax.imshow(to_frame(raw[None], size, map_window(r, size))[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        ax.set_title(f"{title}\n{r['height']}x{r['width']}", fontsize=8)
+        shown = ax.imshow(to_frame(raw[None], size, map_window(r, size))[0].numpy(), cmap="jet", alpha=0.5,
+                          vmin=0, vmax=1)
+        ax.set_title(f"{title}\n{r['height']}x{r['width']} px map", fontsize=7)
+    if shown is not None:
+        fig.colorbar(shown, ax=axes, shrink=0.7, label="LEAM relevance (min-max normalised per map)")
     fig.suptitle(f"LEAM, {model}: {identity}, anchor {anchor} vs positive {positive}", fontsize=9)
-    fig.tight_layout(h_pad=1.2)
     _save(fig, out_path)
     log.info("wrote %s (%s: %s vs %s)", out_path, identity, anchor, positive)
     return identity, anchor, positive
@@ -131,107 +165,134 @@ def _empty(ax, text: str) -> None:
 
 
 def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None:
-    """Paper Fig. 8 (drop vs occluded share, LEAM solid vs random dashed, per target model, pixels of
-    ``source_model``, default the first source by name), Fig. 11 (drop at 1 % vs the pair's
-    unoccluded cosine) and, with several sources, the transfer table: LEAM minus random drop at 1 %
-    for every source x target."""
+    """Paper Fig. 8: cosine drop vs occluded share, LEAM vs random pixels of ``source_model`` (default
+    the first source by name), one panel per target model, mean with its standard error; Fig. 11:
+    drop at 1 % vs the pair's unoccluded cosine; with several sources, the transfer table (LEAM
+    minus random drop at 1 % for every source x target)."""
     every = _query(db_path, "SELECT * FROM occlusion_by_model ORDER BY source_model, model, method, size_pct")
     source_model = source_model or (every["source_model"].min() if len(every) else None)
     df = every[every["source_model"] == source_model]
     pts = _query(db_path, "SELECT model, method, cosine_before, drop FROM occlusion WHERE size_pct = 1 "
-                          "AND source_model = ? AND drop IS NOT NULL", [source_model])
+                          "AND source_model = ? AND drop IS NOT NULL ORDER BY model, method", [source_model])
     sources = sorted(every["source_model"].unique()) if len(every) else []
-    ncols = 3 if len(sources) > 1 else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.2), gridspec_kw={"width_ratios": [3, 2, 2][:ncols]})
-    ax, ax2 = axes[0], axes[1]
+    targets = sorted(df["model"].unique()) if len(df) else []
+    ncols = max(1, len(targets))
+    fig = plt.figure(figsize=(max(10.0, 3.4 * ncols), 7.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.05])
+    axes = top.subplots(1, ncols, squeeze=False, sharey=True)[0]
     if df.empty:
-        _empty(ax, "no occlusion results (no identity has two usable photos)")
-        _empty(ax2, "")
-    if len(sources) > 1:
-        at1 = every[every["size_pct"] == 1].pivot_table(index=["source_model", "model"], columns="method",
-                                                         values="mean_drop")
-        targets = sorted(every["model"].unique())
-        grid = np.array([[at1.loc[(s, t), "leam"] - at1.loc[(s, t), "random"] if (s, t) in at1.index else np.nan
-                          for t in targets] for s in sources])
-        im = axes[2].imshow(grid, cmap="viridis")
-        mid = np.nanmean(grid) if np.isfinite(grid).any() else 0
-        for (i, j), v in np.ndenumerate(grid):
-            axes[2].text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="k" if v > mid else "w")
-        axes[2].set_xticks(range(len(targets)), targets, rotation=30, fontsize=7)
-        axes[2].set_yticks(range(len(sources)), sources, fontsize=7)
-        axes[2].set_xlabel("target model (re-embeds the occluded anchor)")
-        axes[2].set_ylabel("source model (its LEAM pixels)")
-        axes[2].set_title("transfer at 1 %: LEAM drop - random drop (Table 21)", fontsize=9)
-        fig.colorbar(im, ax=axes[2], fraction=0.046)
-    for i, (model, g) in enumerate(df.groupby("model", sort=True)):
-        color = f"C{i}"
-        for method, ls, mk in (("leam", "-", "o"), ("random", "--", "x")):
+        _empty(axes[0], "no occlusion results (no identity has two usable photos)")
+    for ax, model in zip(axes, targets):
+        g = df[df["model"] == model]
+        for method in ("leam", "random"):
             h = g[g["method"] == method]
-            ax.plot(h["size_pct"], h["mean_drop"], ls, color=color, marker="o", ms=3, label=f"{model} {method}")
-            p = pts[(pts["model"] == model) & (pts["method"] == method)]
-            ax2.scatter(p["cosine_before"], p["drop"], s=12, marker=mk, color=color, label=f"{model} {method}")
-    if not df.empty:
-        src = df.iloc[0]
-        ax.set_title(f"Occluding the anchor: LEAM pixels of {src['source_model']} / {src['source_layer']} vs random",
-                     fontsize=9)
+            _errorbar(ax, h["size_pct"], h["mean_drop"], h["std_drop"], h["n_pairs"], method)
         ax.set_xscale("log")
-        ax.legend(fontsize=7)
-        ax2.legend(fontsize=7)
-    ax.set_xlabel("occluded pixels, % of the frame")
-    ax.set_ylabel("cosine drop (mean over pairs)")
+        ax.set_title(f"target {model}", fontsize=9)
+        ax.set_xlabel("occluded pixels, % of the frame")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("cosine drop (mean ± s.e.)")
+    if not df.empty:
+        axes[0].legend(fontsize=7)
+        src = df.iloc[0]
+        top.suptitle(f"Occluding the anchor with the top LEAM pixels of {src['source_model']} / "
+                     f"{src['source_layer']} vs random pixels (Fig. 8)", fontsize=9)
+    low = bottom.subplots(1, 2 if len(sources) > 1 else 1, squeeze=False)[0]
+    ax2 = low[0]
+    markers = "os^vD<>p*h"
+    for i, model in enumerate(targets):
+        for method in ("leam", "random"):
+            p = pts[(pts["model"] == model) & (pts["method"] == method)]
+            ax2.scatter(p["cosine_before"], p["drop"], s=10, marker=markers[i % len(markers)], alpha=0.6,
+                        color=METHOD_STYLE[method]["color"], label=f"{model}, {METHOD_STYLE[method]['label']}")
     ax2.set_title("drop at 1 % vs unoccluded cosine (Fig. 11)", fontsize=9)
     ax2.set_xlabel("cosine before occlusion")
     ax2.set_ylabel("cosine drop")
-    for a in (ax, ax2):
-        a.grid(alpha=0.3)
-    fig.tight_layout()
+    ax2.grid(alpha=0.3)
+    if len(pts):
+        ax2.legend(fontsize=6, ncol=2)
+    if len(sources) > 1:
+        at1 = every[every["size_pct"] == 1].pivot_table(index=["source_model", "model"], columns="method",
+                                                         values="mean_drop")
+        all_targets = sorted(every["model"].unique())
+        grid = np.array([[at1.loc[(s, t), "leam"] - at1.loc[(s, t), "random"] if (s, t) in at1.index else np.nan
+                          for t in all_targets] for s in sources])
+        im = low[1].imshow(grid, cmap="viridis")
+        mid = np.nanmean(grid) if np.isfinite(grid).any() else 0
+        for (i, j), v in np.ndenumerate(grid):
+            low[1].text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="k" if v > mid else "w")
+        low[1].set_xticks(range(len(all_targets)), all_targets, rotation=30, fontsize=7)
+        low[1].set_yticks(range(len(sources)), sources, fontsize=7)
+        low[1].set_xlabel("target model (re-embeds the occluded anchor)")
+        low[1].set_ylabel("source model (its LEAM pixels)")
+        low[1].set_title("transfer at 1 %: LEAM drop - random drop (Table 21)", fontsize=9)
+        fig.colorbar(im, ax=low[1], label="cosine drop difference")
     _save(fig, out_path)
 
 
 def atlas_figure(db_path, out_path) -> None:
-    """Identity atlas: drop of a held-out photo occluded with own / identity / population / random pixels."""
+    """Identity atlas: drop of a held-out photo occluded with its own / its identity's / the
+    population's mean LEAM pixels or random pixels; one panel per model, mean with its standard error."""
     df = _query(db_path, "SELECT * FROM atlas_summary ORDER BY model, method, size_pct")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    models = sorted(df["model"].unique()) if len(df) else []
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(max(7.0, 3.6 * len(models)), 3.8), squeeze=False,
+                             sharey=True, layout="constrained")
+    axes = axes[0]
     if df.empty:
-        _empty(ax, "no atlas results (no identity has two usable photos)")
-    styles = {"own": "-", "identity": "-.", "population": ":", "random": "--"}
-    for i, (model, g) in enumerate(df.groupby("model", sort=True)):
-        for method, h in g.groupby("method", sort=True):
-            ax.plot(h["size_pct"], h["mean_drop"], styles.get(method, "-"), color=f"C{i}", marker="o", ms=3,
-                    label=f"{model}: {method}")
-    if not df.empty:
+        _empty(axes[0], "no atlas results (no identity has two usable photos)")
+    for ax, model in zip(axes, models):
+        g = df[df["model"] == model]
+        for method in ("own", "identity", "population", "random"):
+            h = g[g["method"] == method]
+            if len(h):
+                _errorbar(ax, h["size_pct"], h["mean_drop"], h["std_drop"], h["n_images"], method)
         ax.set_xscale("log")
-        ax.legend(fontsize=7)
-        ax.set_title("Leave-one-photo-out occlusion: whose LEAM pixels carry over?")
-    ax.set_xlabel("occluded pixels, % of the frame")
-    ax.set_ylabel("cosine drop (mean over the photo's positives)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+        ax.set_title(f"target {model}", fontsize=9)
+        ax.set_xlabel("occluded pixels, % of the frame")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("cosine drop (mean ± s.e. over photos)")
+    if models:
+        axes[0].legend(fontsize=7)
+        src = df.iloc[0]
+        fig.suptitle(f"Leave-one-photo-out occlusion with the LEAM pixels of {src['source_model']} / "
+                     f"{src['source_layer']}: whose pixels carry over?", fontsize=9)
     _save(fig, out_path)
 
 
 def compare_figure(db_path, out_path, selection: str = "top1") -> None:
-    """Bhattacharyya coefficient and EMD per layer, same vs different identity (Tables 3-6)."""
-    df = _query(db_path, "SELECT * FROM compare_table WHERE selection = ? ORDER BY model, layer_idx", [selection])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    """Bhattacharyya coefficient (BC) and earth mover's distance (EMD) of image maps per layer, same vs
+    different identity (Tables 3-6): one column per model (its own layers), mean ± s.e."""
+    df = _query(db_path, "SELECT * FROM compare_summary WHERE selection = ? ORDER BY model, layer_idx, kind",
+                [selection])
+    models = sorted(df["model"].unique()) if len(df) else []
+    ncols = max(1, len(models))
+    fig, axes = plt.subplots(2, ncols, figsize=(max(8.0, 3.4 * ncols), 6.2), squeeze=False, layout="constrained")
     if df.empty:
-        for ax in axes:
+        for ax in axes.ravel():
             _empty(ax, "no map comparisons")
-    for i, (model, g) in enumerate(df.groupby("model", sort=True)):
-        x = np.arange(len(g))
-        for ax, col in ((axes[0], "bc"), (axes[1], "emd")):
-            ax.plot(x, g[f"{col}_same"], "-o", color=f"C{i}", ms=3, label=f"{model} same")
-            if g[f"{col}_different"].notna().any():
-                ax.plot(x, g[f"{col}_different"], "--o", color=f"C{i}", ms=3, label=f"{model} different")
-            ax.set_xticks(x, g["layer"], rotation=45, ha="right", fontsize=7)
-    for ax, title in ((axes[0], "Bhattacharyya coefficient (higher: more alike)"), (axes[1], "EMD, frame px (lower: more alike)")):
-        ax.set_title(f"{title}, {selection}", fontsize=9)
-        ax.grid(alpha=0.3)
-        if not df.empty:
-            ax.legend(fontsize=7)
-    if not df.empty and df["bc_different"].isna().all():
-        fig.suptitle("no different-identity pairs: only one identity has LEAM maps (two or more usable photos)", fontsize=8)
-    fig.tight_layout()
+    for j, model in enumerate(models):
+        g = df[df["model"] == model]
+        layers = g.drop_duplicates("layer_idx").sort_values("layer_idx")
+        pos = {li: k for k, li in enumerate(layers["layer_idx"])}
+        for i, (col, name) in enumerate((("bc", "BC"), ("emd", "EMD, frame px"))):
+            ax = axes[i, j]
+            for kind in ("same", "different"):
+                h = g[g["kind"] == kind]
+                if len(h) and h[f"mean_{col}"].notna().any():
+                    _errorbar(ax, [pos[li] for li in h["layer_idx"]], h[f"mean_{col}"], h[f"std_{col}"],
+                              h["n_pairs"], kind)
+            ax.set_xticks(range(len(layers)), layers["layer"], rotation=45, ha="right", fontsize=7)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(f"{name} (mean ± s.e.)")
+            if i == 0:
+                ax.set_title(model, fontsize=9)
+    if models:
+        axes[0, 0].legend(fontsize=7)
+        note = ("" if df["kind"].eq("different").any() else
+                "\nno different-identity pairs: only one identity has maps (two or more usable photos)")
+        fig.suptitle(f"Image maps ({selection}) compared. BC: Bhattacharyya coefficient (higher: more alike);\n"
+                     f"EMD: earth mover's distance (lower: more alike){note}", fontsize=8)
     _save(fig, out_path)
 
 
@@ -241,13 +302,16 @@ def demographics_figure(db_path, out_path) -> None:
                              "GROUP BY ALL ORDER BY factor, grp, method, size_pct")
     ages = _query(db_path, "SELECT method, age_gap, avg(mean_drop) AS drop FROM occlusion_by_age_gap "
                            "WHERE size_pct = 1 GROUP BY ALL ORDER BY method, age_gap")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     for ax, factor in zip(axes[:2], ("gender", "ethnicity")):
         g = groups[groups["factor"] == factor]
         if g.empty:
             _empty(ax, f"no {factor} metadata")
-        for i, ((grp, method), h) in enumerate(g.groupby(["grp", "method"], sort=True)):
-            ax.plot(h["size_pct"], h["drop"], "-" if method == "leam" else "--", marker="o", ms=3, label=f"{grp} {method}")
+        groups_of = {grp: f"C{k}" for k, grp in enumerate(sorted(g["grp"].unique()))}
+        for (grp, method), h in g.groupby(["grp", "method"], sort=True):
+            st = METHOD_STYLE[method]
+            ax.plot(h["size_pct"], h["drop"], color=groups_of[grp], ls=st["ls"], marker=st["marker"], ms=3,
+                    label=f"{grp}, {st['label']}")
         if not g.empty:
             ax.set_xscale("log")
             ax.legend(fontsize=7)
@@ -257,19 +321,22 @@ def demographics_figure(db_path, out_path) -> None:
     if ages.empty:
         _empty(axes[2], "no ages")
     for method, h in ages.groupby("method", sort=True):
-        axes[2].plot(h["age_gap"], h["drop"], "o-" if method == "leam" else "o--", ms=3, label=method)
+        st = METHOD_STYLE[method]
+        axes[2].plot(h["age_gap"], h["drop"], color=st["color"], ls=st["ls"], marker=st["marker"], ms=3,
+                     label=st["label"])
     axes[2].set_title("cosine drop at 1 % vs age gap (years)", fontsize=9)
     axes[2].grid(alpha=0.3)
     if not ages.empty:
         axes[2].legend(fontsize=7)
-    fig.tight_layout()
     _save(fig, out_path)
 
 
 def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels: np.ndarray, out_dir, *,
                     top: float = 1.0, title: str = "", window: tuple[int, int, int, int] | None = None,
-                 full_threshold: float = 0.01) -> list[str]:
-    """PNGs of one pair for ``leam explain``: overlay, per-layer grid, top-k % pixels by class.
+                    full_threshold: float = 0.01, prefix: str = "") -> list[str]:
+    """Figures of one pair for ``leam explain`` (PNG + PDF each, named ``{prefix}overlay``,
+    ``{prefix}layers``, ``{prefix}topk``): A, B and every layer's map over A; the per-layer grid;
+    A's top-k % pixels of each layer coloured by parser class.
 
     frames: (S, S, 3) uint8; maps: {layer: (h, w) raw map}; labels: (S, S) FaRL class ids of A;
     window: the frame box the model saw (None: the whole frame); full_threshold: ``count.full_threshold``
@@ -284,33 +351,37 @@ def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels
     frames = {k: to_frame(torch.as_tensor(v, dtype=torch.float32)[None], size, window)[0].numpy() for k, v in maps.items()}
     names = list(frames)
     files = []
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+    # overlay: A, B, then every layer's map over A (one row)
+    n = 2 + len(names)
+    fig, axes = plt.subplots(1, n, figsize=(1.9 * n + 0.9, 2.6), squeeze=False, layout="constrained")
+    axes = axes[0]
     axes[0].imshow(frame_a)
-    axes[0].set_title("anchor (A)", fontsize=8)
+    axes[0].set_title("anchor (A)", fontsize=7)
     axes[1].imshow(frame_b)
-    axes[1].set_title("positive (B), aligned to A", fontsize=8)
-    axes[2].imshow(frame_a)
-    axes[2].imshow(frames[names[0]], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-    axes[2].set_title(f"LEAM {names[0]}", fontsize=8)
+    axes[1].set_title("positive (B),\naligned to A", fontsize=7)
+    shown = None
+    for ax, k in zip(axes[2:], names):
+        ax.imshow(frame_a)
+        shown = ax.imshow(frames[k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        ax.set_title(f"LEAM {k}", fontsize=7)
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    files.append(str(out_dir / "overlay.png"))
-    _save(fig, files[-1])
+    fig.colorbar(shown, ax=axes, shrink=0.8, label="LEAM relevance")
+    fig.suptitle(title, fontsize=8)
+    files += _save(fig, out_dir / f"{prefix}overlay.png")
     cols = min(5, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.9, 2.5 * rows + 0.3), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, k in zip(axes.ravel(), names):
         ax.imshow(frame_a)
-        ax.imshow(frames[k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        shown = ax.imshow(frames[k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
         ax.set_title(f"{k} ({maps[k].shape[-2]}x{maps[k].shape[-1]})", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    files.append(str(out_dir / "layers.png"))
-    _save(fig, files[-1])
+    fig.colorbar(shown, ax=axes, shrink=0.8, label="LEAM relevance (min-max normalised)")
+    fig.suptitle(title, fontsize=8)
+    files += _save(fig, out_dir / f"{prefix}layers.png")
     palette = plt.get_cmap("tab20")(np.arange(20))[:, :3]
     width = max(6.0, 2.2 * cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width, 2.4 * rows + 0.8), squeeze=False)
@@ -332,6 +403,5 @@ def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels
     fig.legend(handles=handles, loc="lower center", ncol=max(1, min(len(handles), int(width // 1.5))), fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    files.append(str(out_dir / "topk.png"))
-    _save(fig, files[-1])
+    files += _save(fig, out_dir / f"{prefix}topk.png")
     return files

@@ -137,6 +137,14 @@ table.t th{background:#f6f6f6} .finding{padding:.6em .9em;margin:.6em 0;border-l
 """
 
 
+#: every abbreviation the page uses, spelled out once at its top
+ABBREVIATIONS = ("Abbreviations: <b>LEAM</b>, Layer Embedding Activation Mapping; <b>BC</b>, Bhattacharyya "
+                 "coefficient (overlap of two maps as distributions, 1 = identical); <b>EMD</b>, earth mover's "
+                 "distance (frame pixels a map's mass must move to become the other, 0 = identical); "
+                 "<b>top-k %</b>, the k % most relevant activated pixels of a map; <b>AUC</b>, area under the "
+                 "ROC curve; <b>s.e.</b>, standard error of the mean.")
+
+
 def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figures: dict[str, str],
                  *, title: str = "leam run report", caveats: list[str] | None = None) -> list[tuple[str, str]]:
     """Write the HTML report; returns the (id, caption) of every figure and table it contains.
@@ -223,6 +231,7 @@ def build_report(db_path: str | os.PathLike, out_path: str | os.PathLike, figure
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p class='meta'>LEAM (arXiv 2509.17457) reproduced by leam; {n_pairs} ordered same-identity pairs, "
             f"{n_maps} maps; generated {datetime.date.today()} from {html.escape(str(db_path))}.</p>"
+            f"<p class='meta' id='abbreviations'>{ABBREVIATIONS}</p>"
             f"<nav id='contents'><h2>Contents</h2><ol>{toc}</ol></nav>" + "".join(parts) + "</body></html>")
     write_text(page, out_path)
     for f in found:

@@ -32,6 +32,20 @@ def results(path):
     return f"results/{RUN}/{path}"
 
 
+# the views written as CSV by the tables rule (and shown in `snakemake --report`)
+TABLES = ["threshold_table", "class_share_layer", "compare_table", "occlusion_by_model", "atlas_summary",
+          "verification", "rejects", "suspect_labels"]
+
+
+def figure(name, caption, subcategory):
+    """results/{run}/figures/{name}, marked for `snakemake --report`: captioned by
+    workflow/report/{caption}.rst, under Figures / {subcategory} (a model, or all models)."""
+    fmt = "PDF (vector)" if name.endswith(".pdf") else "PNG, 300 dpi"
+    labels = {"figure": caption, "format": fmt}
+    return report(results(f"figures/{name}"), caption=f"../report/{caption}.rst", category="Figures",
+                  subcategory=subcategory, labels=labels)
+
+
 def logs(path):
     """``path`` inside this run's log folder: logs/{run}/{path}."""
     return f"logs/{RUN}/{path}"

@@ -1,4 +1,6 @@
-# Figures: layer-by-layer maps over one face (paper Fig. 4) and class share vs threshold.
+# Figures, each as a 300-dpi PNG and a vector PDF, all in `snakemake --report` with captions
+# (workflow/report/*.rst): layer-by-layer maps over one face (paper Fig. 4), class share vs threshold,
+# map comparisons, occlusion, the identity atlas, demographics.
 
 
 rule figures:
@@ -8,8 +10,10 @@ rule figures:
         pairs=shard_outputs(rules.extract.output.pairs, model="{model}"),
         aligned=shard_outputs(rules.align.output.aligned),
     output:
-        layers=results("figures/{model}_layers.png"),
-        threshold=results("figures/{model}_share_vs_threshold.png"),
+        layers=figure("{model}_layers.png", "layers", "{model}"),
+        layers_pdf=figure("{model}_layers.pdf", "layers", "{model}"),
+        threshold=figure("{model}_share_vs_threshold.png", "threshold", "{model}"),
+        threshold_pdf=figure("{model}_share_vs_threshold.pdf", "threshold", "{model}"),
     params:
         identity=config["figures"]["example_identity"],
     conda:
@@ -26,9 +30,12 @@ rule study_figures:
     input:
         db=rules.aggregate.output.manifest,
     output:
-        compare=results("figures/compare.png"),
-        occlusion=results("figures/occlusion.png"),
-        atlas=results("figures/atlas.png"),
+        compare=figure("compare.png", "compare", "all models"),
+        compare_pdf=figure("compare.pdf", "compare", "all models"),
+        occlusion=figure("occlusion.png", "occlusion", "all models"),
+        occlusion_pdf=figure("occlusion.pdf", "occlusion", "all models"),
+        atlas=figure("atlas.png", "atlas", "all models"),
+        atlas_pdf=figure("atlas.pdf", "atlas", "all models"),
     params:
         source=OCCLUDE_SOURCE,
     conda:
@@ -45,7 +52,8 @@ rule demographics_figure:
     input:
         db=rules.aggregate.output.manifest,
     output:
-        demographics=results("figures/demographics.png"),
+        demographics=figure("demographics.png", "demographics", "all models"),
+        demographics_pdf=figure("demographics.pdf", "demographics", "all models"),
     conda:
         "../envs/leam.yaml"
     log:

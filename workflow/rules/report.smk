@@ -11,7 +11,7 @@ rule report:
         atlas=rules.study_figures.output.atlas,
         demographics=rules.demographics_figure.output.demographics if HAVE_METADATA else [],
     output:
-        html=results("report.html"),
+        html=report(results("report.html"), caption="../report/html.rst", category="leam report"),
     params:
         models=MODELS,
         demographics=HAVE_METADATA,

@@ -29,7 +29,7 @@ from ..resources import MissingResource, resolve_path
 from ..window import crop, input_window
 from .checkpoint import WeightsError, load_state_dict_file
 
-__all__ = ["FaceModel", "WeightsError", "load_model", "preflight", "load_state_dict_file", "resolve_module", "import_builder", "check_weights", "missing_file_message", "weights_path"]
+__all__ = ["conv_modules", "FaceModel", "WeightsError", "load_model", "preflight", "load_state_dict_file", "resolve_module", "import_builder", "check_weights", "missing_file_message", "weights_path"]
 
 
 @dataclass
@@ -208,6 +208,30 @@ def preflight(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", devic
         raise ValueError(f"model '{name}': builder {spec['builder']} returns a module whose output is "
                          f"{tuple(out.shape)} for one {h}x{w} image, not (1, D) embeddings")
     return f"{name}: {spec['builder']} on {dev}, {len(model.layers)} layers, embedding dimension {out.shape[1]}"
+
+
+def conv_modules(module: nn.Module, input_size: tuple[int, int]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """Every convolution of ``module`` a LEAM layer can hook, in execution order: (module path,
+    class name, output shape (C, H, W) for one ``input_size`` image). A convolution is a module with a
+    4-D ``weight`` (``nn.Conv2d``, leam's TF.js and ONNX convolutions)."""
+    found: dict[str, tuple[str, tuple[int, ...]]] = {}
+    handles = []
+    for path, m in module.named_modules():
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor) and w.ndim == 4:
+            def hook(mod, inputs, output, path=path):
+                if path not in found and isinstance(output, torch.Tensor):
+                    found[path] = (type(mod).__name__, tuple(output.shape[1:]))
+            handles.append(m.register_forward_hook(hook))
+    p = next(itertools.chain(module.parameters(), module.buffers()), None)
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, 3, *input_size, dtype=p.dtype if p is not None else torch.float32,
+                               device=p.device if p is not None else "cpu"))
+    finally:
+        for h in handles:
+            h.remove()
+    return [(path, cls, shape) for path, (cls, shape) in found.items()]
 
 
 def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", device: str | torch.device = "cpu",

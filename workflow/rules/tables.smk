@@ -1,0 +1,22 @@
+# Tables: the paper's main tables as CSV from the run's database, for `snakemake --report` and
+# spreadsheets (every other view: `duckdb -readonly results/{run}/leam.duckdb`).
+
+
+rule tables:
+    input:
+        db=rules.aggregate.output.manifest,
+    output:
+        csv=report(
+            results("tables/{table}.csv"),
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+    wildcard_constraints:
+        table="|".join(TABLES),
+    conda:
+        "../envs/leam.yaml"
+    log:
+        logs("tables/{table}.log"),
+    script:
+        "../scripts/tables.py"
