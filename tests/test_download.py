@@ -154,13 +154,14 @@ def test_thousand_urls_with_faults(server, tmp_path):
     assert all(p.suffix != ".part" for p in files)
     assert {p for p in files if raw not in p.parents} == {tmp_path / "urls.csv", tmp_path / "downloads.parquet"}
     # resumable: a second run fetches nothing that is already there
-    before = sum(server.hits.values())
+    before = dict(server.hits)
     again = download_all(entries, raw, tmp_path / "downloads2.parquet", cfg=cfg).to_pandas()
     ok_again = again[again["status"] == "ok"]
     assert (ok_again["reason"] == "cached").all() and len(ok_again) == 740
-    asked = {path for path, n in server.hits.items()}
-    assert not any(p.startswith(("/ok/", "/flaky/")) and server.hits[p] > (2 if p.startswith("/flaky/") else 1)
-                   for p in asked)  # what was downloaded is never asked for again
+    # what was downloaded is never asked for again (compared with the hits before the second run: on a
+    # loaded machine the first run may retry a reset connection, which is its job)
+    asked_again = [p for p, n in server.hits.items() if p.startswith(("/ok/", "/flaky/")) and n > before.get(p, 0)]
+    assert asked_again == []
 
 
 def test_names_from_the_list_cannot_escape(server, tmp_path):
