@@ -62,7 +62,8 @@ def test_figures_are_vector_and_300_dpi_and_tables_match_the_views(run):
     assert len(pngs) == 3 * 2 + 3  # layers + threshold per model; compare, occlusion, atlas
     for png in pngs:
         assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-", png
-        dpi = Image.open(png).info["dpi"]
+        with Image.open(png) as im:
+            dpi = im.info["dpi"]
         assert round(dpi[0]) == 300, (png, dpi)
     con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
     for name in ("threshold_table", "compare_table", "verification", "rejects"):
@@ -76,6 +77,7 @@ def test_figures_are_vector_and_300_dpi_and_tables_match_the_views(run):
                 got = csv[col].fillna("").astype(str).str.replace("True", "true").str.replace("False", "false")
                 want = view[col].map(lambda v: "" if v is None or v != v else str(v).lower() if isinstance(v, bool) else str(v))
                 assert got.tolist() == want.tolist(), (name, col)
+    con.close()
 
 
 def test_snakemake_report_holds_every_figure_and_table(run):
@@ -277,7 +279,7 @@ def test_adding_a_model_runs_only_its_jobs(run):
         # its own extract/compare/occlude (it is a transfer target of the occlusion), and the
         # aggregation, figures and report after them; nothing of dlib_resnet's
         assert jobs == {"preflight": 1, "extract": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 4,
-                        "study_figures": 1, "report": 1, "all": 1, "total": 12}, out
+                        "study_figures": 1, "tables": 8, "report": 1, "all": 1, "total": 20}, out
         proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {p: sha(p) for p in (d / "results" / "default").glob("*/model=dlib_resnet/*.parquet")} == old
