@@ -52,6 +52,10 @@ def test_outputs_and_logs(run):
         assert (d / p).stat().st_size > 0, p
     log = (d / "logs/default/extract/dlib_resnet/shard-000.log").read_text()
     assert "[2/2] obama: 5 images, 20 pairs x 9 layers" in log  # per-identity progress lines
+    # nothing is written outside the run's folders (#12): results/default, logs/default, Snakemake's own
+    assert sorted(p.name for p in (d / "results").iterdir()) == ["default"]
+    assert sorted(p.name for p in (d / "logs").iterdir()) == ["default"]
+    assert {p.name for p in d.iterdir()} == {"config.yaml", "data", "weights", "results", "logs", ".snakemake"}
 
 
 def test_figures_are_vector_and_300_dpi_and_tables_match_the_views(run):
@@ -80,14 +84,15 @@ def test_figures_are_vector_and_300_dpi_and_tables_match_the_views(run):
     con.close()
 
 
-def test_snakemake_report_holds_every_figure_and_table(run):
+def test_snakemake_report_holds_every_figure_and_table(run, tmp_path):
     """#13: `snakemake --report report.zip`, no other flag (no --cores), has every figure and table."""
     import zipfile
 
     d, _ = run
-    proc = snakemake(d, "--report", str(d / "report.zip"), cores=None)
+    proc = snakemake(d, "--report", str(tmp_path / "report.zip"), cores=None)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    names = [n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(d / "report.zip").namelist()]
+    with zipfile.ZipFile(tmp_path / "report.zip") as z:
+        names = [n.rsplit("/", 1)[-1] for n in z.namelist()]
     wanted = [p.name for p in (d / "results/default/figures").iterdir()] + \
              [p.name for p in (d / "results/default/tables").iterdir()] + ["report.html"]
     assert len(wanted) == 18 + 8 + 1
