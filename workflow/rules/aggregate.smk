@@ -19,7 +19,7 @@ rule aggregate:
         # the new one is complete (leam.database)
         manifest=results("leam.duckdb.json"),
     params:
-        db=results("leam.duckdb"),
+        db=lambda wildcards, output: output.manifest.removesuffix(".json"),
         models={m: config["models"][m] for m in MODELS},
         levels=config["count"]["levels"],
         metadata=config["metadata"],

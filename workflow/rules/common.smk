@@ -19,11 +19,13 @@ if _user_files:
     _named = [m for f in _user_files for m in ((yaml.safe_load(Path(f).read_text()) or {}).get("models") or {})]
     if _named:
         config["models"] = {m: v for m, v in config.get("models", {}).items() if m in _named}
-os.environ["LEAM_CONFIG"] = " + ".join(_user_files) or "config/config.yaml"  # for messages, in every job too
+_SOURCE = " + ".join(_user_files) or "config/config.yaml"
+# for messages, in every job too (set here, not read from the user: no `envvars:` to assert)
+os.environ.update(LEAM_CONFIG=_SOURCE)
 # Each run has its own results/{run}/ and logs/{run}/: a --configfile that names no run is named after
 # its file, so it never reads or overwrites another config's results.
 config["run"] = run_name(config, _user_files, dict(workflow.config_settings.config))
-validate_config(config, source=f"config ({os.environ['LEAM_CONFIG']} and any --config overrides)")
+validate_config(config, source=f"config ({_SOURCE} and any --config overrides)")
 RUN = config["run"]
 
 
