@@ -65,10 +65,13 @@ def test_every_job_ran_on_slurm_and_is_in_sacct(slurm_run):
     run_id = re.search(r"SLURM run ID: (\S+)", out)
     assert run_id, out[-3000:]
     run_id = run_id.group(1)
-    # what Snakemake ran (the target rule `all` runs in Snakemake itself, as a localrule) ...
+    # what Snakemake ran: the localrules (the target `all`, the sample copy, the HTML report and the
+    # CSV tables, seconds of work) in Snakemake itself, every other job on SLURM ...
     rules = collections.Counter(re.findall(r"^rule (\w+):$", out, re.M))
+    local = set(re.findall(r"^localrule (\w+):$", out, re.M))
     submitted = dict(re.findall(r"^Job (\d+) has been submitted with SLURM jobid (\d+)", out, re.M))
-    assert {"detect", "align", "parse", "extract", "occlude", "aggregate", "report"} <= set(rules), rules
+    assert {"detect", "align", "parse", "extract", "occlude", "aggregate", "figures"} <= set(rules), rules
+    assert {"all", "report", "tables"} <= local and not local & set(rules), (local, rules)
     assert len(submitted) == sum(rules.values()), (rules, submitted)
     # ... and what SLURM accounting recorded for this run: the plugin names every job of a run after
     # the run ID and puts the rule (and wildcards) in the job comment
