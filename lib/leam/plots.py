@@ -164,6 +164,21 @@ def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
 
 
+def _drop_panels(axes, df, models, methods, n_col: str) -> None:
+    """One panel per target model: mean cosine drop ± s.e. vs occluded share (log scale), one curve
+    per method present (``df``: occlusion_by_model or atlas_summary rows; ``n_col``: its count)."""
+    for ax, model in zip(axes, models):
+        g = df[df["model"] == model]
+        for method in methods:
+            h = g[g["method"] == method]
+            if len(h):
+                _errorbar(ax, h["size_pct"], h["mean_drop"], h["std_drop"], h[n_col], method)
+        ax.set_xscale("log")
+        ax.set_title(f"target {model}", fontsize=9)
+        ax.set_xlabel("occluded pixels, % of the frame")
+        ax.grid(alpha=0.3)
+
+
 def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None:
     """Paper Fig. 8: cosine drop vs occluded share, LEAM vs random pixels of ``source_model`` (default
     the first source by name), one panel per target model, mean with its standard error; Fig. 11:
@@ -182,15 +197,7 @@ def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None
     axes = top.subplots(1, ncols, squeeze=False, sharey=True)[0]
     if df.empty:
         _empty(axes[0], "no occlusion results (no identity has two usable photos)")
-    for ax, model in zip(axes, targets):
-        g = df[df["model"] == model]
-        for method in ("leam", "random"):
-            h = g[g["method"] == method]
-            _errorbar(ax, h["size_pct"], h["mean_drop"], h["std_drop"], h["n_pairs"], method)
-        ax.set_xscale("log")
-        ax.set_title(f"target {model}", fontsize=9)
-        ax.set_xlabel("occluded pixels, % of the frame")
-        ax.grid(alpha=0.3)
+    _drop_panels(axes, df, targets, ("leam", "random"), "n_pairs")
     axes[0].set_ylabel("cosine drop (mean ± s.e.)")
     if not df.empty:
         axes[0].legend(fontsize=7)
@@ -240,16 +247,7 @@ def atlas_figure(db_path, out_path) -> None:
     axes = axes[0]
     if df.empty:
         _empty(axes[0], "no atlas results (no identity has two usable photos)")
-    for ax, model in zip(axes, models):
-        g = df[df["model"] == model]
-        for method in ("own", "identity", "population", "random"):
-            h = g[g["method"] == method]
-            if len(h):
-                _errorbar(ax, h["size_pct"], h["mean_drop"], h["std_drop"], h["n_images"], method)
-        ax.set_xscale("log")
-        ax.set_title(f"target {model}", fontsize=9)
-        ax.set_xlabel("occluded pixels, % of the frame")
-        ax.grid(alpha=0.3)
+    _drop_panels(axes, df, models, ("own", "identity", "population", "random"), "n_images")
     axes[0].set_ylabel("cosine drop (mean ± s.e. over photos)")
     if models:
         axes[0].legend(fontsize=7)
