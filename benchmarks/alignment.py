@@ -45,17 +45,26 @@ def scores(emb: np.ndarray, ids: np.ndarray) -> dict[str, float]:
     auc = mannwhitneyu(s, d).statistic / (len(s) * len(d))
     c = cos.copy()
     np.fill_diagonal(c, -np.inf)
-    has_mate = (same.sum(1) > 1)
+    has_mate = same.sum(1) > 1
     rank1 = float((ids[c.argmax(1)] == ids)[has_mate].mean())
-    return {"same": float(s.mean()), "different": float(d.mean()), "auc": float(auc), "rank1": rank1,
-            "n_images": len(ids), "n_same": len(s), "n_different": len(d)}
+    return {
+        "same": float(s.mean()),
+        "different": float(d.mean()),
+        "auc": float(auc),
+        "rank1": rank1,
+        "n_images": len(ids),
+        "n_same": len(s),
+        "n_different": len(d),
+    }
 
 
 def record(title: str, command: str, lines: list[str]) -> None:
     """Append a section to benchmarks/RESULTS.md: title with date and machine, the command, the table."""
     with open(HERE / "RESULTS.md", "a") as f:
-        f.write(f"\n## {title} ({datetime.date.today()}, {platform.node()}, {os.cpu_count()} cores)\n\n"
-                f"`{command}`\n\n" + "\n".join(lines) + "\n")
+        f.write(
+            f"\n## {title} ({datetime.date.today()}, {platform.node()}, {os.cpu_count()} cores)\n\n"
+            f"`{command}`\n\n" + "\n".join(lines) + "\n"
+        )
 
 
 def aligned_frames(results: str) -> tuple[np.ndarray, np.ndarray]:
@@ -82,14 +91,19 @@ def main() -> None:
         for alignment in ALIGNMENTS:
             model = load_model(name, {**spec, "alignment": alignment}, frame_padding=cfg["align"]["padding"])
             with torch.no_grad():
-                emb = torch.cat([model.module(model.preprocess(x[i:i + 16])) for i in range(0, len(x), 16)])
+                emb = torch.cat([model.module(model.preprocess(x[i : i + 16])) for i in range(0, len(x), 16)])
             r = scores(F.normalize(emb.double(), dim=1).numpy(), ids_a)
-            lines.append(f"| {name} | {alignment} | {model.window(x.shape[1])} | {r['same']:.4f} | {r['different']:.4f} "
-                         f"| {r['auc']:.4f} | {r['rank1']:.3f} |")
+            lines.append(
+                f"| {name} | {alignment} | {model.window(x.shape[1])} | {r['same']:.4f} | {r['different']:.4f} "
+                f"| {r['auc']:.4f} | {r['rank1']:.3f} |"
+            )
             print(lines[-1], flush=True)
     if args.record:
-        record(f"Alignment per model: {len(ids_a)} photos of {len(set(ids_a))} identities from {args.results}/aligned",
-               ".venv/bin/python benchmarks/alignment.py --record", lines)
+        record(
+            f"Alignment per model: {len(ids_a)} photos of {len(set(ids_a))} identities from {args.results}/aligned",
+            ".venv/bin/python benchmarks/alignment.py --record",
+            lines,
+        )
 
 
 if __name__ == "__main__":

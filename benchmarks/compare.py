@@ -41,7 +41,9 @@ def main():
     ap.add_argument("--grid", type=int, default=32)
     ap.add_argument("--frame", type=int, default=150)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sinkhorn-pairs", type=int, default=None, help="pairs for Sinkhorn (default: 8 on CPU, all on GPU)")
+    ap.add_argument(
+        "--sinkhorn-pairs", type=int, default=None, help="pairs for Sinkhorn (default: 8 on CPU, all on GPU)"
+    )
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -49,14 +51,19 @@ def main():
     t = time.perf_counter()
     exact = np.array([emd_exact(a.numpy(), b.numpy(), args.frame) for a, b in zip(p, q)])
     t_exact = time.perf_counter() - t
-    lines = [f"## compare: EMD on a {args.grid}x{args.grid} grid (frame {args.frame} px), {args.pairs} map pairs; "
-             f"{args.device}; torch {torch.__version__}; {datetime.date.today()}", "",
-             "| method | pairs/s | mean relative error vs exact | max relative error |", "|---|---:|---:|---:|",
-             f"| exact (POT ot.emd2, network simplex) | {args.pairs / t_exact:.1f} | 0 | 0 |"]
+    lines = [
+        f"## compare: EMD on a {args.grid}x{args.grid} grid (frame {args.frame} px), {args.pairs} map pairs; "
+        f"{args.device}; torch {torch.__version__}; {datetime.date.today()}",
+        "",
+        "| method | pairs/s | mean relative error vs exact | max relative error |",
+        "|---|---:|---:|---:|",
+        f"| exact (POT ot.emd2, network simplex) | {args.pairs / t_exact:.1f} | 0 | 0 |",
+    ]
     g2 = args.grid // 2
     t = time.perf_counter()
-    coarse = np.array([emd_exact(coarsen(a[None], g2)[0].numpy(), coarsen(b[None], g2)[0].numpy(), args.frame)
-                       for a, b in zip(p, q)])
+    coarse = np.array(
+        [emd_exact(coarsen(a[None], g2)[0].numpy(), coarsen(b[None], g2)[0].numpy(), args.frame) for a, b in zip(p, q)]
+    )
     dt = time.perf_counter() - t
     rel = np.abs(coarse - exact) / exact
     lines.append(f"| exact on {g2}x{g2} (POT) | {args.pairs / dt:.1f} | {rel.mean():.4f} | {rel.max():.4f} |")
@@ -65,14 +72,24 @@ def main():
     for reg, iters in ((0.02, 200), (0.01, 400)):
         emd_sinkhorn(p[:2].to(dev), q[:2].to(dev), args.frame, reg=reg, iters=5)  # warm-up
         t = time.perf_counter()
-        fast = np.concatenate([emd_sinkhorn(p[i:min(n_s, i + 16)].to(dev), q[i:min(n_s, i + 16)].to(dev), args.frame,
-                                            reg=reg, iters=iters).cpu().numpy() for i in range(0, n_s, 16)])
+        fast = np.concatenate(
+            [
+                emd_sinkhorn(
+                    p[i : min(n_s, i + 16)].to(dev), q[i : min(n_s, i + 16)].to(dev), args.frame, reg=reg, iters=iters
+                )
+                .cpu()
+                .numpy()
+                for i in range(0, n_s, 16)
+            ]
+        )
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t
         rel = np.abs(fast - exact[:n_s]) / exact[:n_s]
-        lines.append(f"| Sinkhorn (torch, {dev.type}) reg {reg} x frame, {iters} iterations, {n_s} pairs | "
-                     f"{n_s / dt:.1f} | {rel.mean():.4f} | {rel.max():.4f} |")
+        lines.append(
+            f"| Sinkhorn (torch, {dev.type}) reg {reg} x frame, {iters} iterations, {n_s} pairs | "
+            f"{n_s / dt:.1f} | {rel.mean():.4f} | {rel.max():.4f} |"
+        )
     lines.append("")
     lines.append(f"exact EMD of these pairs: mean {exact.mean():.2f} px (min {exact.min():.2f}, max {exact.max():.2f})")
     print("\n".join(lines))

@@ -22,8 +22,11 @@ from pathlib import Path
 from alignment import record
 
 HERE = Path(__file__).resolve().parent
-SETTINGS = {"default": {}, "GOMP_SPINCOUNT=20000": {"GOMP_SPINCOUNT": "20000"},
-            "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}}
+SETTINGS = {
+    "default": {},
+    "GOMP_SPINCOUNT=20000": {"GOMP_SPINCOUNT": "20000"},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
 CHILD = """
 import time, torch
 from leam.config import load_config
@@ -38,8 +41,14 @@ t = time.perf_counter(); m.embed(x); print(48 / (time.perf_counter() - t))
 
 
 def rate(env: dict) -> float:
-    out = subprocess.run([sys.executable, "-c", CHILD], env={**os.environ, **env}, capture_output=True, text=True,
-                         check=True, cwd=HERE.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -62,8 +71,11 @@ def main() -> None:
             lines.append(f"| {label} | {name} | {v:.1f} | {v / got['default']:.2f}x |")
             print(lines[-1], flush=True)
     if args.record:
-        record("OpenMP waiting under contention: HSE FaceRes, 48 images, 2 threads",
-               f".venv/bin/python benchmarks/contention.py --burners {args.burners} --repeats {args.repeats} --record", lines)
+        record(
+            "OpenMP waiting under contention: HSE FaceRes, 48 images, 2 threads",
+            f".venv/bin/python benchmarks/contention.py --burners {args.burners} --repeats {args.repeats} --record",
+            lines,
+        )
 
 
 if __name__ == "__main__":

@@ -48,10 +48,10 @@ import torch.nn.functional as F
 from leam.cam import LEAM
 from leam.classes import N_CLASSES
 from leam.counting import LEVELS
-from leam.occlude import n_occluded
-from leam.summaries import IdentitySummaries
 from leam.maps import normalise, to_frame
 from leam.models.iresnet import PAPER_LAYERS, iresnet
+from leam.occlude import n_occluded
+from leam.summaries import IdentitySummaries
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -92,8 +92,9 @@ class PeakMemory:
             self.mib = (self.peak - self.base) / 2**20
 
 
-def peak_in_subprocess(args, name: str, *, arch: str | None = None, images: int | None = None,
-                       layers: str = "paper") -> float:
+def peak_in_subprocess(
+    args, name: str, *, arch: str | None = None, images: int | None = None, layers: str = "paper"
+) -> float:
     """Peak memory (MiB above the set-up) of one contender run alone in a fresh process (CPU).
 
     RSS in this process only grows, so an in-process CPU figure would hide later contenders'
@@ -102,9 +103,24 @@ def peak_in_subprocess(args, name: str, *, arch: str | None = None, images: int 
     import subprocess
     import sys
 
-    cmd = [sys.executable, __file__, "--peak-of", name, "--arch", arch or args.arch, "--images", str(images or args.images),
-           "--device", args.device, "--budget-mb", str(args.budget_mb), "--peer-anchors", str(args.peer_anchors),
-           "--layers", layers]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--peak-of",
+        name,
+        "--arch",
+        arch or args.arch,
+        "--images",
+        str(images or args.images),
+        "--device",
+        args.device,
+        "--budget-mb",
+        str(args.budget_mb),
+        "--peer-anchors",
+        str(args.peer_anchors),
+        "--layers",
+        layers,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -188,8 +204,15 @@ def run_leam(model, layers, x, labels, frame, **kw):
     """The pipeline's extract path: LEAM + the summaries extract writes (counts at 16 selections,
     top1 image maps of every layer, the occlusion ranking of the first layer, no raw maps kept).
     Returns (IdentityMaps, {layer: (anchor, positive, counts, sizes)})."""
-    summ = IdentitySummaries(labels, (0, 0, frame, frame), levels=LEVELS, selections=("top1",),
-                             rank_layer=next(iter(layers)), k_max=n_occluded(10, frame * frame), store_maps="first_pair")
+    summ = IdentitySummaries(
+        labels,
+        (0, 0, frame, frame),
+        levels=LEVELS,
+        selections=("top1",),
+        rank_layer=next(iter(layers)),
+        k_max=n_occluded(10, frame * frame),
+        store_maps="first_pair",
+    )
     with LEAM(model, layers, **kw) as leam:
         out = leam.explain(x, keep_maps=False, consumer=summ)
     return out, {k: tuple(torch.from_numpy(v) for v in summ.counts_of(k)) for k in layers}
@@ -217,8 +240,10 @@ def run_bare(model, layers, x, a_chunk: int, r_chunk: int, batched: bool = True)
         acts[name] = out
         return out
 
-    handles = [model.get_submodule(p).register_forward_hook(lambda m, i, o, n_=name: hook(m, i, o, n_))
-               for name, p in layers.items()]
+    handles = [
+        model.get_submodule(p).register_forward_hook(lambda m, i, o, n_=name: hook(m, i, o, n_))
+        for name, p in layers.items()
+    ]
     try:
         g = torch.Generator(device=x.device).manual_seed(0)
         unit = F.normalize(torch.randn(n, model.fc.out_features, generator=g, device=x.device), dim=-1)
@@ -262,7 +287,7 @@ def run_gradcam(model, layers, x, unit, anchors):
         for a in anchors:
             pos = [p for p in range(n) if p != a]
             targets = [CosineTarget(unit[p]) for p in pos]
-            out[(name, a)] = cam(input_tensor=x[a:a + 1].expand(len(pos), -1, -1, -1), targets=targets)
+            out[(name, a)] = cam(input_tensor=x[a : a + 1].expand(len(pos), -1, -1, -1), targets=targets)
         cam.activations_and_grads.release()
     return out
 
@@ -277,7 +302,7 @@ def run_torchcam(model, layers, x, unit, anchors):
     with LayerCAM(model, target_layer=[layers[k] for k in names], input_shape=tuple(x.shape[1:])) as cam:
         for a in anchors:
             pos = [p for p in range(n) if p != a]
-            scores = model(x[a:a + 1].expand(len(pos), -1, -1, -1))
+            scores = model(x[a : a + 1].expand(len(pos), -1, -1, -1))
             cams = cam(scores=scores, targets=[CosineTarget(unit[p]) for p in pos])
             for name, c in zip(names, cams):
                 out[(name, a)] = c.detach()
@@ -288,15 +313,17 @@ def naive_maps(model, layers, x, a, p, batch: int = 1):
     """One pair the textbook way (the oracle). ``batch`` > 1 forwards the anchor that many times in
     one batch and uses the first copy: the same maths, other convolution kernels' float rounding."""
     acts = {}
-    hs = [model.get_submodule(path).register_forward_hook(lambda m, i, o, n_=name: acts.__setitem__(n_, o))
-          for name, path in layers.items()]
+    hs = [
+        model.get_submodule(path).register_forward_hook(lambda m, i, o, n_=name: acts.__setitem__(n_, o))
+        for name, path in layers.items()
+    ]
     try:
-        e_a = model(x[a:a + 1].repeat(batch, 1, 1, 1).requires_grad_(True))[:1]
+        e_a = model(x[a : a + 1].repeat(batch, 1, 1, 1).requires_grad_(True))[:1]
     finally:
         for h in hs:
             h.remove()
     with torch.no_grad():
-        e_p = model(x[p:p + 1])
+        e_p = model(x[p : p + 1])
     g = torch.autograd.grad(F.cosine_similarity(e_a, e_p)[0], [acts[k] for k in layers])
     return {k: F.relu((F.relu(gi[:1]) * acts[k][:1]).sum(1))[0].detach() for k, gi in zip(layers, g)}
 
@@ -338,8 +365,10 @@ def main_compare(args, device, log):
     model, x, labels, layers = setup(args.arch, args.images, device)
     n, L = len(x), len(layers)
     n_maps = n * (n - 1) * L
-    log(f"## extract: IResNet-{args.arch[1:]} 112 px, {n} images (one identity), {L} layers, "
-        f"{n * (n - 1)} ordered pairs = {n_maps} maps; {machine(device)}; {datetime.date.today()}")
+    log(
+        f"## extract: IResNet-{args.arch[1:]} 112 px, {n} images (one identity), {L} layers, "
+        f"{n * (n - 1)} ordered pairs = {n_maps} maps; {machine(device)}; {datetime.date.today()}"
+    )
     log("")
     probe = LEAM(model, layers, memory_budget_mb=args.budget_mb)
     with probe:
@@ -368,13 +397,19 @@ def main_compare(args, device, log):
     out, counts = leam_fn()
     t_gc, _, gc_maps = timed(lambda: run_gradcam(grad_model, layers, x, unit, gc_anchors), device, 1)
     tc_maps = tc_fn()
-    rate = {"leam (maps + resize + counts)": n_maps / t_leam, "bare autograd limit": n_maps / t_bare,
-            "pytorch-grad-cam LayerCAM": len(gc_anchors) * (n - 1) * L / t_gc, "torchcam LayerCAM": n_maps / t_tc}
+    rate = {
+        "leam (maps + resize + counts)": n_maps / t_leam,
+        "bare autograd limit": n_maps / t_bare,
+        "pytorch-grad-cam LayerCAM": len(gc_anchors) * (n - 1) * L / t_gc,
+        "torchcam LayerCAM": n_maps / t_tc,
+    }
     if device.type == "cpu":  # each alone in a fresh process
         peaks = [peak_in_subprocess(args, k) for k in ("leam", "bare", "gradcam", "torchcam")]
     else:  # CUDA: the allocator's peak, one run each
-        peaks = [timed(fn, device, 1)[1] for fn in (leam_fn, bare_fn, lambda: run_gradcam(
-            grad_model, layers, x, unit, gc_anchors), tc_fn)]
+        peaks = [
+            timed(fn, device, 1)[1]
+            for fn in (leam_fn, bare_fn, lambda: run_gradcam(grad_model, layers, x, unit, gc_anchors), tc_fn)
+        ]
     mem = dict(zip(rate, peaks))
     # agreement with the peers on the same pairs
     ref = run_leam_maps(model, layers, x, memory_budget_mb=args.budget_mb)
@@ -391,13 +426,18 @@ def main_compare(args, device, log):
     for k, v in rate.items():
         log(f"| {k} | {v:.1f} | {rate['leam (maps + resize + counts)'] / v:.2f}x | {mem[k]:.0f} |")
     log("")
-    log(f"leam efficiency vs the bare limit: **{100 * rate['leam (maps + resize + counts)'] / rate['bare autograd limit']:.0f} %** "
+    log(
+        f"leam efficiency vs the bare limit: **{100 * rate['leam (maps + resize + counts)'] / rate['bare autograd limit']:.0f} %** "
         f"(leam schedule {plan[0]} anchors x {plan[1]} rounds per VJP group; bare schedules tried, s: "
-        + ", ".join(f"{a}x{r}: {bare[(a, r)]:.2f}" for a, r in sorted(bare)) + f"; limit = {best[0]}x{best[1]})")
-    log(f"max |leam - pytorch-grad-cam| = {d_gc:.2e} (normalised, 112 px); "
+        + ", ".join(f"{a}x{r}: {bare[(a, r)]:.2f}" for a, r in sorted(bare))
+        + f"; limit = {best[0]}x{best[1]})"
+    )
+    log(
+        f"max |leam - pytorch-grad-cam| = {d_gc:.2e} (normalised, 112 px); "
         f"max |leam - torchcam| = {d_tc:.2e} (normalised, layer resolution); "
         f"pytorch-grad-cam timed on {len(gc_anchors)} of {n} anchors (each anchor's work is the same), the others on all; "
-        f"medians of {args.repeat} interleaved runs of leam, bare and torchcam")
+        f"medians of {args.repeat} interleaved runs of leam, bare and torchcam"
+    )
     if args.check:
         # the oracle in float64 is the exact answer; leam fp32 is compared with it and so is the
         # naive fp32 loop, which shows how far float32 rounding alone moves a map
@@ -415,38 +455,55 @@ def main_compare(args, device, log):
             naive32_b4 = naive_maps(grad_model, layers, x, a, p, batch=4) if i % 7 == 0 else None
             for k in layers:
                 e = normalise(exact[k][None])
-                for label, m in (("leam fp64", ref64.maps[k][i]), ("leam fp32 (strict)", ref.maps[k][i]),
-                                 ("naive fp32", naive32[k])):
+                for label, m in (
+                    ("leam fp64", ref64.maps[k][i]),
+                    ("leam fp32 (strict)", ref.maps[k][i]),
+                    ("naive fp32", naive32[k]),
+                ):
                     worst[label] = max(worst[label], float((normalise(m.double()[None]) - e).abs().max()))
                 n32 = normalise(naive32[k][None])
                 fp32_vs_fp32 = max(fp32_vs_fp32, float((normalise(ref.maps[k][i][None]) - n32).abs().max()))
                 if naive32_b4 is not None:
                     naive_self = max(naive_self, float((normalise(naive32_b4[k][None]) - n32).abs().max()))
-        log("exactness, every map of the benchmark vs the naive per-pair oracle in float64 (max |Δ| of normalised "
-            "maps): " + "; ".join(f"{k} {v:.2e}" for k, v in worst.items()))
-        log(f"float32: leam strict vs the naive loop in fp32, every map: {fp32_vs_fp32:.2e}; the naive fp32 loop "
+        log(
+            "exactness, every map of the benchmark vs the naive per-pair oracle in float64 (max |Δ| of normalised "
+            "maps): " + "; ".join(f"{k} {v:.2e}" for k, v in worst.items())
+        )
+        log(
+            f"float32: leam strict vs the naive loop in fp32, every map: {fp32_vs_fp32:.2e}; the naive fp32 loop "
             f"against itself with the anchor forwarded in a batch of 4 instead of 1 (every 7th pair): {naive_self:.2e} "
-            "-- the float32 noise floor of differently batched convolution kernels")
+            "-- the float32 noise floor of differently batched convolution kernels"
+        )
     if args.options:
         log("")
-        log("| option | maps/s | vs strict | max abs diff of normalised maps | count cells differing | max count diff (px) |")
+        log(
+            "| option | maps/s | vs strict | max abs diff of normalised maps | count cells differing | max count diff (px) |"
+        )
         log("|---|---:|---:|---:|---:|---:|")
         strict_counts = counts
         opts = [("strict fp32", {})]
         if device.type == "cuda":
             opts.append(("tf32", {"precision": "tf32"}))
-        opts += [("bf16 autocast", {"precision": "bf16"}), ("channels_last", {"channels_last": True}),
-                 ("bf16 + channels_last", {"precision": "bf16", "channels_last": True})]
+        opts += [
+            ("bf16 autocast", {"precision": "bf16"}),
+            ("channels_last", {"channels_last": True}),
+            ("bf16 + channels_last", {"precision": "bf16", "channels_last": True}),
+        ]
         for label, kw in opts:
-            t, _, (o2, c2) = timed(lambda: run_leam(model, layers, x, labels, 112, memory_budget_mb=args.budget_mb, **kw),
-                                   device, 1 if kw else args.repeat)
+            t, _, (o2, c2) = timed(
+                lambda: run_leam(model, layers, x, labels, 112, memory_budget_mb=args.budget_mb, **kw),
+                device,
+                1 if kw else args.repeat,
+            )
             m2 = run_leam_maps(model, layers, x, memory_budget_mb=args.budget_mb, **kw)
             dmap = max(float((normalise(m2.maps[k]) - normalise(ref.maps[k])).abs().max()) for k in layers)
             diff_cells = sum(int((c2[k][2] != strict_counts[k][2]).sum()) for k in layers)
             total_cells = sum(strict_counts[k][2].numel() for k in layers)
             maxdiff = max(int((c2[k][2] - strict_counts[k][2]).abs().max()) for k in layers)
-            log(f"| {label} | {n_maps / t:.1f} | {t_leam / t:.2f}x | {dmap:.2e} | "
-                f"{100 * diff_cells / total_cells:.2f} % | {maxdiff} |")
+            log(
+                f"| {label} | {n_maps / t:.1f} | {t_leam / t:.2f}x | {dmap:.2e} | "
+                f"{100 * diff_cells / total_cells:.2f} % | {maxdiff} |"
+            )
     return rate
 
 
@@ -480,13 +537,24 @@ def main_scaling(args, device, log):
     est = dict(rate)
     est["ir"] = rate["r50"] * gflops["r50"] / gflops["ir"]
     est["vgg16"] = rate["r50"] * gflops["r50"] / gflops["vgg16"]
-    models = {"AF_R18": "r18", "CF_R18": "r18", "AF_R50": "r50", "CF_R50": "r50", "AF_R100": "r100",
-              "CF_R100": "r100", "IR_VGG": "ir", "IR_CASIA": "ir", "VGG_16": "vgg16"}
+    models = {
+        "AF_R18": "r18",
+        "CF_R18": "r18",
+        "AF_R50": "r50",
+        "CF_R50": "r50",
+        "AF_R100": "r100",
+        "CF_R100": "r100",
+        "IR_VGG": "ir",
+        "IR_CASIA": "ir",
+        "VGG_16": "vgg16",
+    }
     hours = sum(pairs * 9 / est[a] for a in models.values()) / 3600
     log("")
-    log(f"projection of the paper's workload (~{pairs / 1e3:.0f} k ordered pairs x 9 layers x 9 models = "
+    log(
+        f"projection of the paper's workload (~{pairs / 1e3:.0f} k ordered pairs x 9 layers x 9 models = "
         f"{pairs * 81 / 1e6:.1f} M maps) on this machine: **{hours:.0f} h** (IResNets measured above; "
-        "InceptionResnetV1 and VGG-16 scaled from IResNet-50 by forward GFLOPs 2.9 and 15.5 vs 6.3)")
+        "InceptionResnetV1 and VGG-16 scaled from IResNet-50 by forward GFLOPs 2.9 and 15.5 vs 6.3)"
+    )
     return rows
 
 
@@ -508,17 +576,23 @@ def main_memory(args, device, log):
         with PeakMemory(device) as pm:
             base = reset_high_water_mark()
             try:
-                leam.explain(x, keep_maps=False, on_chunk=stop_after,
-                             consumer=IdentitySummaries(labels, (0, 0, 112, 112), store_maps="first_pair"))
+                leam.explain(
+                    x,
+                    keep_maps=False,
+                    on_chunk=stop_after,
+                    consumer=IdentitySummaries(labels, (0, 0, 112, 112), store_maps="first_pair"),
+                )
             except Stop:
                 pass
         plan = leam.plan(n)
     if device.type == "cpu":  # this is a fresh process: its RSS high-water mark is this run's
         pm.mib = (rss_high_water_mark() - base) / 2**20
-    log(f"## memory: IResNet-{args.arch[1:]}, {n} images, {len(layers)} layers, budget {args.budget_mb} MiB: "
+    log(
+        f"## memory: IResNet-{args.arch[1:]}, {n} images, {len(layers)} layers, budget {args.budget_mb} MiB: "
         f"peak {pm.mib:.0f} MiB above the start over the first {chunks['done']} chunks (all chunks are the same size; "
         f"plan {plan[0]} anchors x {plan[1]} rounds, graph {leam._bytes_per_image / 2**20:.0f} MiB per image); "
-        f"{'UNDER' if pm.mib <= args.budget_mb else 'OVER'} budget; {machine(device)}; {datetime.date.today()}")
+        f"{'UNDER' if pm.mib <= args.budget_mb else 'OVER'} budget; {machine(device)}; {datetime.date.today()}"
+    )
 
 
 def main_rule(args, device, log):
@@ -542,18 +616,50 @@ def main_rule(args, device, log):
     tmp = Path(tempfile.mkdtemp(prefix="leam-rule-"))
     torch.save(model.state_dict(), tmp / "w.pth")
     spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/paper.yaml").read_text())["models"]["AF_R18"]
-    spec = {**spec, "builder_args": {"arch": args.arch}, "weights": {"path": str(tmp / "w.pth"), "sha256": None},
-            "layers": {k: v for k, v in spec["layers"].items()}}
+    spec = {
+        **spec,
+        "builder_args": {"arch": args.arch},
+        "weights": {"path": str(tmp / "w.pth"), "sha256": None},
+        "layers": {k: v for k, v in spec["layers"].items()},
+    }
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8)
-    write_parquet(pa.Table.from_pylist([{"identity": "p", "image": f"{i:02d}.png", "reference": "00.png",
-                                         "is_reference": i == 0, "size": 112, "frame_png": encode_png(f),
-                                         "landmarks": [0.0] * 136, "image_to_frame": [1.0, 0, 0, 0, 1.0, 0],
-                                         "align_rmse": 0.0} for i, f in enumerate(frames)], schema=ALIGNED_SCHEMA),
-                  tmp / "aligned.parquet")
-    write_parquet(pa.Table.from_pylist([{"identity": "p", "image": f"{i:02d}.png", "parser": "landmarks", "size": 112,
-                                         "labels": rng.integers(0, 11, 112 * 112, dtype=np.uint8).tobytes()}
-                                        for i in range(n)], schema=LABELS_SCHEMA), tmp / "labels.parquet")
+    write_parquet(
+        pa.Table.from_pylist(
+            [
+                {
+                    "identity": "p",
+                    "image": f"{i:02d}.png",
+                    "reference": "00.png",
+                    "is_reference": i == 0,
+                    "size": 112,
+                    "frame_png": encode_png(f),
+                    "landmarks": [0.0] * 136,
+                    "image_to_frame": [1.0, 0, 0, 0, 1.0, 0],
+                    "align_rmse": 0.0,
+                }
+                for i, f in enumerate(frames)
+            ],
+            schema=ALIGNED_SCHEMA,
+        ),
+        tmp / "aligned.parquet",
+    )
+    write_parquet(
+        pa.Table.from_pylist(
+            [
+                {
+                    "identity": "p",
+                    "image": f"{i:02d}.png",
+                    "parser": "landmarks",
+                    "size": 112,
+                    "labels": rng.integers(0, 11, 112 * 112, dtype=np.uint8).tobytes(),
+                }
+                for i in range(n)
+            ],
+            schema=LABELS_SCHEMA,
+        ),
+        tmp / "labels.parquet",
+    )
     fm = load_model("r", spec, device=device, frame_padding=0.25)
     x = fm.preprocess(torch.from_numpy(frames)).to(device)
     probe = LEAM(fm.module, fm.layers, memory_budget_mb=args.budget_mb)
@@ -562,14 +668,30 @@ def main_rule(args, device, log):
         plan = probe.plan(n)
 
     def rule(mode):
-        out = {k: str(tmp / mode / f"{k}.parquet") for k in ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")}
-        return lambda: extract_shard(str(tmp / "aligned.parquet"), str(tmp / "labels.parquet"), "r", spec, out=out,
-                                     device=str(device), memory_budget_mb=args.budget_mb, frame_padding=0.25,
-                                     selections=("top1", "full"), rank_layer=next(iter(layers)),
-                                     rank_pixels=n_occluded(10, 112 * 112), store_maps=mode)
+        out = {
+            k: str(tmp / mode / f"{k}.parquet")
+            for k in ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
+        }
+        return lambda: extract_shard(
+            str(tmp / "aligned.parquet"),
+            str(tmp / "labels.parquet"),
+            "r",
+            spec,
+            out=out,
+            device=str(device),
+            memory_budget_mb=args.budget_mb,
+            frame_padding=0.25,
+            selections=("top1", "full"),
+            rank_layer=next(iter(layers)),
+            rank_pixels=n_occluded(10, 112 * 112),
+            store_maps=mode,
+        )
 
-    fns = {"extract rule, store_maps raw": rule("raw"), "extract rule, store_maps first_pair": rule("first_pair"),
-           "bare autograd limit": lambda: run_bare(fm.module, fm.layers, x, *plan)}
+    fns = {
+        "extract rule, store_maps raw": rule("raw"),
+        "extract rule, store_maps first_pair": rule("first_pair"),
+        "bare autograd limit": lambda: run_bare(fm.module, fm.layers, x, *plan),
+    }
     samples = {k: [] for k in fns}
     for fn in fns.values():
         fn()  # warm-up
@@ -577,8 +699,10 @@ def main_rule(args, device, log):
         for k, fn in fns.items():
             samples[k].append(_once(fn, device))
     t_bare = statistics.median(samples["bare autograd limit"])
-    log(f"## extract rule: IResNet-{args.arch[1:]} 112 px, {n} frames (one identity), {L} layers, {n_maps} maps; "
-        f"{machine(device)}; {datetime.date.today()}")
+    log(
+        f"## extract rule: IResNet-{args.arch[1:]} 112 px, {n} frames (one identity), {L} layers, {n_maps} maps; "
+        f"{machine(device)}; {datetime.date.today()}"
+    )
     log("")
     log("| run | s (median) | maps/s | vs bare limit |")
     log("|---|---:|---:|---:|")
@@ -586,8 +710,10 @@ def main_rule(args, device, log):
         t = statistics.median(v)
         log(f"| {k} | {t:.2f} | {n_maps / t:.1f} | {100 * t_bare / t:.0f} % |")
     log("")
-    log(f"the rule's time includes loading the model, decoding the PNG frames and writing six Parquet files; "
-        f"bare limit schedule {plan[0]} anchors x {plan[1]} rounds; medians of {args.repeat} interleaved runs")
+    log(
+        f"the rule's time includes loading the model, decoding the PNG frames and writing six Parquet files; "
+        f"bare limit schedule {plan[0]} anchors x {plan[1]} rounds; medians of {args.repeat} interleaved runs"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

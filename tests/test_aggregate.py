@@ -55,6 +55,7 @@ ATOL = 1e-12  # only matters for values that are exactly 0 by hand
 
 # ----------------------------------------------------------------------------- input writers
 
+
 def _write(rows: list[dict], schema: pa.Schema, path) -> str:
     cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
     pq.write_table(pa.table(cols, schema=schema), path)
@@ -62,25 +63,63 @@ def _write(rows: list[dict], schema: pa.Schema, path) -> str:
 
 
 def _face_row(identity, image, status, reason=None, duplicate_of=None) -> dict:
-    return {"identity": identity, "image": image, "path": f"raw/{identity}/{image}.jpg", "bytes": 1234,
-            "sha256": f"sha-{identity}-{image}", "width": 64, "height": 64, "source_mode": "RGB",
-            "n_faces": 1 if status == "ok" else 0, "status": status, "reason": reason,
-            "duplicate_of": duplicate_of,
-            "landmarks": [float(i) for i in range(136)] if status == "ok" else None}
+    return {
+        "identity": identity,
+        "image": image,
+        "path": f"raw/{identity}/{image}.jpg",
+        "bytes": 1234,
+        "sha256": f"sha-{identity}-{image}",
+        "width": 64,
+        "height": 64,
+        "source_mode": "RGB",
+        "n_faces": 1 if status == "ok" else 0,
+        "status": status,
+        "reason": reason,
+        "duplicate_of": duplicate_of,
+        "landmarks": [float(i) for i in range(136)] if status == "ok" else None,
+    }
 
 
 def _aligned_row(identity, image, reference) -> dict:
-    return {"identity": identity, "image": image, "reference": reference, "is_reference": image == reference,
-            "size": 10, "frame_png": b"", "landmarks": [0.5] * 136,
-            "image_to_frame": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], "align_rmse": 0.25}
+    return {
+        "identity": identity,
+        "image": image,
+        "reference": reference,
+        "is_reference": image == reference,
+        "size": 10,
+        "frame_png": b"",
+        "landmarks": [0.5] * 136,
+        "image_to_frame": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        "align_rmse": 0.25,
+    }
 
 
-def _count_row(model, layer, layer_idx, identity, anchor, positive, selection, pixels: dict[int, int],
-               n_selected, n_pixels=N_PIXELS) -> dict:
+def _count_row(
+    model,
+    layer,
+    layer_idx,
+    identity,
+    anchor,
+    positive,
+    selection,
+    pixels: dict[int, int],
+    n_selected,
+    n_pixels=N_PIXELS,
+) -> dict:
     """``pixels``: class id -> count for the visible classes; the other class columns are NULL."""
-    row = {"model": model, "layer": layer, "layer_idx": layer_idx, "identity": identity, "anchor": anchor,
-           "positive": positive, "parser": PARSER_OF.get(model, "landmarks"), "selection": selection,
-           "level": LEVEL_OF[selection], "n_selected": n_selected, "n_pixels": n_pixels}
+    row = {
+        "model": model,
+        "layer": layer,
+        "layer_idx": layer_idx,
+        "identity": identity,
+        "anchor": anchor,
+        "positive": positive,
+        "parser": PARSER_OF.get(model, "landmarks"),
+        "selection": selection,
+        "level": LEVEL_OF[selection],
+        "n_selected": n_selected,
+        "n_pixels": n_pixels,
+    }
     for c, col in enumerate(CLASS_COLUMNS):
         row[col] = pixels.get(c)
     return row
@@ -97,6 +136,7 @@ def _ordered_pairs(images):
 
 # ----------------------------------------------------------------------------- random fixture
 
+
 def _random_inputs(tmp_path):
     rng = np.random.default_rng(20240611)
     counts_rows: dict[str, list[dict]] = {m: [] for m in MODELS}
@@ -108,18 +148,31 @@ def _random_inputs(tmp_path):
                     for selection in SELECTIONS:
                         empty = (
                             # one single empty selection ...
-                            (model, layer, identity, anchor, positive, selection) == ("m1", "conv1", "alice", "a1", "a2", "top1")
+                            (model, layer, identity, anchor, positive, selection)
+                            == ("m1", "conv1", "alice", "a1", "a2", "top1")
                             # ... and a whole (model, layer, selection) group that is empty
-                            or (model, layer, selection) == ("m2", "l4", "top1"))
+                            or (model, layer, selection) == ("m2", "l4", "top1")
+                        )
                         if empty:
                             pixels = {c: 0 for c in visible}
                         else:
                             pixels = {c: int(rng.integers(0, 6)) for c in visible}  # sum <= 95 < n_pixels
                             if sum(pixels.values()) == 0:
                                 pixels[visible[0]] = 1
-                        counts_rows[model].append(_count_row(model, layer, layer_idx, identity, anchor, positive,
-                                                             selection, pixels, sum(pixels.values()),
-                                                             n_pixels=N_PIXELS_OF_LAYER[layer_idx]))
+                        counts_rows[model].append(
+                            _count_row(
+                                model,
+                                layer,
+                                layer_idx,
+                                identity,
+                                anchor,
+                                positive,
+                                selection,
+                                pixels,
+                                sum(pixels.values()),
+                                n_pixels=N_PIXELS_OF_LAYER[layer_idx],
+                            )
+                        )
     counts = [_write(rows, COUNTS_SCHEMA, tmp_path / f"counts_{m}.parquet") for m, rows in counts_rows.items()]
 
     dim = 8
@@ -133,24 +186,44 @@ def _random_inputs(tmp_path):
                 emb_rows.append({"model": model, "identity": identity, "image": image, "embedding": vec.tolist()})
         for identity, images in IMAGES.items():
             for anchor, positive in _ordered_pairs(images):
-                pair_rows.append({"model": model, "identity": identity, "anchor": anchor, "positive": positive,
-                                  "cosine": _cos(emb[(model, identity, anchor)], emb[(model, identity, positive)])})
+                pair_rows.append(
+                    {
+                        "model": model,
+                        "identity": identity,
+                        "anchor": anchor,
+                        "positive": positive,
+                        "cosine": _cos(emb[(model, identity, anchor)], emb[(model, identity, positive)]),
+                    }
+                )
     # split over two files per table, as the pipeline writes one per shard
-    pairs = [_write([r for r in pair_rows if r["model"] == m], PAIRS_SCHEMA, tmp_path / f"pairs_{m}.parquet")
-             for m in MODELS]
-    embeddings = [_write([r for r in emb_rows if r["model"] == m], EMBEDDINGS_SCHEMA, tmp_path / f"emb_{m}.parquet")
-                  for m in MODELS]
+    pairs = [
+        _write([r for r in pair_rows if r["model"] == m], PAIRS_SCHEMA, tmp_path / f"pairs_{m}.parquet") for m in MODELS
+    ]
+    embeddings = [
+        _write([r for r in emb_rows if r["model"] == m], EMBEDDINGS_SCHEMA, tmp_path / f"emb_{m}.parquet")
+        for m in MODELS
+    ]
 
     face_rows = [_face_row(i, im, "ok") for i, ims in {**IMAGES, **SINGLE}.items() for im in ims]
-    face_rows += [_face_row("alice", "a4", "rejected", reason="no face found"),
-                  _face_row("bob", "b3", "duplicate", reason="same sha256", duplicate_of="b1"),
-                  _face_row("carol", "c0", "rejected", reason="2 faces")]
-    faces = [_write(face_rows[:4], FACES_SCHEMA, tmp_path / "faces_0.parquet"),
-             _write(face_rows[4:], FACES_SCHEMA, tmp_path / "faces_1.parquet")]
-    aligned = [_write([_aligned_row(i, im, ims[0]) for i, ims in {**IMAGES, **SINGLE}.items() for im in ims],
-                      ALIGNED_SCHEMA, tmp_path / "aligned.parquet")]
-    return dict(counts=counts, pairs=pairs, embeddings=embeddings, faces=faces, aligned=aligned), \
-        dict(counts=counts_rows, pairs=pair_rows, emb=emb, faces=face_rows)
+    face_rows += [
+        _face_row("alice", "a4", "rejected", reason="no face found"),
+        _face_row("bob", "b3", "duplicate", reason="same sha256", duplicate_of="b1"),
+        _face_row("carol", "c0", "rejected", reason="2 faces"),
+    ]
+    faces = [
+        _write(face_rows[:4], FACES_SCHEMA, tmp_path / "faces_0.parquet"),
+        _write(face_rows[4:], FACES_SCHEMA, tmp_path / "faces_1.parquet"),
+    ]
+    aligned = [
+        _write(
+            [_aligned_row(i, im, ims[0]) for i, ims in {**IMAGES, **SINGLE}.items() for im in ims],
+            ALIGNED_SCHEMA,
+            tmp_path / "aligned.parquet",
+        )
+    ]
+    return dict(counts=counts, pairs=pairs, embeddings=embeddings, faces=faces, aligned=aligned), dict(
+        counts=counts_rows, pairs=pair_rows, emb=emb, faces=face_rows
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +243,7 @@ def _view(con, name) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- hand computations
 
+
 def hand_counts_long(count_rows: list[dict]) -> pd.DataFrame:
     out = []
     for r in count_rows:
@@ -177,12 +251,22 @@ def hand_counts_long(count_rows: list[dict]) -> pd.DataFrame:
             if r[col] is None:  # absent class: no row
                 continue
             px, n_sel, n_pix = r[col], r["n_selected"], r["n_pixels"]
-            out.append({k: r[k] for k in ("model", "layer", "layer_idx", "identity", "anchor", "positive",
-                                          "parser", "selection")}
-                       | {"level": NO_LEVEL if r["level"] is None else r["level"], "class_id": c,
-                          "class": CLASS_NAME[c], "pixels": px, "n_selected": n_sel, "n_pixels": n_pix,
-                          "abs_pct": 100.0 * px / n_pix,
-                          "rel_pct": 100.0 * px / n_sel if n_sel > 0 else np.nan})
+            out.append(
+                {
+                    k: r[k]
+                    for k in ("model", "layer", "layer_idx", "identity", "anchor", "positive", "parser", "selection")
+                }
+                | {
+                    "level": NO_LEVEL if r["level"] is None else r["level"],
+                    "class_id": c,
+                    "class": CLASS_NAME[c],
+                    "pixels": px,
+                    "n_selected": n_sel,
+                    "n_pixels": n_pix,
+                    "abs_pct": 100.0 * px / n_pix,
+                    "rel_pct": 100.0 * px / n_sel if n_sel > 0 else np.nan,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -190,11 +274,13 @@ def _share(g: pd.DataFrame) -> dict:
     rel = g["rel_pct"].to_numpy(float)
     rel = rel[~np.isnan(rel)]
     n_sel = int(g["n_selected"].sum())
-    return {"n_maps": len(g),
-            "mean_rel_pct": rel.mean() if len(rel) else np.nan,
-            "pooled_rel_pct": 100.0 * g["pixels"].sum() / n_sel if n_sel > 0 else np.nan,
-            "mean_abs_pct": g["abs_pct"].to_numpy(float).mean(),
-            "pooled_abs_pct": 100.0 * g["pixels"].sum() / g["n_pixels"].sum()}
+    return {
+        "n_maps": len(g),
+        "mean_rel_pct": rel.mean() if len(rel) else np.nan,
+        "pooled_rel_pct": 100.0 * g["pixels"].sum() / n_sel if n_sel > 0 else np.nan,
+        "mean_abs_pct": g["abs_pct"].to_numpy(float).mean(),
+        "pooled_abs_pct": 100.0 * g["pixels"].sum() / g["n_pixels"].sum(),
+    }
 
 
 def _variation(g: pd.DataFrame) -> dict:
@@ -204,8 +290,14 @@ def _variation(g: pd.DataFrame) -> dict:
     std = float(np.std(rel, ddof=1)) if n >= 2 else np.nan
     mean = float(rel.mean()) if n else np.nan
     cv = 100.0 * std / mean if (n >= 2 and mean != 0) else np.nan
-    return {"n_maps": n, "std": std, "mean": mean, "min": rel.min() if n else np.nan,
-            "max": rel.max() if n else np.nan, "cv": cv}
+    return {
+        "n_maps": n,
+        "std": std,
+        "mean": mean,
+        "min": rel.min() if n else np.nan,
+        "max": rel.max() if n else np.nan,
+        "cv": cv,
+    }
 
 
 def _group(long: pd.DataFrame, keys: list[str], fn) -> pd.DataFrame:
@@ -220,8 +312,14 @@ def hand_cosine_same(pair_rows) -> pd.DataFrame:
     out = []
     for model in sorted({r["model"] for r in pair_rows}):
         cos = np.array([r["cosine"] for r in pair_rows if r["model"] == model])
-        out.append({"model": model, "n_pairs": len(cos), "mean_cosine": cos.mean(),
-                    "std_cosine": np.std(cos, ddof=1) if len(cos) > 1 else np.nan})
+        out.append(
+            {
+                "model": model,
+                "n_pairs": len(cos),
+                "mean_cosine": cos.mean(),
+                "std_cosine": np.std(cos, ddof=1) if len(cos) > 1 else np.nan,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -231,12 +329,19 @@ def hand_cosine_different(emb: dict) -> pd.DataFrame:
         keys = sorted(k for k in emb if k[0] == model)
         cos = np.array([_cos(emb[a], emb[b]) for a, b in itertools.combinations(keys, 2) if a[1] != b[1]])
         if len(cos):
-            out.append({"model": model, "n_pairs": len(cos), "mean_cosine": cos.mean(),
-                        "std_cosine": np.std(cos, ddof=1) if len(cos) > 1 else np.nan})
+            out.append(
+                {
+                    "model": model,
+                    "n_pairs": len(cos),
+                    "mean_cosine": cos.mean(),
+                    "std_cosine": np.std(cos, ddof=1) if len(cos) > 1 else np.nan,
+                }
+            )
     return pd.DataFrame(out)
 
 
 # ----------------------------------------------------------------------------- comparison
+
 
 def _norm(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
@@ -282,6 +387,7 @@ def hand_long(random_db):
 
 # ----------------------------------------------------------------------------- random db: tables
 
+
 def test_tables_are_copied(random_db):
     con, raw = random_db
     n_counts = sum(len(rows) for rows in raw["counts"].values())
@@ -294,22 +400,34 @@ def test_tables_are_copied(random_db):
     assert list(aligned.columns) == ["identity", "image", "reference", "is_reference", "size", "align_rmse"]
     assert len(aligned) == 6
     assert con.execute("SELECT class_id, name, col FROM classes ORDER BY class_id").fetchall() == [
-        (i, CLASS_NAME[i], CLASS_COLUMNS[i]) for i in range(N_CLASSES)]
+        (i, CLASS_NAME[i], CLASS_COLUMNS[i]) for i in range(N_CLASSES)
+    ]
     assert con.execute("SELECT * FROM layers ORDER BY model, layer_idx").fetchall() == [
-        ("m1", "conv1", 0, "conv1"), ("m1", "l1", 1, "layer1.0.conv1"),
-        ("m2", "conv1", 0, "features.0"), ("m2", "l4", 1, "layer4.1.conv2")]
+        ("m1", "conv1", 0, "conv1"),
+        ("m1", "l1", 1, "layer1.0.conv1"),
+        ("m2", "conv1", 0, "features.0"),
+        ("m2", "l4", 1, "layer4.1.conv2"),
+    ]
 
 
 # ----------------------------------------------------------------------------- random db: views
+
 
 def test_rejects(random_db):
     con, raw = random_db
     view = _view(con, "rejects")
     assert list(view.columns) == ["identity", "image", "status", "reason", "duplicate_of", "path"]
-    hand = sorted(((r["identity"], r["image"], r["status"], r["reason"], r["duplicate_of"], r["path"])
-                   for r in raw["faces"] if r["status"] != "ok"))
-    got = [tuple(None if (isinstance(x, float) and math.isnan(x)) or x is pd.NA else x for x in row)
-           for row in con.execute("SELECT * FROM rejects").fetchall()]
+    hand = sorted(
+
+            (r["identity"], r["image"], r["status"], r["reason"], r["duplicate_of"], r["path"])
+            for r in raw["faces"]
+            if r["status"] != "ok"
+
+    )
+    got = [
+        tuple(None if (isinstance(x, float) and math.isnan(x)) or x is pd.NA else x for x in row)
+        for row in con.execute("SELECT * FROM rejects").fetchall()
+    ]
     assert got == hand  # the view is ordered by identity, image
     assert {r[2] for r in got} == {"rejected", "duplicate"}
     assert len(got) == 3
@@ -318,9 +436,24 @@ def test_rejects(random_db):
 def test_counts_long(random_db, hand_long):
     con, _ = random_db
     view = _view(con, "counts_long")
-    assert list(view.columns) == ["model", "layer", "layer_idx", "identity", "anchor", "positive", "parser",
-                                  "selection", "level", "class_id", "class", "pixels", "n_selected", "n_pixels",
-                                  "abs_pct", "rel_pct"]
+    assert list(view.columns) == [
+        "model",
+        "layer",
+        "layer_idx",
+        "identity",
+        "anchor",
+        "positive",
+        "parser",
+        "selection",
+        "level",
+        "class_id",
+        "class",
+        "pixels",
+        "n_selected",
+        "n_pixels",
+        "abs_pct",
+        "rel_pct",
+    ]
     # absent classes of the landmarks parser have no rows at all
     n_m1 = 2 * 8 * 3 * N_CLASSES
     n_m2 = 2 * 8 * 3 * len(visible_classes("landmarks"))
@@ -332,11 +465,17 @@ def test_counts_long(random_db, hand_long):
     assert len(empty) == (N_CLASSES + 8 * len(visible_classes("landmarks")))
     assert empty["rel_pct"].isna().all() and (empty["abs_pct"] == 0).all()
     assert view.loc[view["n_selected"] > 0, "rel_pct"].notna().all()
-    assert_frames(view, hand_long,
-                  keys=["model", "layer", "identity", "anchor", "positive", "selection", "level", "class_id"],
-                  floats=["abs_pct", "rel_pct"], exact=["layer_idx", "pixels", "n_selected", "n_pixels"])
-    m = view.merge(hand_long[["model", "layer", "anchor", "positive", "selection", "class_id", "class", "parser"]],
-                   on=["model", "layer", "anchor", "positive", "selection", "class_id"])
+    assert_frames(
+        view,
+        hand_long,
+        keys=["model", "layer", "identity", "anchor", "positive", "selection", "level", "class_id"],
+        floats=["abs_pct", "rel_pct"],
+        exact=["layer_idx", "pixels", "n_selected", "n_pixels"],
+    )
+    m = view.merge(
+        hand_long[["model", "layer", "anchor", "positive", "selection", "class_id", "class", "parser"]],
+        on=["model", "layer", "anchor", "positive", "selection", "class_id"],
+    )
     assert len(m) == len(view)
     assert (m["class_x"].astype(str) == m["class_y"].astype(str)).all()
     assert (m["parser_x"].astype(str) == m["parser_y"].astype(str)).all()
@@ -345,8 +484,17 @@ def test_counts_long(random_db, hand_long):
 def test_class_share_layer(random_db, hand_long):
     con, _ = random_db
     view = _view(con, "class_share_layer")
-    assert list(view.columns) == ["model", "layer", "layer_idx", "selection", "level", "class_id", "class",
-                                  "n_maps", *SHARE_FLOATS]
+    assert list(view.columns) == [
+        "model",
+        "layer",
+        "layer_idx",
+        "selection",
+        "level",
+        "class_id",
+        "class",
+        "n_maps",
+        *SHARE_FLOATS,
+    ]
     keys = ["model", "layer", "selection", "level", "class_id"]
     hand = _group(hand_long, keys + ["layer_idx", "class"], _share)
     assert (hand["n_maps"] == 8).all()
@@ -394,8 +542,11 @@ def test_layer_table(random_db, hand_long):
     rows = {}
     for r in share.itertuples(index=False):
         key = (r.model, r.selection, r.level, r.class_id)
-        row = rows.setdefault(key, {"model": r.model, "selection": r.selection, "level": r.level,
-                                    "class_id": r.class_id, "class": r[5]} | {name: np.nan for name in layer_names})
+        row = rows.setdefault(
+            key,
+            {"model": r.model, "selection": r.selection, "level": r.level, "class_id": r.class_id, "class": r[5]}
+            | {name: np.nan for name in layer_names},
+        )
         row[r.layer] = r.mean_rel_pct
     hand = pd.DataFrame(list(rows.values()))
     # a model's table has NULL in the other models' layer columns
@@ -415,8 +566,9 @@ def test_models_side_by_side(random_db, hand_long, view_name, by_layer):
     rows = {}
     for r in share.to_dict("records"):
         key = tuple(r[k] for k in [*lead, "selection", "level", "class_id"])
-        row = rows.setdefault(key, {k: r[k] for k in [*lead, "selection", "level", "class_id", "class"]}
-                              | {m: np.nan for m in models})
+        row = rows.setdefault(
+            key, {k: r[k] for k in [*lead, "selection", "level", "class_id", "class"]} | {m: np.nan for m in models}
+        )
         row[r["model"]] = r["mean_rel_pct"]
     hand = pd.DataFrame(list(rows.values()))
     # classes the landmark parser (m2) cannot see are NULL in m2's column, present in m1's
@@ -427,8 +579,16 @@ def test_models_side_by_side(random_db, hand_long, view_name, by_layer):
 def test_identity_share(random_db, hand_long):
     con, _ = random_db
     view = _view(con, "identity_share")
-    assert list(view.columns) == ["model", "identity", "selection", "level", "class_id", "class", "n_maps",
-                                  *SHARE_FLOATS]
+    assert list(view.columns) == [
+        "model",
+        "identity",
+        "selection",
+        "level",
+        "class_id",
+        "class",
+        "n_maps",
+        *SHARE_FLOATS,
+    ]
     keys = ["model", "identity", "selection", "level", "class_id"]
     hand = _group(hand_long, keys + ["class"], _share)
     assert set(hand["n_maps"]) == {2 * 6, 2 * 2}  # 2 layers x ordered pairs
@@ -438,13 +598,26 @@ def test_identity_share(random_db, hand_long):
 def test_identity_variation(random_db, hand_long):
     con, _ = random_db
     view = _view(con, "identity_variation")
-    assert list(view.columns) == ["model", "identity", "selection", "level", "class_id", "class", "n_maps",
-                                  "std", "mean", "min", "max", "cv"]
+    assert list(view.columns) == [
+        "model",
+        "identity",
+        "selection",
+        "level",
+        "class_id",
+        "class",
+        "n_maps",
+        "std",
+        "mean",
+        "min",
+        "max",
+        "cv",
+    ]
     keys = ["model", "identity", "selection", "level", "class_id"]
     hand = _group(hand_long, keys + ["class"], _variation)
     # (m1, alice, top1) lost one map to the empty selection; (m2, *, top1) lost the l4 maps
-    assert set(hand.loc[(hand["model"] == "m1") & (hand["identity"] == "alice") & (hand["selection"] == "top1"),
-                        "n_maps"]) == {11}
+    assert set(
+        hand.loc[(hand["model"] == "m1") & (hand["identity"] == "alice") & (hand["selection"] == "top1"), "n_maps"]
+    ) == {11}
     assert set(hand.loc[(hand["model"] == "m2") & (hand["selection"] == "top1"), "n_maps"]) == {6, 2}
     assert_frames(view, hand, keys=keys, floats=["std", "mean", "min", "max", "cv"], exact=["n_maps"])
 
@@ -475,8 +648,9 @@ def test_cosine_different(random_db):
     assert len(m) == len(view) == len(hand) == 2
     np.testing.assert_array_equal(m["n_pairs_view"], m["n_pairs_hand"])
     for c in ("mean_cosine", "std_cosine"):
-        np.testing.assert_allclose(m[f"{c}_view"].to_numpy(float), m[f"{c}_hand"].to_numpy(float),
-                                   rtol=COS_RTOL, atol=1e-7, err_msg=c)
+        np.testing.assert_allclose(
+            m[f"{c}_view"].to_numpy(float), m[f"{c}_hand"].to_numpy(float), rtol=COS_RTOL, atol=1e-7, err_msg=c
+        )
     # the embeddings were made so that same identities are close and different ones far
     same = hand_cosine_same(raw["pairs"])
     assert (same["mean_cosine"].to_numpy() > 0.9).all()
@@ -486,8 +660,16 @@ def test_cosine_different(random_db):
 def test_cosine_summary(random_db):
     con, raw = random_db
     view = _view(con, "cosine_summary")
-    assert list(view.columns) == ["model", "same_pairs", "same_mean", "same_std", "different_pairs",
-                                  "different_mean", "different_std", "margin"]
+    assert list(view.columns) == [
+        "model",
+        "same_pairs",
+        "same_mean",
+        "same_std",
+        "different_pairs",
+        "different_mean",
+        "different_std",
+        "margin",
+    ]
     same, diff = hand_cosine_same(raw["pairs"]), hand_cosine_different(raw["emb"])
     hand = same.merge(diff, on="model", suffixes=("_s", "_d"))
     m = view.merge(hand, on="model")
@@ -505,6 +687,7 @@ def test_cosine_summary(random_db):
 
 # ----------------------------------------------------------------------------- closed form
 
+
 @pytest.fixture(scope="module")
 def trivial_db(tmp_path_factory):
     """One model m, one layer, identity x (2 images: 2 maps), only face (2) and nose (10) visible.
@@ -520,31 +703,53 @@ def trivial_db(tmp_path_factory):
     A second model "solo" has a single identity: no different-identity pair.
     """
     tmp = tmp_path_factory.mktemp("aggregate_trivial")
-    table = {("i1", "i2"): {"full": (30, 10), "top1": (1, 0), "top100": (0, 0)},
-             ("i2", "i1"): {"full": (10, 10), "top1": (2, 0), "top100": (3, 1)}}
-    rows = [_count_row("m", "conv1", 0, "x", a, p, sel, {2: face, 10: nose}, face + nose)
-            for (a, p), sels in table.items() for sel, (face, nose) in sels.items()]
-    emb = {("m", "x", "i1"): [1, 0, 0, 0], ("m", "x", "i2"): [1, 1, 1, 1],
-           ("m", "y", "j1"): [0, 0, 0, 2], ("m", "y", "j2"): [-1, -1, -1, -1],
-           ("solo", "x", "i1"): [1, 0, 0, 0], ("solo", "x", "i2"): [0, 1, 0, 0]}
-    emb_rows = [{"model": m, "identity": i, "image": im, "embedding": [float(v) for v in vec]}
-                for (m, i, im), vec in emb.items()]
-    pair_rows = [{"model": m, "identity": i, "anchor": a, "positive": p,
-                  "cosine": _cos(emb[(m, i, a)], emb[(m, i, p)])}
-                 for m, i, ims in [("m", "x", ["i1", "i2"]), ("m", "y", ["j1", "j2"]), ("solo", "x", ["i1", "i2"])]
-                 for a, p in _ordered_pairs(ims)]
-    faces = [_face_row("x", "i1", "ok"), _face_row("x", "i2", "ok"), _face_row("y", "j1", "ok"),
-             _face_row("y", "j2", "ok"), _face_row("x", "i3", "rejected", reason="no face found"),
-             _face_row("x", "i0", "duplicate", reason="same sha256", duplicate_of="i1")]
+    table = {
+        ("i1", "i2"): {"full": (30, 10), "top1": (1, 0), "top100": (0, 0)},
+        ("i2", "i1"): {"full": (10, 10), "top1": (2, 0), "top100": (3, 1)},
+    }
+    rows = [
+        _count_row("m", "conv1", 0, "x", a, p, sel, {2: face, 10: nose}, face + nose)
+        for (a, p), sels in table.items()
+        for sel, (face, nose) in sels.items()
+    ]
+    emb = {
+        ("m", "x", "i1"): [1, 0, 0, 0],
+        ("m", "x", "i2"): [1, 1, 1, 1],
+        ("m", "y", "j1"): [0, 0, 0, 2],
+        ("m", "y", "j2"): [-1, -1, -1, -1],
+        ("solo", "x", "i1"): [1, 0, 0, 0],
+        ("solo", "x", "i2"): [0, 1, 0, 0],
+    }
+    emb_rows = [
+        {"model": m, "identity": i, "image": im, "embedding": [float(v) for v in vec]}
+        for (m, i, im), vec in emb.items()
+    ]
+    pair_rows = [
+        {"model": m, "identity": i, "anchor": a, "positive": p, "cosine": _cos(emb[(m, i, a)], emb[(m, i, p)])}
+        for m, i, ims in [("m", "x", ["i1", "i2"]), ("m", "y", ["j1", "j2"]), ("solo", "x", ["i1", "i2"])]
+        for a, p in _ordered_pairs(ims)
+    ]
+    faces = [
+        _face_row("x", "i1", "ok"),
+        _face_row("x", "i2", "ok"),
+        _face_row("y", "j1", "ok"),
+        _face_row("y", "j2", "ok"),
+        _face_row("x", "i3", "rejected", reason="no face found"),
+        _face_row("x", "i0", "duplicate", reason="same sha256", duplicate_of="i1"),
+    ]
     db = tmp / "t.duckdb"
-    build_database(db, counts=[_write(rows, COUNTS_SCHEMA, tmp / "c.parquet")],
-                   pairs=[_write(pair_rows, PAIRS_SCHEMA, tmp / "p.parquet")],
-                   embeddings=[_write(emb_rows, EMBEDDINGS_SCHEMA, tmp / "e.parquet")],
-                   faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
-                   aligned=[_write([_aligned_row("x", "i1", "i1"), _aligned_row("x", "i2", "i1")],
-                                   ALIGNED_SCHEMA, tmp / "a.parquet")],
-                   models={"m": {"layers": {"conv1": "conv1"}}, "solo": {"layers": {"conv1": "conv1"}}},
-                   levels=LEVELS)
+    build_database(
+        db,
+        counts=[_write(rows, COUNTS_SCHEMA, tmp / "c.parquet")],
+        pairs=[_write(pair_rows, PAIRS_SCHEMA, tmp / "p.parquet")],
+        embeddings=[_write(emb_rows, EMBEDDINGS_SCHEMA, tmp / "e.parquet")],
+        faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
+        aligned=[
+            _write([_aligned_row("x", "i1", "i1"), _aligned_row("x", "i2", "i1")], ALIGNED_SCHEMA, tmp / "a.parquet")
+        ],
+        models={"m": {"layers": {"conv1": "conv1"}}, "solo": {"layers": {"conv1": "conv1"}}},
+        levels=LEVELS,
+    )
     con = duckdb.connect(str(db), read_only=True)
     yield con
     con.close()
@@ -561,10 +766,18 @@ def test_closed_form_counts_long(trivial_db):
     assert _one(con, "SELECT count(*) FROM counts_long")[0] == 2 * 3 * 2  # maps x selections x visible classes
     got = con.execute("""SELECT anchor, selection, class, pixels, abs_pct, rel_pct FROM counts_long
                          WHERE anchor = 'i1' ORDER BY selection, class_id""").fetchall()
-    assert got == [("i1", "full", "face", 30, 30.0, 75.0), ("i1", "full", "nose", 10, 10.0, 25.0),
-                   ("i1", "top1", "face", 1, 1.0, 100.0), ("i1", "top1", "nose", 0, 0.0, 0.0),
-                   ("i1", "top100", "face", 0, 0.0, None), ("i1", "top100", "nose", 0, 0.0, None)]
-    assert _one(con, "SELECT level FROM counts_long WHERE anchor = 'i1' AND selection = 'full' AND class_id = 2")[0] is None
+    assert got == [
+        ("i1", "full", "face", 30, 30.0, 75.0),
+        ("i1", "full", "nose", 10, 10.0, 25.0),
+        ("i1", "top1", "face", 1, 1.0, 100.0),
+        ("i1", "top1", "nose", 0, 0.0, 0.0),
+        ("i1", "top100", "face", 0, 0.0, None),
+        ("i1", "top100", "nose", 0, 0.0, None),
+    ]
+    assert (
+        _one(con, "SELECT level FROM counts_long WHERE anchor = 'i1' AND selection = 'full' AND class_id = 2")[0]
+        is None
+    )
     assert _one(con, "SELECT DISTINCT level FROM counts_long WHERE selection = 'top1'")[0] == 1.0
 
 
@@ -594,16 +807,24 @@ def test_closed_form_tables(trivial_db):
     got = con.execute("SELECT * FROM threshold_table ORDER BY class_id").fetchall()
     assert got == [("m", 2, "face", 62.5, 100.0, 75.0), ("m", 10, "nose", 37.5, 0.0, 25.0)]
     got = con.execute("SELECT * FROM layer_table ORDER BY selection, class_id").fetchall()
-    assert got == [("m", "full", None, 2, "face", 62.5), ("m", "full", None, 10, "nose", 37.5),
-                   ("m", "top1", 1.0, 2, "face", 100.0), ("m", "top1", 1.0, 10, "nose", 0.0),
-                   ("m", "top100", 100.0, 2, "face", 75.0), ("m", "top100", 100.0, 10, "nose", 25.0)]
+    assert got == [
+        ("m", "full", None, 2, "face", 62.5),
+        ("m", "full", None, 10, "nose", 37.5),
+        ("m", "top1", 1.0, 2, "face", 100.0),
+        ("m", "top1", 1.0, 10, "nose", 0.0),
+        ("m", "top100", 100.0, 2, "face", 75.0),
+        ("m", "top100", 100.0, 10, "nose", 25.0),
+    ]
 
 
 def test_closed_form_identity_variation(trivial_db):
     con = trivial_db
-    rows = {(r[0], r[1]): r[2:] for r in con.execute(
-        "SELECT selection, class, n_maps, std, mean, min, max, cv FROM identity_variation WHERE identity = 'x'"
-    ).fetchall()}
+    rows = {
+        (r[0], r[1]): r[2:]
+        for r in con.execute(
+            "SELECT selection, class, n_maps, std, mean, min, max, cv FROM identity_variation WHERE identity = 'x'"
+        ).fetchall()
+    }
     assert len(rows) == 6
     s = 12.5 * math.sqrt(2)  # sample std of (75, 50) and of (25, 50)
     expected = {
@@ -668,12 +889,27 @@ def test_verification_auc_and_rank1_by_hand():
     for model, noise in (("m1", 0.8), ("m2", 1.5)):
         for identity, n in zip("abcde", (4, 3, 3, 2, 1)):
             centre = rng.normal(size=6)
-            rows += [{"model": model, "identity": identity, "image": f"{identity}{i}",
-                      "embedding": (centre + noise * rng.normal(size=6)).astype(np.float32).tolist()} for i in range(n)]
+            rows += [
+                {
+                    "model": model,
+                    "identity": identity,
+                    "image": f"{identity}{i}",
+                    "embedding": (centre + noise * rng.normal(size=6)).astype(np.float32).tolist(),
+                }
+                for i in range(n)
+            ]
     emb = pd.DataFrame(rows)
     view = _verification(emb)
-    assert list(view.columns) == ["model", "n_images", "n_same", "n_different", "same_mean", "different_mean",
-                                  "auc", "rank1"]
+    assert list(view.columns) == [
+        "model",
+        "n_images",
+        "n_same",
+        "n_different",
+        "same_mean",
+        "different_mean",
+        "auc",
+        "rank1",
+    ]
     assert list(view["model"]) == ["m1", "m2"]
     for row in view.itertuples():
         sub = emb[emb["model"] == row.model].sort_values(["identity", "image"])
@@ -687,8 +923,9 @@ def test_verification_auc_and_rank1_by_hand():
         assert row.different_mean == pytest.approx(cos[~same].mean(), rel=1e-9)
         assert 0.5 < row.auc < 1  # overlapping, so the check below is not 1 == 1
         assert row.auc == pytest.approx(roc_auc_score(same, cos), abs=1e-12)
-        hits = [max((o for o in keys if o != k), key=lambda o: _cos(vec[k], vec[o]))[0] == k[0]
-                for k in keys if k[0] != "e"]  # e has one photo: no mate to find
+        hits = [
+            max((o for o in keys if o != k), key=lambda o: _cos(vec[k], vec[o]))[0] == k[0] for k in keys if k[0] != "e"
+        ]  # e has one photo: no mate to find
         assert 0 < np.mean(hits) < 1
         assert row.rank1 == pytest.approx(np.mean(hits), abs=1e-12)
     # embeddings that do not separate anybody: every cosine ties, AUC 0.5
@@ -709,11 +946,20 @@ def test_a_photo_filed_under_the_wrong_person_is_listed():
             for img in imgs:
                 v = base["B" if img == "a4" else ident] + noise * rng.normal(size=16)  # a4 shows B
                 unit[model, ident, img] = v / np.linalg.norm(v)
-                emb_rows.append({"model": model, "identity": ident, "image": img, "embedding": v.astype(np.float32).tolist()})
+                emb_rows.append(
+                    {"model": model, "identity": ident, "image": img, "embedding": v.astype(np.float32).tolist()}
+                )
         for ident, imgs in files.items():
             for a, b in itertools.permutations(imgs, 2):
-                pair_rows.append({"model": model, "identity": ident, "anchor": a, "positive": b,
-                                  "cosine": float(unit[model, ident, a] @ unit[model, ident, b])})
+                pair_rows.append(
+                    {
+                        "model": model,
+                        "identity": ident,
+                        "anchor": a,
+                        "positive": b,
+                        "cosine": float(unit[model, ident, a] @ unit[model, ident, b]),
+                    }
+                )
     con = duckdb.connect()
     pairs = pa.Table.from_pylist(pair_rows, schema=PAIRS_SCHEMA)  # noqa: F841
     embeddings = pa.Table.from_pylist(emb_rows, schema=EMBEDDINGS_SCHEMA)  # noqa: F841
@@ -725,23 +971,34 @@ def test_a_photo_filed_under_the_wrong_person_is_listed():
     want = {}
     for model in ("m1", "m2"):
         same = [r["cosine"] for r in pair_rows if r["model"] == model]
-        e32 = {(r["identity"], r["image"]): np.asarray(r["embedding"], np.float64) for r in emb_rows if r["model"] == model}
-        diff = [x @ y / np.linalg.norm(x) / np.linalg.norm(y) for (i, _), x in e32.items() for (j, _), y in e32.items() if i < j]
+        e32 = {
+            (r["identity"], r["image"]): np.asarray(r["embedding"], np.float64) for r in emb_rows if r["model"] == model
+        }
+        diff = [
+            x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+            for (i, _), x in e32.items()
+            for (j, _), y in e32.items()
+            if i < j
+        ]
         threshold = (np.mean(same) + np.mean(diff)) / 2
         for ident, imgs in files.items():
             for img in imgs:
                 own = np.mean([r["cosine"] for r in pair_rows if r["model"] == model and r["anchor"] == img])
                 if own < threshold:
                     want.setdefault((ident, img), []).append((model, own, threshold))
-    got = con.execute("SELECT identity, image, n_models, of_models, models, mean_own_cosine, mean_threshold, n_others "
-                      "FROM suspect_labels").fetchall()
+    got = con.execute(
+        "SELECT identity, image, n_models, of_models, models, mean_own_cosine, mean_threshold, n_others "
+        "FROM suspect_labels"
+    ).fetchall()
     assert ("A", "a4") in want and len(want[("A", "a4")]) == 2  # the misfiled photo, by both models
     assert [(r[0], r[1]) for r in got][0] == ("A", "a4")
     assert {(r[0], r[1]) for r in got} == set(want)
     for ident, img, n, of, models, own, thr, n_others in got:
         flags = want[(ident, img)]
         assert (n, of, models, n_others) == (len(flags), 2, ", ".join(m for m, _, _ in flags), len(files[ident]) - 1)
-        assert own == pytest.approx(np.mean([f[1] for f in flags])) and thr == pytest.approx(np.mean([f[2] for f in flags]))
+        assert own == pytest.approx(np.mean([f[1] for f in flags])) and thr == pytest.approx(
+            np.mean([f[2] for f in flags])
+        )
 
 
 def test_people_without_a_pair_are_listed_with_why():
@@ -749,14 +1006,23 @@ def test_people_without_a_pair_are_listed_with_why():
     from leam.aggregate import create_input_views
 
     con = duckdb.connect()
-    con.execute("CREATE TABLE images (identity VARCHAR, image VARCHAR, status VARCHAR, reason VARCHAR, "
-                "duplicate_of VARCHAR, path VARCHAR)")
-    rows = [("ann", "1.jpg", "ok"), ("ann", "2.jpg", "ok"), ("bob", "1.jpg", "ok"), ("bob", "2.jpg", "rejected"),
-            ("cy", "1.jpg", "duplicate"), ("cy", "2.jpg", "rejected"), ("", "loose.jpg", "rejected")]
+    con.execute(
+        "CREATE TABLE images (identity VARCHAR, image VARCHAR, status VARCHAR, reason VARCHAR, "
+        "duplicate_of VARCHAR, path VARCHAR)"
+    )
+    rows = [
+        ("ann", "1.jpg", "ok"),
+        ("ann", "2.jpg", "ok"),
+        ("bob", "1.jpg", "ok"),
+        ("bob", "2.jpg", "rejected"),
+        ("cy", "1.jpg", "duplicate"),
+        ("cy", "2.jpg", "rejected"),
+        ("", "loose.jpg", "rejected"),
+    ]
     con.executemany("INSERT INTO images VALUES (?, ?, ?, '', NULL, '')", rows)
     create_input_views(con)
     assert con.execute("SELECT * FROM unpaired_identities").fetchall() == [
         ("bob", 2, 1, "one usable photo: no same-identity pair (used in different-identity comparisons only)"),
-        ("cy", 2, 0, "no usable photo: not in the study")]
+        ("cy", 2, 0, "no usable photo: not in the study"),
+    ]
     assert len(con.execute("SELECT * FROM rejects").fetchall()) == 4
-

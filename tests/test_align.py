@@ -6,8 +6,15 @@ import dlib
 import numpy as np
 import pytest
 
-from leam.align import (ALIGN_POINTS, _apply, align_identity, choose_reference, decode_png, reference_transform,
-                        umeyama, warp_image)
+from leam.align import (
+    _apply,
+    align_identity,
+    choose_reference,
+    decode_png,
+    reference_transform,
+    umeyama,
+    warp_image,
+)
 from leam.detect import detect_shard
 
 
@@ -41,7 +48,7 @@ def _dots(shape_hw, points):
     """Black image with a 5x5 dot of colour R, G, B centred on each of three points."""
     img = np.zeros((*shape_hw, 3), np.uint8)
     for c, (x, y) in enumerate(np.round(points).astype(int)):
-        img[y - 2:y + 3, x - 2:x + 3, c] = 255
+        img[y - 2 : y + 3, x - 2 : x + 3, c] = 255
     return img, np.round(points)
 
 
@@ -66,8 +73,10 @@ def test_reference_has_level_eyes_at_dlib_chip_scale(faces):
         assert pts[36, 0] < pts[45, 0] and pts[8, 1] > pts[27, 1]  # upright, not mirrored
         # where dlib's own chip puts three dots (eye corners, lower lip) vs where leam's frame puts them
         img, dots = _dots((r["height"], r["width"]), lm[[36, 45, 57]])
-        shape = dlib.full_object_detection(dlib.rectangle(r["box_left"], r["box_top"], r["box_right"], r["box_bottom"]),
-                                           [dlib.point(int(x), int(y)) for x, y in lm])
+        shape = dlib.full_object_detection(
+            dlib.rectangle(r["box_left"], r["box_top"], r["box_right"], r["box_bottom"]),
+            [dlib.point(int(x), int(y)) for x, y in lm],
+        )
         theirs = _centroids(dlib.get_face_chip(img, shape, size=150, padding=0.25))
         ours = _apply(m, dots)
         # the two frames differ only by a rotation about the centre (eye line vs dlib's fit)

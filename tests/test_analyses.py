@@ -25,8 +25,19 @@ def _maps_table(rng, identities: dict[str, list[str]], layers=("conv1", "l2"), s
                 for p in imgs:
                     if a != p:
                         m = (rng.random(shape) ** 4).astype("<f4")
-                        rows.append({"model": "m", "layer": layer, "layer_idx": li, "identity": ident, "anchor": a,
-                                     "positive": p, "height": shape[0], "width": shape[1], "map": m.tobytes()})
+                        rows.append(
+                            {
+                                "model": "m",
+                                "layer": layer,
+                                "layer_idx": li,
+                                "identity": ident,
+                                "anchor": a,
+                                "positive": p,
+                                "height": shape[0],
+                                "width": shape[1],
+                                "map": m.tobytes(),
+                            }
+                        )
     return pa.Table.from_pylist(rows, schema=MAPS_SCHEMA)
 
 
@@ -58,13 +69,20 @@ def _image_maps_files(tmp_path, maps: pa.Table, size: int, selections) -> list[s
     layers = sorted({(r["layer_idx"], r["layer"]) for r in rows})
     for ident in sorted({r["identity"] for r in rows}):
         imgs = sorted({r["anchor"] for r in rows if r["identity"] == ident})
-        summ = IdentitySummaries(torch.zeros(len(imgs), size, size, dtype=torch.long), (0, 0, size, size),
-                                 selections=selections)
+        summ = IdentitySummaries(
+            torch.zeros(len(imgs), size, size, dtype=torch.long), (0, 0, size, size), selections=selections
+        )
         for _, layer in layers:
             mine = [r for r in rows if r["identity"] == ident and r["layer"] == layer]
-            raw = torch.from_numpy(np.stack([np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"]) for r in mine]))
-            summ.add(layer, torch.tensor([imgs.index(r["anchor"]) for r in mine]),
-                     torch.tensor([imgs.index(r["positive"]) for r in mine]), raw)
+            raw = torch.from_numpy(
+                np.stack([np.frombuffer(r["map"], "<f4").reshape(r["height"], r["width"]) for r in mine])
+            )
+            summ.add(
+                layer,
+                torch.tensor([imgs.index(r["anchor"]) for r in mine]),
+                torch.tensor([imgs.index(r["positive"]) for r in mine]),
+                raw,
+            )
         path = tmp_path / f"image_maps_{ident}.parquet"
         write_parquet(summ.image_maps_table({"model": "m", "identity": ident}, [l for _, l in layers], imgs), path)
         paths.append(str(path))
@@ -77,8 +95,17 @@ def test_compare_stage_by_hand(tmp_path):
     rng = np.random.default_rng(0)
     maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]})
     files = _image_maps_files(tmp_path, maps, 16, ("top1", "full"))
-    assert compare_model(files, tmp_path / "c.parquet", model="m", size=16, selections=("top1", "full"), grid=8,
-                         different_per_image=2, seed=0, batch=3) == 2 * 2 * (4 + 10)
+    assert compare_model(
+        files,
+        tmp_path / "c.parquet",
+        model="m",
+        size=16,
+        selections=("top1", "full"),
+        grid=8,
+        different_per_image=2,
+        seed=0,
+        batch=3,
+    ) == 2 * 2 * (4 + 10)
     table = read_parquet(tmp_path / "c.parquet")
     assert table.schema == COMPARE_SCHEMA
     df = table.to_pandas()
@@ -98,8 +125,16 @@ def test_compare_stage_by_hand(tmp_path):
         qc = q.reshape(8, 2, 8, 2).mean((1, 3))
         assert r.emd == pytest.approx(ot.emd2(pc.ravel() / pc.sum(), qc.ravel() / qc.sum(), cost), rel=1e-5)
     # deterministic: the seed fixes the different-identity draws; the batch size changes nothing
-    compare_model(files[::-1], tmp_path / "c2.parquet", model="m", size=16, selections=("top1", "full"), grid=8,
-                  different_per_image=2, seed=0)
+    compare_model(
+        files[::-1],
+        tmp_path / "c2.parquet",
+        model="m",
+        size=16,
+        selections=("top1", "full"),
+        grid=8,
+        different_per_image=2,
+        seed=0,
+    )
     assert read_parquet(tmp_path / "c2.parquet").equals(table)
 
 
@@ -115,15 +150,18 @@ def test_all_zero_maps_are_recorded_as_skipped_not_a_crash(tmp_path):
         if r["anchor"] == "c" or r["layer"] == "l2":  # c's maps of every layer; every map of layer l2
             r["map"] = np.zeros((6, 6), "<f4").tobytes()
     files = _image_maps_files(tmp_path, pa.Table.from_pylist(maps, schema=MAPS_SCHEMA), 16, ("top1",))
-    n = compare_model(files, tmp_path / "c.parquet", model="m", size=16, selections=("top1",), grid=8,
-                      different_per_image=2, seed=0)
+    n = compare_model(
+        files, tmp_path / "c.parquet", model="m", size=16, selections=("top1",), grid=8, different_per_image=2, seed=0
+    )
     df = read_parquet(tmp_path / "c.parquet").to_pandas()
     assert n == len(df) == 2 * (4 + 10)
     with_c = (df["image_a"] == "c") | (df["image_b"] == "c")
     skipped = (df["layer"] == "l2") | with_c
     assert df.loc[skipped, ["bc", "emd"]].isna().all().all()
     assert df.loc[~skipped, ["bc", "emd"]].notna().all().all() and (~skipped).sum() > 0
-    assert (df.loc[skipped, "skipped"].str.startswith("all-zero map: ")).all() and df.loc[~skipped, "skipped"].isna().all()
+    assert (df.loc[skipped, "skipped"].str.startswith("all-zero map: ")).all() and df.loc[
+        ~skipped, "skipped"
+    ].isna().all()
     assert set(df.loc[with_c & (df["layer"] == "conv1"), "skipped"]) == {"all-zero map: x/c"}
     con = duckdb.connect()
     compare = read_parquet(tmp_path / "c.parquet")  # noqa: F841 (DuckDB reads the local)
@@ -132,8 +170,12 @@ def test_all_zero_maps_are_recorded_as_skipped_not_a_crash(tmp_path):
         empty = schema.empty_table()  # noqa: F841
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
     create_analysis_views(con)
-    got = {(r[0], r[1]): r[2:] for r in con.execute(
-        "SELECT layer, kind, n_pairs, n_skipped FROM compare_summary WHERE selection = 'top1'").fetchall()}
+    got = {
+        (r[0], r[1]): r[2:]
+        for r in con.execute(
+            "SELECT layer, kind, n_pairs, n_skipped FROM compare_summary WHERE selection = 'top1'"
+        ).fetchall()
+    }
     for (layer, kind), (n_pairs, n_skipped) in got.items():
         g = df[(df["layer"] == layer) & (df["kind"] == kind)]
         assert (n_pairs, n_skipped) == (g["bc"].notna().sum(), g["skipped"].notna().sum())
@@ -152,14 +194,22 @@ def test_fgnet_names():
     assert fgnet_age("082A18a.jpg") == ("082", 18)
     assert fgnet_age("obama.jpg") is None
     ages = read_ages("fgnet", [("001", "001A02.JPG"), ("001", "001A10.JPG"), ("x", "photo.jpg")])
-    assert ages.to_dict("records") == [{"identity": "001", "image": "001A02.JPG", "age": 2},
-                                       {"identity": "001", "image": "001A10.JPG", "age": 10}]
+    assert ages.to_dict("records") == [
+        {"identity": "001", "image": "001A02.JPG", "age": 2},
+        {"identity": "001", "image": "001A10.JPG", "age": 10},
+    ]
 
 
 def test_group_tests_equal_scipy():
     rng = np.random.default_rng(1)
-    drops = pd.DataFrame({"gender": rng.choice(["female", "male"], 60), "method": rng.choice(["leam", "random"], 60),
-                          "size_pct": 1.0, "drop": rng.normal(0.1, 0.05, 60)})
+    drops = pd.DataFrame(
+        {
+            "gender": rng.choice(["female", "male"], 60),
+            "method": rng.choice(["leam", "random"], 60),
+            "size_pct": 1.0,
+            "drop": rng.normal(0.1, 0.05, 60),
+        }
+    )
     got = group_tests(drops, "gender")
     assert len(got) == 2
     for r in got.itertuples():
@@ -183,42 +233,122 @@ def analysis_db(tmp_path_factory):
     import duckdb
 
     from leam.aggregate import build_database
+    from leam.align import ALIGNED_SCHEMA
     from leam.counting import COUNTS_SCHEMA
     from leam.detect import FACES_SCHEMA
-    from leam.align import ALIGNED_SCHEMA
     from leam.extract import EMBEDDINGS_SCHEMA, PAIRS_SCHEMA
 
     tmp = tmp_path_factory.mktemp("analysis")
     rng = np.random.default_rng(7)
     idents = {"ann": ["a1", "a2", "a3"], "bob": ["b1", "b2"], "cy": ["c1", "c2", "c3"]}
-    comp = [{"model": m, "layer": l, "layer_idx": li, "selection": s, "kind": k, "identity_a": "ann", "image_a": "a1",
-             "identity_b": "bob" if k == "different" else "ann", "image_b": "b1", "bc": float(rng.random()),
-             "emd": float(rng.random() * 30)}
-            for m in ("m1", "m2") for li, l in enumerate(("conv1", "l2")) for s in ("top1", "full")
-            for k in ("same", "different") for _ in range(int(rng.integers(1, 4)))]
-    occ = [{"source_model": "m1", "source_layer": "conv1", "model": m, "identity": i, "anchor": a, "positive": p,
-            "method": meth, "size_pct": size, "n_occluded": 3, "cosine_before": cb, "cosine_after": cb - d, "drop": d}
-           for m in ("m1", "m2") for i, imgs in idents.items() for a in imgs for p in imgs if a != p
-           for meth in ("leam", "random") for size in (1.0, 5.0)
-           for cb, d in [(float(rng.uniform(0.5, 0.9)), float(rng.normal(0.05, 0.03)))]]
-    atl = [{"source_model": "m1", "source_layer": "conv1", "model": m, "identity": i, "image": h, "method": meth,
-            "size_pct": size, "n_occluded": 3, "n_positives": len(imgs) - 1, "drop": float(rng.normal(0.04, 0.02))}
-           for m in ("m1",) for i, imgs in idents.items() for h in imgs
-           for meth in ("own", "identity", "population", "random") for size in (1.0, 5.0)]
-    faces = [{"identity": i, "image": im, "path": f"{i}/{im}", "bytes": 1, "sha256": "x", "width": 1, "height": 1,
-              "source_mode": "RGB", "notes": "", "n_faces": 1, "box_left": 0, "box_top": 0, "box_right": 1,
-              "box_bottom": 1, "score": 1.0, "landmarks": [0.0] * 136, "status": "ok", "reason": "", "duplicate_of": None}
-             for i, imgs in idents.items() for im in imgs]
+    comp = [
+        {
+            "model": m,
+            "layer": l,
+            "layer_idx": li,
+            "selection": s,
+            "kind": k,
+            "identity_a": "ann",
+            "image_a": "a1",
+            "identity_b": "bob" if k == "different" else "ann",
+            "image_b": "b1",
+            "bc": float(rng.random()),
+            "emd": float(rng.random() * 30),
+        }
+        for m in ("m1", "m2")
+        for li, l in enumerate(("conv1", "l2"))
+        for s in ("top1", "full")
+        for k in ("same", "different")
+        for _ in range(int(rng.integers(1, 4)))
+    ]
+    occ = [
+        {
+            "source_model": "m1",
+            "source_layer": "conv1",
+            "model": m,
+            "identity": i,
+            "anchor": a,
+            "positive": p,
+            "method": meth,
+            "size_pct": size,
+            "n_occluded": 3,
+            "cosine_before": cb,
+            "cosine_after": cb - d,
+            "drop": d,
+        }
+        for m in ("m1", "m2")
+        for i, imgs in idents.items()
+        for a in imgs
+        for p in imgs
+        if a != p
+        for meth in ("leam", "random")
+        for size in (1.0, 5.0)
+        for cb, d in [(float(rng.uniform(0.5, 0.9)), float(rng.normal(0.05, 0.03)))]
+    ]
+    atl = [
+        {
+            "source_model": "m1",
+            "source_layer": "conv1",
+            "model": m,
+            "identity": i,
+            "image": h,
+            "method": meth,
+            "size_pct": size,
+            "n_occluded": 3,
+            "n_positives": len(imgs) - 1,
+            "drop": float(rng.normal(0.04, 0.02)),
+        }
+        for m in ("m1",)
+        for i, imgs in idents.items()
+        for h in imgs
+        for meth in ("own", "identity", "population", "random")
+        for size in (1.0, 5.0)
+    ]
+    faces = [
+        {
+            "identity": i,
+            "image": im,
+            "path": f"{i}/{im}",
+            "bytes": 1,
+            "sha256": "x",
+            "width": 1,
+            "height": 1,
+            "source_mode": "RGB",
+            "notes": "",
+            "n_faces": 1,
+            "box_left": 0,
+            "box_top": 0,
+            "box_right": 1,
+            "box_bottom": 1,
+            "score": 1.0,
+            "landmarks": [0.0] * 136,
+            "status": "ok",
+            "reason": "",
+            "duplicate_of": None,
+        }
+        for i, imgs in idents.items()
+        for im in imgs
+    ]
     (tmp / "ids.csv").write_text("identity,gender,ethnicity\nann,female,A\nbob,male,B\ncy,female,B\n")
-    (tmp / "ages.csv").write_text("identity,image,age\n" + "".join(
-        f"{i},{im},{20 + 7 * k}\n" for i, imgs in idents.items() for k, im in enumerate(imgs)))
+    (tmp / "ages.csv").write_text(
+        "identity,image,age\n"
+        + "".join(f"{i},{im},{20 + 7 * k}\n" for i, imgs in idents.items() for k, im in enumerate(imgs))
+    )
     db = tmp / "db.duckdb"
-    build_database(db, counts=[_write([], COUNTS_SCHEMA, tmp / "c.parquet")], pairs=[_write([], PAIRS_SCHEMA, tmp / "p.parquet")],
-                   embeddings=[_write([], EMBEDDINGS_SCHEMA, tmp / "e.parquet")], faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
-                   aligned=[_write([], ALIGNED_SCHEMA, tmp / "a.parquet")], models={"m1": {"layers": {"conv1": "conv1"}}},
-                   levels=[1, 100], compare=[_write(comp, COMPARE_SCHEMA, tmp / "cmp.parquet")],
-                   occlusion=[_write(occ, OCCLUSION_SCHEMA, tmp / "o.parquet")], atlas=[_write(atl, ATLAS_SCHEMA, tmp / "at.parquet")],
-                   metadata={"identities": str(tmp / "ids.csv"), "ages": str(tmp / "ages.csv")})
+    build_database(
+        db,
+        counts=[_write([], COUNTS_SCHEMA, tmp / "c.parquet")],
+        pairs=[_write([], PAIRS_SCHEMA, tmp / "p.parquet")],
+        embeddings=[_write([], EMBEDDINGS_SCHEMA, tmp / "e.parquet")],
+        faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
+        aligned=[_write([], ALIGNED_SCHEMA, tmp / "a.parquet")],
+        models={"m1": {"layers": {"conv1": "conv1"}}},
+        levels=[1, 100],
+        compare=[_write(comp, COMPARE_SCHEMA, tmp / "cmp.parquet")],
+        occlusion=[_write(occ, OCCLUSION_SCHEMA, tmp / "o.parquet")],
+        atlas=[_write(atl, ATLAS_SCHEMA, tmp / "at.parquet")],
+        metadata={"identities": str(tmp / "ids.csv"), "ages": str(tmp / "ages.csv")},
+    )
     con = duckdb.connect(str(db), read_only=True)
     yield con, pd.DataFrame(comp), pd.DataFrame(occ), pd.DataFrame(atl), idents
     con.close()
@@ -233,14 +363,30 @@ def _close(view: pd.DataFrame, hand: pd.DataFrame, keys: list[str], cols: list[s
 
 def test_compare_views_by_hand(analysis_db):
     con, comp, *_ = analysis_db
-    hand = comp.groupby(["model", "layer", "selection", "kind"]).agg(
-        n_pairs=("bc", "size"), mean_bc=("bc", "mean"), mean_emd=("emd", "mean")).reset_index()
-    _close(con.execute("SELECT * FROM compare_summary").df()[["model", "layer", "selection", "kind", "n_pairs", "mean_bc", "mean_emd"]],
-           hand, ["model", "layer", "selection", "kind"], ["n_pairs", "mean_bc", "mean_emd"])
+    hand = (
+        comp.groupby(["model", "layer", "selection", "kind"])
+        .agg(n_pairs=("bc", "size"), mean_bc=("bc", "mean"), mean_emd=("emd", "mean"))
+        .reset_index()
+    )
+    _close(
+        con.execute("SELECT * FROM compare_summary").df()[
+            ["model", "layer", "selection", "kind", "n_pairs", "mean_bc", "mean_emd"]
+        ],
+        hand,
+        ["model", "layer", "selection", "kind"],
+        ["n_pairs", "mean_bc", "mean_emd"],
+    )
     wide = hand.pivot(index=["model", "layer", "selection"], columns="kind", values=["mean_bc", "mean_emd"])
     wide.columns = [f"{'bc' if a == 'mean_bc' else 'emd'}_{k}" for a, k in wide.columns]
-    view = con.execute("SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different FROM compare_table").df()
-    _close(view, wide.reset_index(), ["model", "layer", "selection"], ["bc_same", "bc_different", "emd_same", "emd_different"])
+    view = con.execute(
+        "SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different FROM compare_table"
+    ).df()
+    _close(
+        view,
+        wide.reset_index(),
+        ["model", "layer", "selection"],
+        ["bc_same", "bc_different", "emd_same", "emd_different"],
+    )
 
 
 def test_occlusion_and_atlas_views_by_hand(analysis_db):
@@ -250,33 +396,63 @@ def test_occlusion_and_atlas_views_by_hand(analysis_db):
     _close(view, t9, ["model", "size_pct"], ["leam", "random"])  # one row per target model, never pooled
     # rows come back in a stable, documented order (#13: it used to be 0.01, 0.1, 0.25, 1.5, 10, 0.05)
     assert list(zip(view["model"], view["size_pct"])) == sorted(zip(view["model"], view["size_pct"]))
-    per_model = occ.groupby(["model", "method", "size_pct"]).agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
-    _close(con.execute("SELECT model, method, size_pct, n_pairs, mean_drop FROM occlusion_by_model").df(), per_model,
-           ["model", "method", "size_pct"], ["n_pairs", "mean_drop"])
-    at = atl.groupby(["model", "method", "size_pct"]).agg(n_images=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
-    _close(con.execute("SELECT model, method, size_pct, n_images, mean_drop FROM atlas_summary").df(), at,
-           ["model", "method", "size_pct"], ["n_images", "mean_drop"])
+    per_model = (
+        occ.groupby(["model", "method", "size_pct"])
+        .agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean"))
+        .reset_index()
+    )
+    _close(
+        con.execute("SELECT model, method, size_pct, n_pairs, mean_drop FROM occlusion_by_model").df(),
+        per_model,
+        ["model", "method", "size_pct"],
+        ["n_pairs", "mean_drop"],
+    )
+    at = (
+        atl.groupby(["model", "method", "size_pct"])
+        .agg(n_images=("drop", "size"), mean_drop=("drop", "mean"))
+        .reset_index()
+    )
+    _close(
+        con.execute("SELECT model, method, size_pct, n_images, mean_drop FROM atlas_summary").df(),
+        at,
+        ["model", "method", "size_pct"],
+        ["n_images", "mean_drop"],
+    )
 
 
 def test_demographic_views_by_hand(analysis_db):
     con, _, occ, _, idents = analysis_db
-    meta = pd.DataFrame({"identity": ["ann", "bob", "cy"], "gender": ["female", "male", "female"], "ethnicity": ["A", "B", "B"]})
+    meta = pd.DataFrame(
+        {"identity": ["ann", "bob", "cy"], "gender": ["female", "male", "female"], "ethnicity": ["A", "B", "B"]}
+    )
     o = occ.merge(meta, on="identity")
     for factor in ("gender", "ethnicity"):
-        hand = o.groupby([factor, "model", "method", "size_pct"]).agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
+        hand = (
+            o.groupby([factor, "model", "method", "size_pct"])
+            .agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean"))
+            .reset_index()
+        )
         hand = hand.rename(columns={factor: "grp"})
-        view = con.execute("SELECT grp, model, method, size_pct, n_pairs, mean_drop FROM occlusion_by_group WHERE factor = ?",
-                           [factor]).df()
+        view = con.execute(
+            "SELECT grp, model, method, size_pct, n_pairs, mean_drop FROM occlusion_by_group WHERE factor = ?", [factor]
+        ).df()
         _close(view, hand, ["grp", "model", "method", "size_pct"], ["n_pairs", "mean_drop"])
         tests = con.execute("SELECT * FROM demographic_tests WHERE factor = ?", [factor]).df()
         for r in tests.itertuples():
             g = o[(o["method"] == r.method) & (o["size_pct"] == r.size_pct)]
-            ref = mannwhitneyu(g.loc[g[factor] == r.group_a, "drop"], g.loc[g[factor] == r.group_b, "drop"],
-                               alternative="two-sided")
+            ref = mannwhitneyu(
+                g.loc[g[factor] == r.group_a, "drop"], g.loc[g[factor] == r.group_b, "drop"], alternative="two-sided"
+            )
             assert (r.u, r.p_value) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
     ages = {(i, im): 20 + 7 * k for i, imgs in idents.items() for k, im in enumerate(imgs)}
-    occ = occ.assign(age_gap=[abs(ages[(i, a)] - ages[(i, p)]) for i, a, p in zip(occ["identity"], occ["anchor"], occ["positive"])])
-    hand = occ.groupby(["model", "method", "size_pct", "age_gap"]).agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean")).reset_index()
+    occ = occ.assign(
+        age_gap=[abs(ages[(i, a)] - ages[(i, p)]) for i, a, p in zip(occ["identity"], occ["anchor"], occ["positive"])]
+    )
+    hand = (
+        occ.groupby(["model", "method", "size_pct", "age_gap"])
+        .agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean"))
+        .reset_index()
+    )
     view = con.execute("SELECT model, method, size_pct, age_gap, n_pairs, mean_drop FROM occlusion_by_age_gap").df()
     _close(view, hand, ["model", "method", "size_pct", "age_gap"], ["n_pairs", "mean_drop"])
 
@@ -298,5 +474,9 @@ def test_pivot_columns_need_no_quoting():
     from leam.aggregate import safe_names
 
     assert safe_names(["conv1", "l1_0.conv1", "l1_0-conv1", "2a", "L1_0_CONV1"]) == {
-        "conv1": "conv1", "l1_0.conv1": "l1_0_conv1", "l1_0-conv1": "l1_0_conv1_2", "2a": "x2a",
-        "L1_0_CONV1": "l1_0_conv1_3"}
+        "conv1": "conv1",
+        "l1_0.conv1": "l1_0_conv1",
+        "l1_0-conv1": "l1_0_conv1_2",
+        "2a": "x2a",
+        "L1_0_CONV1": "l1_0_conv1_3",
+    }

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from leam.config import ConfigError, load_config, validate_config
 
 
@@ -35,7 +35,10 @@ def test_every_problem_is_reported_with_its_key(cfg):
     msg = str(e.value)
     assert "4 problem(s)" in msg
     assert "shards: 0 is less than the minimum of 1 (number of shards" in msg
-    assert "extract: Additional properties are not allowed ('devce' was unexpected); allowed keys: device, memory_budget_mb" in msg
+    assert (
+        "extract: Additional properties are not allowed ('devce' was unexpected); allowed keys: device, memory_budget_mb"
+        in msg
+    )
     assert "models.dlib_resnet.input_size: [150] is too short (model input as [height, width] pixels)" in msg
     assert "models.dlib_resnet: 'builder' is a required property" in msg
 
@@ -61,11 +64,17 @@ def test_bad_builder_and_device_patterns(cfg):
 def test_only_trusted_modules_build_models(cfg):
     """#12 case 9: ``builder: os:system`` used to pass validation and run the weights path as a command."""
     cfg["models"]["dlib_resnet"]["builder"] = "os:system"
-    with pytest.raises(ConfigError, match=r"models.dlib_resnet.builder: 'os:system' is not a model builder leam trusts.*"
-                                          r"list its module 'os' under builder_modules"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models.dlib_resnet.builder: 'os:system' is not a model builder leam trusts.*"
+        r"list its module 'os' under builder_modules",
+    ):
         validate_config(copy.deepcopy(cfg))
-    for builder, listed in (("mylab.nets:build", ["mylab"]), ("mylab.nets:build", ["mylab.nets"]),
-                            ("leam.models.iresnet:build", [])):
+    for builder, listed in (
+        ("mylab.nets:build", ["mylab"]),
+        ("mylab.nets:build", ["mylab.nets"]),
+        ("leam.models.iresnet:build", []),
+    ):
         ok = copy.deepcopy(cfg)
         ok["models"]["dlib_resnet"]["builder"] = builder
         ok["builder_modules"] = listed
@@ -85,8 +94,11 @@ def test_the_sample_never_lands_among_your_photos(cfg):
     assert photo_dir(validate_config(copy.deepcopy(cfg))) == "data/sample"
     mine = copy.deepcopy(cfg)
     mine["input"]["dir"] = "photos/mine"
-    with pytest.raises(ConfigError, match=r"input: dir \(photos/mine\) and sample .* are both set: to study your photos "
-                                          r"in photos/mine, set input.sample: null"):
+    with pytest.raises(
+        ConfigError,
+        match=r"input: dir \(photos/mine\) and sample .* are both set: to study your photos "
+        r"in photos/mine, set input.sample: null",
+    ):
         validate_config(mine)
     mine["input"]["sample"] = None
     assert photo_dir(validate_config(mine)) == "photos/mine"
@@ -105,15 +117,22 @@ def test_occlusion_sources_plan():
 
     cfg = load_config(REPO / "config" / "config.yaml")
     all3 = ["dlib_resnet", "mobileface", "faceres"]
-    assert occlusion_sources(cfg, all3) == ([("dlib_resnet", "conv1"), ("mobileface", "conv1"), ("faceres", "conv1")], [])
+    assert occlusion_sources(cfg, all3) == (
+        [("dlib_resnet", "conv1"), ("mobileface", "conv1"), ("faceres", "conv1")],
+        [],
+    )
     # a source without weights is left out, loudly; none left: the first runnable model's first layer
     assert occlusion_sources(cfg, ["dlib_resnet", "faceres"]) == (
-        [("dlib_resnet", "conv1"), ("faceres", "conv1")], ["occlude.source_model mobileface is skipped (no weights)"])
+        [("dlib_resnet", "conv1"), ("faceres", "conv1")],
+        ["occlude.source_model mobileface is skipped (no weights)"],
+    )
     cfg["occlude"]["source_model"] = "mobileface"
     cfg["occlude"]["source_layer"] = "s1_conv1"
     assert occlusion_sources(cfg, all3) == ([("mobileface", "s1_conv1")], [])
-    assert occlusion_sources(cfg, ["faceres"]) == ([("faceres", "conv1")], [
-        "occlude.source_model mobileface is skipped (no weights)", "the occlusion uses faceres's first layer instead"])
+    assert occlusion_sources(cfg, ["faceres"]) == (
+        [("faceres", "conv1")],
+        ["occlude.source_model mobileface is skipped (no weights)", "the occlusion uses faceres's first layer instead"],
+    )
     cfg["occlude"]["source_model"] = ["dlib_resnet", "mobileface"]
     with pytest.raises(ConfigError, match="'s1_conv1' is not a layer of model dlib_resnet"):
         occlusion_sources(cfg, all3)

@@ -34,8 +34,13 @@ def test_counts_equal_naive_loop(topk_of):
     v[:, :20] = 0.01
     v[3] = 0.0  # a map with nothing active
     lab = rng.integers(0, N_CLASSES, (p, s * s))
-    counts, sizes = count_classes(torch.from_numpy(v).reshape(p, s, s), torch.from_numpy(lab).reshape(p, s, s),
-                                  levels=LEVELS, full_threshold=0.01, topk_of=topk_of)
+    counts, sizes = count_classes(
+        torch.from_numpy(v).reshape(p, s, s),
+        torch.from_numpy(lab).reshape(p, s, s),
+        levels=LEVELS,
+        full_threshold=0.01,
+        topk_of=topk_of,
+    )
     assert counts.shape == (p, 16, N_CLASSES)
     for i in range(p):
         ref = naive_counts(v[i], lab[i], LEVELS, 0.01, topk_of)

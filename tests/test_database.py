@@ -40,17 +40,19 @@ def test_a_build_publishes_the_database_and_its_manifest(tmp_path):
     assert con.execute("SELECT build FROM leam_build").fetchone()[0] == m["build"]
     con.close()
     assert _value(manifest_path(db)) == 7 and _value(db) == 7
-    assert stale_temporaries(db) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["leam.duckdb", "leam.duckdb.json"]
+    assert stale_temporaries(db) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "leam.duckdb",
+        "leam.duckdb.json",
+    ]
 
 
 def test_a_failed_build_keeps_the_last_good_database(tmp_path):
     db = tmp_path / "leam.duckdb"
     _build(db, 3)
     before = sha256_file(db)
-    with pytest.raises(ZeroDivisionError):
-        with building(db) as con:
-            con.execute("CREATE TABLE t AS SELECT 42 AS x")
-            1 / 0
+    with pytest.raises(ZeroDivisionError), building(db) as con:
+        con.execute("CREATE TABLE t AS SELECT 42 AS x")
+        1 / 0
     assert sha256_file(db) == before and _value(db) == 3
     # the manifest is gone, so Snakemake runs aggregate again; nothing else is left behind
     assert not manifest_path(db).exists() and stale_temporaries(db) == []
@@ -73,7 +75,7 @@ def test_a_killed_build_keeps_the_last_good_database_and_the_next_build_cleans_u
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     p.stdout.close()
-    assert sha256_file(db) == before and _value(db) == 5       # still there, still the old one
+    assert sha256_file(db) == before and _value(db) == 5  # still there, still the old one
     left = stale_temporaries(db)
     assert left and all(t.name.startswith(".leam.duckdb.") for t in left)
     assert not manifest_path(db).exists()
@@ -132,8 +134,13 @@ def test_a_missing_database_is_named(tmp_path):
 
 def test_stale_temporaries_match_only_this_database(tmp_path):
     db = tmp_path / "leam.duckdb"
-    names = [".leam.duckdb.ab12.tmp", ".leam.duckdb.ab12.tmp.wal", ".leam.duckdbx.cd.tmp", "leam.duckdb.tmp",
-             ".other.duckdb.ef.tmp"]
+    names = [
+        ".leam.duckdb.ab12.tmp",
+        ".leam.duckdb.ab12.tmp.wal",
+        ".leam.duckdbx.cd.tmp",
+        "leam.duckdb.tmp",
+        ".other.duckdb.ef.tmp",
+    ]
     for n in names:
         (tmp_path / n).write_text("x")
     assert [p.name for p in stale_temporaries(db)] == names[:2]
@@ -148,7 +155,11 @@ def test_the_duckdb_command_line_reads_the_database(tmp_path):
     _build(db, 3)
     cli = Path(sys.executable).with_name("duckdb")
     assert cli.is_file(), f"{cli}: duckdb-cli is not installed (envs/requirements.lock pins it)"
-    out = subprocess.run([str(cli), "-readonly", "-csv", str(db), "-c", "SELECT count(*) AS n FROM t"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(cli), "-readonly", "-csv", str(db), "-c", "SELECT count(*) AS n FROM t"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["n", "3"]

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, write_sub_shard
 
 OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
@@ -37,8 +36,13 @@ def extract_digest(d, model: str) -> dict[str, str]:
     d.mkdir()
     # the workflow's environment (workflow/rules/common.smk sets GOMP_SPINCOUNT for every job)
     env = {**os.environ, "GOMP_SPINCOUNT": "20000"}
-    subprocess.run([sys.executable, "-c", CHILD, str(d), model, str(REPO / "config" / "config.yaml"), json.dumps(OUTPUTS)],
-                   check=True, env=env, cwd=REPO, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", CHILD, str(d), model, str(REPO / "config" / "config.yaml"), json.dumps(OUTPUTS)],
+        check=True,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+    )
     return {k: hashlib.sha256((d / f"{k}.parquet").read_bytes()).hexdigest() for k in OUTPUTS}
 
 
@@ -54,4 +58,5 @@ def test_extract_gives_the_same_bytes_under_cpu_contention(shard5, model, defaul
             b.wait()
     for i, got in enumerate(busy):
         assert got == idle, f"run {i} beside 4 CPU burners differs from the idle run: " + ", ".join(
-            k for k in OUTPUTS if got[k] != idle[k])
+            k for k in OUTPUTS if got[k] != idle[k]
+        )

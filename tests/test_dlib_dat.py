@@ -63,7 +63,7 @@ def test_real_file_layout(dlib_net_path):
             assert l.fields["padding"] == ((0, 0) if l.fields["stride"] == (2, 2) else (1, 1))
     # a down block lists its avg-pool after the body: con affine relu con affine avg_pool add_prev relu
     i = next(j for j, l in enumerate(net.layers) if l.kind == "avg_pool")
-    assert kinds[i - 5:i + 3] == ["con", "affine", "relu", "con", "affine", "avg_pool", "add_prev", "relu"]
+    assert kinds[i - 5 : i + 3] == ["con", "affine", "relu", "con", "affine", "avg_pool", "add_prev", "relu"]
 
 
 def test_truncated_file_is_rejected(tmp_path, dlib_net_path):

@@ -6,8 +6,8 @@ import dlib
 import numpy as np
 import pytest
 import torch
-
 from conftest import DLIB_68
+
 from leam.images import load_rgb
 from leam.models import load_model
 from leam.models.dlib_resnet import DLIB_MEANS, DlibResNet, load_dlib_resnet
@@ -89,5 +89,11 @@ def test_parameter_count_and_shapes():
         m.get_submodule(name).register_forward_hook(lambda mod, i, o, n=name: acts.__setitem__(n, tuple(o.shape)))
     out = m(torch.zeros(2, 3, 150, 150))
     assert out.shape == (2, 128)
-    assert acts == {"conv1": (2, 32, 72, 72), "layer1.0.conv1": (2, 32, 35, 35), "layer2.0.conv1": (2, 64, 17, 17),
-                    "layer3.0.conv1": (2, 128, 8, 8), "layer4.0.conv1": (2, 256, 3, 3), "layer5.0.conv1": (2, 256, 1, 1)}
+    assert acts == {
+        "conv1": (2, 32, 72, 72),
+        "layer1.0.conv1": (2, 32, 35, 35),
+        "layer2.0.conv1": (2, 64, 17, 17),
+        "layer3.0.conv1": (2, 128, 8, 8),
+        "layer4.0.conv1": (2, 256, 3, 3),
+        "layer5.0.conv1": (2, 256, 1, 1),
+    }

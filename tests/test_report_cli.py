@@ -8,9 +8,9 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from leam.cli import main
 
 
@@ -62,8 +62,20 @@ def test_report_has_every_figure_and_table_it_lists(pipeline_run):
 
 def test_explain_cli(sample_raw, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
-               "--config", str(REPO / "config" / "config.yaml"), "--layers", "conv1", "l2_0.conv2", "--out", str(out)])
+    rc = main(
+        [
+            "explain",
+            str(sample_raw / "obama" / "obama.jpg"),
+            str(sample_raw / "obama" / "obama2.jpg"),
+            "--config",
+            str(REPO / "config" / "config.yaml"),
+            "--layers",
+            "conv1",
+            "l2_0.conv2",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert text.startswith("cosine(obama.jpg, obama2.jpg) = 0.9") and "with dlib_resnet" in text
@@ -83,8 +95,17 @@ def test_explain_runs_from_any_folder(sample_raw, tmp_path, capsys, monkeypatch)
     (tmp_path / "config" / "config.yaml").write_text("models: {}\n")
     assert default_config_path() == tmp_path / "config" / "config.yaml"  # a checkout's own comes first
     (tmp_path / "config" / "config.yaml").unlink()
-    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
-               "--layers", "conv1", "--out", "o"])
+    rc = main(
+        [
+            "explain",
+            str(sample_raw / "obama" / "obama.jpg"),
+            str(sample_raw / "obama" / "obama2.jpg"),
+            "--layers",
+            "conv1",
+            "--out",
+            "o",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "o" / "obama_vs_obama2_dlib_resnet_layers.png").is_file()
 
@@ -92,13 +113,31 @@ def test_explain_runs_from_any_folder(sample_raw, tmp_path, capsys, monkeypatch)
 def test_explain_cli_errors(sample_raw, tmp_path, capsys):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(grey)
-    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(grey), "--config", str(REPO / "config" / "config.yaml"),
-               "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "explain",
+            str(sample_raw / "obama" / "obama.jpg"),
+            str(grey),
+            "--config",
+            str(REPO / "config" / "config.yaml"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2 and f"{grey}: 0 faces found (need exactly one)" in capsys.readouterr().err
     rc = main(["explain", "a.jpg", "b.jpg", "--config", str(tmp_path / "none.yaml")])
     assert rc == 2 and "config file" in capsys.readouterr().err
-    rc = main(["explain", str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg"),
-               "--config", str(REPO / "config" / "config.yaml"), "--layers", "nope"])
+    rc = main(
+        [
+            "explain",
+            str(sample_raw / "obama" / "obama.jpg"),
+            str(sample_raw / "obama" / "obama2.jpg"),
+            "--config",
+            str(REPO / "config" / "config.yaml"),
+            "--layers",
+            "nope",
+        ]
+    )
     assert rc == 2 and "layer(s) ['nope'] are not configured for dlib_resnet" in capsys.readouterr().err
 
 
@@ -110,6 +149,8 @@ def test_the_readme_python_example_runs():
     assert blocks, "the README has no Python example"
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
+
+
 def test_cli_mistakes_are_one_line_never_a_traceback(sample_raw, tmp_path, capsys):
     """#13: --top out of range, a folder as a photo, a GPU the machine lacks, the same photo twice."""
     a, b = str(sample_raw / "obama" / "obama.jpg"), str(sample_raw / "obama" / "obama2.jpg")
@@ -125,7 +166,9 @@ def test_cli_mistakes_are_one_line_never_a_traceback(sample_raw, tmp_path, capsy
     assert main(["explain", a, a, "--layers", "conv1", "--out", str(tmp_path / "same"), *cfg]) == 0
     assert "are the same photo: the cosine is 1" in capsys.readouterr().err
     assert main(["layers", "nobody", *cfg]) == 2
-    assert "model 'nobody' is not in the config; configured: dlib_resnet, mobileface, faceres" in capsys.readouterr().err
+    assert (
+        "model 'nobody' is not in the config; configured: dlib_resnet, mobileface, faceres" in capsys.readouterr().err
+    )
 
 
 def test_cli_lists_models_layers_and_version(capsys):
@@ -144,5 +187,14 @@ def test_cli_lists_models_layers_and_version(capsys):
     assert lines[0].startswith("dlib_resnet: 29 convolutions for one 150x150 input")
     assert lines[1].split() == ["conv1", "Conv2d", "32", "x", "72", "x", "72", "=", "conv1"]
     hooked = [ln.split("= ")[1] for ln in lines[1:] if "= " in ln]
-    assert hooked == ["conv1", "l1_0.conv1", "l1_0.conv2", "l1_1.conv1", "l1_1.conv2", "l1_2.conv1", "l1_2.conv2",
-                      "l2_0.conv1", "l2_0.conv2"]
+    assert hooked == [
+        "conv1",
+        "l1_0.conv1",
+        "l1_0.conv2",
+        "l1_1.conv1",
+        "l1_1.conv2",
+        "l1_2.conv1",
+        "l1_2.conv2",
+        "l2_0.conv1",
+        "l2_0.conv2",
+    ]

@@ -12,12 +12,13 @@ import time
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, SNAKEMAKE, assert_same_results, assert_same_views, copy_photos, link_weights, snakemake
+
 from leam.database import connect, manifest_path, stale_temporaries
 from leam.io import sha256_file
 
 pytestmark = pytest.mark.pipeline
+
 
 def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     ref_dir, cfg = pipeline_run
@@ -29,9 +30,22 @@ def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     kills = []
     for low, high in ((2, 12), (4, 25)):
         wait = float(rng.uniform(low, high))
-        proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(d), "--cores", "2",
-                                 "--configfile", str(d / "config.yaml")], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                SNAKEMAKE,
+                "--snakefile",
+                str(REPO / "workflow" / "Snakefile"),
+                "--directory",
+                str(d),
+                "--cores",
+                "2",
+                "--configfile",
+                str(d / "config.yaml"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         time.sleep(wait)
         finished = proc.poll() is not None
         if not finished:
@@ -59,9 +73,26 @@ def test_a_killed_aggregate_keeps_the_last_database(pipeline_run, tmp_path):
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     db = d / "results" / "default" / "leam.duckdb"
     before = sha256_file(db)
-    proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(d), "--cores", "2",
-                             "--configfile", str(d / "config.yaml"), "--forcerun", "aggregate", "--until", "aggregate"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            SNAKEMAKE,
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--directory",
+            str(d),
+            "--cores",
+            "2",
+            "--configfile",
+            str(d / "config.yaml"),
+            "--forcerun",
+            "aggregate",
+            "--until",
+            "aggregate",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not stale_temporaries(db) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -18,7 +18,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO, assert_same_results, copy_photos, link_weights, snakemake
 
 pytestmark = pytest.mark.pipeline
@@ -32,15 +31,18 @@ PROFILE = REPO / "profiles" / "slurm-local"
 def cluster():
     """The local SLURM cluster, started (or found running) by the repository's script; stopped again
     at the end when this test started it, so that no daemon outlives the test session."""
-    was_up = shutil.which("scontrol") is not None and subprocess.run(
-        ["scontrol", "ping"], capture_output=True, text=True).stdout.count("is UP") > 0
+    was_up = (
+        shutil.which("scontrol") is not None
+        and subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout.count("is UP") > 0
+    )
     try:
         # a fresh machine installs slurm-wlm, slurmdbd, munge and mariadb-server with apt first (~20 s)
         proc = subprocess.run([str(START)], capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{START.name} timed out after {e.timeout}s:\n{e.stdout or ''}\n{e.stderr or ''}")
-    assert proc.returncode == 0, (f"{START.name} could not start the SLURM cluster (exit {proc.returncode}):\n"
-                                  f"{proc.stdout}\n{proc.stderr}")
+    assert proc.returncode == 0, (
+        f"{START.name} could not start the SLURM cluster (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    )
     yield proc.stdout
     if not was_up:
         subprocess.run([str(STOP)], capture_output=True, text=True, timeout=600)
@@ -76,9 +78,24 @@ def test_every_job_ran_on_slurm_and_is_in_sacct(slurm_run):
     # ... and what SLURM accounting recorded for this run: the plugin names every job of a run after
     # the run ID and puts the rule (and wildcards) in the job comment
     start = (dt.datetime.now() - dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
-    sacct = subprocess.run(["sacct", "-X", "-P", "-n", "--name", run_id, "-S", start, "-E", "now",
-                            "--format=JobIDRaw,JobName,Comment,State,AllocCPUS,Partition,Account"],
-                           capture_output=True, text=True, timeout=60)
+    sacct = subprocess.run(
+        [
+            "sacct",
+            "-X",
+            "-P",
+            "-n",
+            "--name",
+            run_id,
+            "-S",
+            start,
+            "-E",
+            "now",
+            "--format=JobIDRaw,JobName,Comment,State,AllocCPUS,Partition,Account",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert sacct.returncode == 0, sacct.stderr
     rows = [line.split("|") for line in sacct.stdout.splitlines() if line.strip()]
     listing = sacct.stdout

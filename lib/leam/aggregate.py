@@ -49,8 +49,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import duckdb
 import pandas as pd
@@ -101,12 +101,15 @@ def safe_names(values: Sequence[str]) -> dict[str, str]:
 
 def _pivot(column: str, values: Sequence[str], measure: str = "mean_rel_pct") -> str:
     names = safe_names(values)
-    return ",\n".join(f"max(CASE WHEN {column} = '{v.replace(chr(39), chr(39) * 2)}' THEN {measure} END) AS {names[v]}"
-                       for v in values)
+    return ",\n".join(
+        f"max(CASE WHEN {column} = '{v.replace(chr(39), chr(39) * 2)}' THEN {measure} END) AS {names[v]}"
+        for v in values
+    )
 
 
-def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_names: Sequence[str],
-                 model_names: Sequence[str] = ()) -> dict[tuple[str, str], str]:
+def create_views(
+    con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_names: Sequence[str], model_names: Sequence[str] = ()
+) -> dict[tuple[str, str], str]:
     """Create the analysis views on tables ``counts``, ``pairs``, ``embeddings``, ``images``; returns
     the meaning of their generated (pivot) columns, {(view, column): text}, for
     :func:`leam.catalog.comment_database`."""
@@ -138,7 +141,8 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
         FROM counts_long GROUP BY model, selection, level, class_id, class
         ORDER BY model, level NULLS FIRST, class_id""")
     level_cols = ",\n".join(
-        f"max(CASE WHEN selection = 'top{lv:g}' THEN mean_rel_pct END) AS {_q(level_column(lv))}" for lv in levels)
+        f"max(CASE WHEN selection = 'top{lv:g}' THEN mean_rel_pct END) AS {_q(level_column(lv))}" for lv in levels
+    )
     con.execute(f"""
         CREATE OR REPLACE VIEW threshold_table AS
         SELECT model, class_id, class,
@@ -174,9 +178,16 @@ def create_views(con: duckdb.DuckDBPyConnection, levels: Sequence[float], layer_
         FROM counts_long GROUP BY model, identity, selection, level, class_id, class
         ORDER BY model, identity, level NULLS FIRST, class_id""")
     create_cosine_views(con)
-    docs = {("threshold_table", level_column(lv)): f"mean % of the selected pixels that are the class, top {lv:g} % selection"
-            for lv in levels}
-    docs |= {("layer_table", col): f"mean_rel_pct of layer '{name}', %" for name, col in safe_names(layer_names).items()}
+    docs = {
+        (
+            "threshold_table",
+            level_column(lv),
+        ): f"mean % of the selected pixels that are the class, top {lv:g} % selection"
+        for lv in levels
+    }
+    docs |= {
+        ("layer_table", col): f"mean_rel_pct of layer '{name}', %" for name, col in safe_names(layer_names).items()
+    }
     for view in ("model_table", "model_layer_table"):
         docs |= {(view, col): f"mean_rel_pct of model '{name}', %" for name, col in safe_names(model_names).items()}
     return docs
@@ -377,12 +388,24 @@ def _load_metadata(con, metadata: dict | None) -> bool:
     return have
 
 
-def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: Sequence[str],
-                   embeddings: Sequence[str], faces: Sequence[str], aligned: Sequence[str],
-                   models: dict, levels: Sequence[float], compare: Sequence[str] = (),
-                   occlusion: Sequence[str] = (), atlas: Sequence[str] = (), metadata: dict | None = None,
-                   downloads: Sequence[str] | str = (), memory_mb: float | None = None,
-                   threads: int | None = None) -> None:
+def build_database(
+    db_path: str | os.PathLike,
+    *,
+    counts: Sequence[str],
+    pairs: Sequence[str],
+    embeddings: Sequence[str],
+    faces: Sequence[str],
+    aligned: Sequence[str],
+    models: dict,
+    levels: Sequence[float],
+    compare: Sequence[str] = (),
+    occlusion: Sequence[str] = (),
+    atlas: Sequence[str] = (),
+    metadata: dict | None = None,
+    downloads: Sequence[str] | str = (),
+    memory_mb: float | None = None,
+    threads: int | None = None,
+) -> None:
     """Write ``db_path`` afresh from the Parquet outputs of the earlier stages, and its manifest
     ``<db_path>.json``: built beside the previous database, which stays readable until the new one
     replaces it (:func:`leam.database.building`).
@@ -405,15 +428,21 @@ def build_database(db_path: str | os.PathLike, *, counts: Sequence[str], pairs: 
         con.execute(f"CREATE TABLE pairs AS SELECT * FROM read_parquet({_files(pairs)})")
         con.execute(f"CREATE TABLE embeddings AS SELECT * FROM read_parquet({_files(embeddings)})")
         con.execute("CREATE TABLE classes (class_id INTEGER, tag VARCHAR, name VARCHAR, col VARCHAR)")
-        con.executemany("INSERT INTO classes VALUES (?, ?, ?, ?)",
-                        [(i, tag, name, class_column(i)) for i, tag, name in CLASSES])
+        con.executemany(
+            "INSERT INTO classes VALUES (?, ?, ?, ?)", [(i, tag, name, class_column(i)) for i, tag, name in CLASSES]
+        )
         con.execute("CREATE TABLE layers (model VARCHAR, layer VARCHAR, layer_idx INTEGER, module VARCHAR)")
-        rows = [(m, layer, i, path) for m, spec in models.items() for i, (layer, path) in enumerate(spec["layers"].items())]
+        rows = [
+            (m, layer, i, path) for m, spec in models.items() for i, (layer, path) in enumerate(spec["layers"].items())
+        ]
         con.executemany("INSERT INTO layers VALUES (?, ?, ?, ?)", rows)
         layer_names = list(dict.fromkeys(r[1] for r in rows))
         docs = create_views(con, levels, layer_names, list(models))
-        for name, files, schema in (("compare", compare, "COMPARE_SCHEMA"), ("occlusion", occlusion, "OCCLUSION_SCHEMA"),
-                                    ("atlas", atlas, "ATLAS_SCHEMA")):
+        for name, files, schema in (
+            ("compare", compare, "COMPARE_SCHEMA"),
+            ("occlusion", occlusion, "OCCLUSION_SCHEMA"),
+            ("atlas", atlas, "ATLAS_SCHEMA"),
+        ):
             if files:
                 con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet({_files(files)})")
             else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -148,8 +148,9 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def align_identity(identity: str, rows: Sequence[dict], *, size: int, padding: float, seed: int,
-                   max_side: int | None = None) -> list[dict]:
+def align_identity(
+    identity: str, rows: Sequence[dict], *, size: int, padding: float, seed: int, max_side: int | None = None
+) -> list[dict]:
     """Align one identity's usable photos; ``rows`` are faces-table rows with status ``ok``.
 
     Returns one dict per photo: frame (PNG bytes), frame landmarks, image->frame transform, and the
@@ -170,42 +171,55 @@ def align_identity(identity: str, rows: Sequence[dict], *, size: int, padding: f
         m_img = m.copy()
         m_img[:, :2] /= np.array(img.scale)  # photo pixels -> pixels of the reduced copy
         frame = warp_image(img.rgb, m_img, size)
-        out.append({
-            "identity": identity,
-            "image": name,
-            "reference": ref_name,
-            "is_reference": name == ref_name,
-            "size": size,
-            "frame_png": encode_png(frame),
-            "landmarks": pts.reshape(-1).tolist(),
-            "image_to_frame": m.reshape(-1).tolist(),
-            "align_rmse": rmse,
-        })
+        out.append(
+            {
+                "identity": identity,
+                "image": name,
+                "reference": ref_name,
+                "is_reference": name == ref_name,
+                "size": size,
+                "frame_png": encode_png(frame),
+                "landmarks": pts.reshape(-1).tolist(),
+                "image_to_frame": m.reshape(-1).tolist(),
+                "align_rmse": rmse,
+            }
+        )
         log.info("aligned %s/%s -> reference %s (landmark RMSE %.2f px)", identity, name, ref_name, rmse)
     return out
 
 
-ALIGNED_SCHEMA = pa.schema([
-    ("identity", pa.string()),
-    ("image", pa.string()),
-    ("reference", pa.string()),
-    ("is_reference", pa.bool_()),
-    ("size", pa.int32()),
-    ("frame_png", pa.binary()),
-    ("landmarks", pa.list_(pa.float64(), 136)),
-    ("image_to_frame", pa.list_(pa.float64(), 6)),
-    ("align_rmse", pa.float64()),
-])
+ALIGNED_SCHEMA = pa.schema(
+    [
+        ("identity", pa.string()),
+        ("image", pa.string()),
+        ("reference", pa.string()),
+        ("is_reference", pa.bool_()),
+        ("size", pa.int32()),
+        ("frame_png", pa.binary()),
+        ("landmarks", pa.list_(pa.float64(), 136)),
+        ("image_to_frame", pa.list_(pa.float64(), 6)),
+        ("align_rmse", pa.float64()),
+    ]
+)
 
 
-def align_shard(faces: pa.Table, out_path: str, *, size: int, padding: float, seed: int,
-                max_side: int | None = None) -> pa.Table:
+def align_shard(
+    faces: pa.Table, out_path: str, *, size: int, padding: float, seed: int, max_side: int | None = None
+) -> pa.Table:
     """Align stage for one shard: faces table in, aligned table (:data:`ALIGNED_SCHEMA`) out."""
     ok = [r for r in faces.to_pylist() if r["status"] == "ok"]
     rows: list[dict] = []
     for identity in sorted({r["identity"] for r in ok}):
-        rows.extend(align_identity(identity, [r for r in ok if r["identity"] == identity],
-                                   size=size, padding=padding, seed=seed, max_side=max_side))
+        rows.extend(
+            align_identity(
+                identity,
+                [r for r in ok if r["identity"] == identity],
+                size=size,
+                padding=padding,
+                seed=seed,
+                max_side=max_side,
+            )
+        )
     table = pa.Table.from_pylist(rows, schema=ALIGNED_SCHEMA)
     write_parquet(table, out_path)
     return table

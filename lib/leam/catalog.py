@@ -172,7 +172,11 @@ def undocumented(con: duckdb.DuckDBPyConnection) -> list[str]:
     out = [v for v, c in views if not c]
     names = [v for v, _ in views]
     if names:
-        out += [f"{t}.{c}" for t, c in con.execute(
-            f"SELECT table_name, column_name FROM duckdb_columns() WHERE comment IS NULL AND table_name IN "
-            f"({', '.join(_sql(n) for n in names)}) ORDER BY table_name, column_index").fetchall()]
+        out += [
+            f"{t}.{c}"
+            for t, c in con.execute(
+                f"SELECT table_name, column_name FROM duckdb_columns() WHERE comment IS NULL AND table_name IN "
+                f"({', '.join(_sql(n) for n in names)}) ORDER BY table_name, column_index"
+            ).fetchall()
+        ]
     return out

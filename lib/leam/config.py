@@ -17,8 +17,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "occlusion_sources",
-           "photo_dir", "run_name"]
+__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "occlusion_sources", "photo_dir", "run_name"]
 
 
 class ConfigError(ValueError):
@@ -112,8 +111,10 @@ def run_name(cfg: dict, config_files: list[str], overrides: dict | None = None) 
     if config_files:
         stem = Path(config_files[-1]).name.split(".")[0]
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem):
-            raise ConfigError(f"{config_files[-1]}: its name {stem!r} cannot name the run's results folder; "
-                              "set run: NAME in it (letters, digits, '.', '_', '-')")
+            raise ConfigError(
+                f"{config_files[-1]}: its name {stem!r} cannot name the run's results folder; "
+                "set run: NAME in it (letters, digits, '.', '_', '-')"
+            )
         return stem
     return cfg.get("run") or "default"
 
@@ -133,9 +134,11 @@ def _cross_checks(cfg: dict) -> list[str]:
     if cfg["input"]["sample"] and cfg["input"]["urls"]:
         out.append("input: set either sample (the embedded photos) or urls (a URL list to download), not both")
     if cfg["input"]["sample"] and cfg["input"]["dir"]:
-        out.append(f"input: dir ({cfg['input']['dir']}) and sample ({cfg['input']['sample']}) are both set: to study "
-                   f"your photos in {cfg['input']['dir']}, set input.sample: null; to run the sample, leave input.dir "
-                   f"out (its photos are kept in {SAMPLE_DIR}, never among yours)")
+        out.append(
+            f"input: dir ({cfg['input']['dir']}) and sample ({cfg['input']['sample']}) are both set: to study "
+            f"your photos in {cfg['input']['dir']}, set input.sample: null; to run the sample, leave input.dir "
+            f"out (its photos are kept in {SAMPLE_DIR}, never among yours)"
+        )
     levels = cfg["count"]["levels"]
     if list(levels) != sorted(set(levels)):
         out.append(f"count.levels: must be increasing without repeats (got {levels})")
@@ -148,9 +151,11 @@ def _cross_checks(cfg: dict) -> list[str]:
             out.append(f"models.{name}.layers: two names point at the same module path")
         module = m["builder"].partition(":")[0]
         if not any(module == t or module.startswith(t + ".") for t in trusted):
-            out.append(f"models.{name}.builder: {m['builder']!r} is not a model builder leam trusts: a builder runs as "
-                       f"code with your permissions, so only leam.models.* builders run unless you list its module "
-                       f"{module!r} under builder_modules")
+            out.append(
+                f"models.{name}.builder: {m['builder']!r} is not a model builder leam trusts: a builder runs as "
+                f"code with your permissions, so only leam.models.* builders run unless you list its module "
+                f"{module!r} under builder_modules"
+            )
     return out
 
 
@@ -165,8 +170,10 @@ def occlusion_sources(cfg: dict, runnable: list[str]) -> tuple[list[tuple[str, s
     names = [wanted] if isinstance(wanted, str) else list(wanted or [])
     unknown = [m for m in names if m not in cfg["models"]]
     if unknown:
-        raise ConfigError(f"occlude.source_model: {', '.join(map(repr, unknown))} is not a configured model; "
-                          f"configured: {', '.join(cfg['models'])}")
+        raise ConfigError(
+            f"occlude.source_model: {', '.join(map(repr, unknown))} is not a configured model; "
+            f"configured: {', '.join(cfg['models'])}"
+        )
     warnings = [f"occlude.source_model {m} is skipped (no weights)" for m in names if m not in runnable]
     kept = [m for m in names if m in runnable]
     layer = cfg["occlude"]["source_layer"]
@@ -179,8 +186,10 @@ def occlusion_sources(cfg: dict, runnable: list[str]) -> tuple[list[tuple[str, s
         layers = cfg["models"][m]["layers"]
         chosen = layer or next(iter(layers))
         if chosen not in layers:
-            raise ConfigError(f"occlude.source_layer: {chosen!r} is not a layer of model {m} "
-                              f"(its layers: {', '.join(layers)}); null takes each source's first layer")
+            raise ConfigError(
+                f"occlude.source_layer: {chosen!r} is not a layer of model {m} "
+                f"(its layers: {', '.join(layers)}); null takes each source's first layer"
+            )
         out.append((m, chosen))
     return out, warnings
 

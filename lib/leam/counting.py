@@ -18,7 +18,7 @@ paper's levels), and two ``bincount`` per batch of maps.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 import torch
@@ -53,9 +53,16 @@ def selection_sizes(n_active: torch.Tensor, n_pixels: int, levels: Sequence[floa
     return torch.stack(cols, dim=1)
 
 
-def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[float] = LEVELS,
-                  full_threshold: float = 0.01, topk_of: str = "active", n_classes: int = N_CLASSES,
-                  ranking: Ranking | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def count_classes(
+    maps: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    levels: Sequence[float] = LEVELS,
+    full_threshold: float = 0.01,
+    topk_of: str = "active",
+    n_classes: int = N_CLASSES,
+    ranking: Ranking | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixels per class for every selection of every map.
 
     Args:
@@ -88,8 +95,9 @@ def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[
     # whole-set selections: "full" (the active pixels) and, with topk_of="all", the whole frame
     counts = torch.zeros(p, s, n_classes, dtype=torch.long, device=dev)
     key = rows * n_classes + lab  # (P, N) bin of (map, class)
-    full = torch.bincount(torch.where(active, key, p * n_classes).reshape(-1),
-                          minlength=p * n_classes + 1)[:-1].view(p, n_classes)  # inactive -> a dropped bin
+    full = torch.bincount(torch.where(active, key, p * n_classes).reshape(-1), minlength=p * n_classes + 1)[:-1].view(
+        p, n_classes
+    )  # inactive -> a dropped bin
     whole = full if topk_of == "active" else torch.bincount(key.reshape(-1), minlength=p * n_classes).view(p, n_classes)
     is_whole = sizes[:, 1:] >= base  # (P, L): the level takes the whole base set
     counts[:, 0] = full
@@ -113,8 +121,18 @@ def count_classes(maps: torch.Tensor, labels: torch.Tensor, *, levels: Sequence[
 
 
 COUNTS_SCHEMA = pa.schema(
-    [("model", pa.string()), ("layer", pa.string()), ("layer_idx", pa.int16()), ("identity", pa.string()),
-     ("anchor", pa.string()), ("positive", pa.string()), ("parser", pa.string()), ("selection", pa.string()),
-     ("level", pa.float64()), ("n_selected", pa.int32()), ("n_pixels", pa.int32())]
+    [
+        ("model", pa.string()),
+        ("layer", pa.string()),
+        ("layer_idx", pa.int16()),
+        ("identity", pa.string()),
+        ("anchor", pa.string()),
+        ("positive", pa.string()),
+        ("parser", pa.string()),
+        ("selection", pa.string()),
+        ("level", pa.float64()),
+        ("n_selected", pa.int32()),
+        ("n_pixels", pa.int32()),
+    ]
     + [(c, pa.int32()) for c in CLASS_COLUMNS]
 )

@@ -26,8 +26,8 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 
@@ -84,23 +84,29 @@ def building(db_path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
     manifest = manifest_path(db_path)
     manifest.unlink(missing_ok=True)
     build = uuid.uuid4().hex
-    written = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    written = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     with atomic_path(db_path) as tmp:
         tmp.unlink()  # duckdb creates the file itself
         con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
             yield con
             con.execute("CREATE TABLE leam_build AS SELECT ? AS build, ?::TIMESTAMPTZ AS written", [build, written])
-            con.execute("COMMENT ON TABLE leam_build IS 'id and time of this build; results/<run>/leam.duckdb.json names the same id'")
-            tables = {name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-                      for (name,) in con.execute("""SELECT table_name FROM duckdb_tables()
-                                                    WHERE NOT internal ORDER BY table_name""").fetchall()}
+            con.execute(
+                "COMMENT ON TABLE leam_build IS 'id and time of this build; results/<run>/leam.duckdb.json names the same id'"
+            )
+            tables = {
+                name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+                for (name,) in con.execute("""SELECT table_name FROM duckdb_tables()
+                                                    WHERE NOT internal ORDER BY table_name""").fetchall()
+            }
             con.execute("CHECKPOINT")
         finally:
             con.close()
             Path(str(tmp) + ".wal").unlink(missing_ok=True)
-    write_text(json.dumps({"database": db_path.name, "build": build, "written": written, "tables": tables},
-                          indent=1) + "\n", manifest)
+    write_text(
+        json.dumps({"database": db_path.name, "build": build, "written": written, "tables": tables}, indent=1) + "\n",
+        manifest,
+    )
     log.info("%s: build %s in place (%d tables); manifest %s", db_path, build, len(tables), manifest)
 
 
@@ -118,13 +124,21 @@ def connect(path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
             manifest = json.loads(path.read_text())
             db_path, build = path.with_name(manifest["database"]), manifest["build"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DatabaseError(f"{path}: not a leam database manifest ({e}); rerun with "
-                                "`--forcerun aggregate` to build the database again") from e
+            raise DatabaseError(
+                f"{path}: not a leam database manifest ({e}); rerun with "
+                "`--forcerun aggregate` to build the database again"
+            ) from e
     else:
         db_path = path
     if not db_path.is_file():
-        raise DatabaseError(f"{db_path}: no such database" + (f" although {path} says aggregate built it: "
-                            "it was moved or deleted; rerun with `--forcerun aggregate`" if build else ""))
+        raise DatabaseError(
+            f"{db_path}: no such database"
+            + (
+                f" although {path} says aggregate built it: it was moved or deleted; rerun with `--forcerun aggregate`"
+                if build
+                else ""
+            )
+        )
     try:
         con = duckdb.connect(str(db_path), read_only=True)
     except duckdb.IOException as e:
@@ -134,7 +148,8 @@ def connect(path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
                 f"{db_path}: opened for writing by another process ({held.group(1)}, PID {held.group(2)}), "
                 "and DuckDB allows one writer or many readers: close that connection (or open the "
                 "database read-only: `duckdb -readonly FILE`, `duckdb.connect(FILE, read_only=True)`) "
-                "and run again") from e
+                "and run again"
+            ) from e
         raise DatabaseError(f"{db_path}: cannot be opened: {e}") from e
     if build is not None:
         try:
@@ -143,8 +158,10 @@ def connect(path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
             found = None
         if found != build:
             con.close()
-            raise DatabaseError(f"{db_path} is not the database aggregate wrote (build {found}, {path} "
-                                f"says {build}): it was replaced by hand; rerun with `--forcerun aggregate`")
+            raise DatabaseError(
+                f"{db_path} is not the database aggregate wrote (build {found}, {path} "
+                f"says {build}): it was replaced by hand; rerun with `--forcerun aggregate`"
+            )
     return con
 
 
@@ -153,8 +170,13 @@ def export_csv(source: str | os.PathLike, view: str, out_path: str | os.PathLike
     ``out_path`` as CSV with a header, atomically, in the view's own order; returns the row count."""
     con = connect(source)
     try:
-        known = {n for (n,) in con.execute("SELECT table_name FROM duckdb_tables() UNION ALL "
-                                           "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        known = {
+            n
+            for (n,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() UNION ALL "
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        }
         if view not in known:
             raise DatabaseError(f"{source}: no table or view {view!r}")
         with atomic_path(out_path) as tmp:

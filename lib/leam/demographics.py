@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 from scipy.stats import mannwhitneyu
@@ -67,8 +67,20 @@ def group_tests(drops: pd.DataFrame, factor: str) -> pd.DataFrame:
             if len(xa) == 0 or len(xb) == 0:
                 continue
             res = mannwhitneyu(xa, xb, alternative="two-sided")
-            out.append({"factor": factor, "group_a": a, "group_b": b, "method": method, "size_pct": float(size),
-                        "n_a": len(xa), "n_b": len(xb), "mean_a": float(xa.mean()), "mean_b": float(xb.mean()),
-                        "u": float(res.statistic), "p_value": float(res.pvalue)})
+            out.append(
+                {
+                    "factor": factor,
+                    "group_a": a,
+                    "group_b": b,
+                    "method": method,
+                    "size_pct": float(size),
+                    "n_a": len(xa),
+                    "n_b": len(xb),
+                    "mean_a": float(xa.mean()),
+                    "mean_b": float(xb.mean()),
+                    "u": float(res.statistic),
+                    "p_value": float(res.pvalue),
+                }
+            )
     cols = ["factor", "group_a", "group_b", "method", "size_pct", "n_a", "n_b", "mean_a", "mean_b", "u", "p_value"]
     return pd.DataFrame(out, columns=cols)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -94,8 +94,9 @@ class FaceDetector:
         return chip.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def detect_images(entries: Sequence[ImageEntry], detector: FaceDetector, *, max_side: int | None = None,
-                  max_bytes: int = MAX_BYTES) -> list[Detection]:
+def detect_images(
+    entries: Sequence[ImageEntry], detector: FaceDetector, *, max_side: int | None = None, max_bytes: int = MAX_BYTES
+) -> list[Detection]:
     """Load and detect every image; failures become ``rejected`` rows, never exceptions.
 
     Each file's size is checked before it is read, it is read once (hash and decode from the same
@@ -131,8 +132,9 @@ def detect_images(entries: Sequence[ImageEntry], detector: FaceDetector, *, max_
             d.status, d.reason = "rejected", err.reason + (f": {err.detail}" if err.detail else "")
         except OSError as err:
             d.status, d.reason = "rejected", f"unreadable: {err}"
-        log.info("[%d/%d] %s/%s: %s%s", i, len(entries), e.identity, e.image, d.status,
-                 f" ({d.reason})" if d.reason else "")
+        log.info(
+            "[%d/%d] %s/%s: %s%s", i, len(entries), e.identity, e.image, d.status, f" ({d.reason})" if d.reason else ""
+        )
         results.append(d)
     return results
 
@@ -164,61 +166,74 @@ def find_duplicates(dets: list[Detection], near_duplicate_mad: float) -> None:
                 log.info("%s/%s is a duplicate of %s (%s)", d.identity, d.image, d.duplicate_of, d.reason)
 
 
-FACES_SCHEMA = pa.schema([
-    ("identity", pa.string()),
-    ("image", pa.string()),
-    ("path", pa.string()),
-    ("bytes", pa.int64()),
-    ("sha256", pa.string()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("source_mode", pa.string()),
-    ("notes", pa.string()),
-    ("n_faces", pa.int32()),
-    ("box_left", pa.int32()),
-    ("box_top", pa.int32()),
-    ("box_right", pa.int32()),
-    ("box_bottom", pa.int32()),
-    ("score", pa.float64()),
-    ("landmarks", pa.list_(pa.float64(), 136)),
-    ("status", pa.string()),
-    ("reason", pa.string()),
-    ("duplicate_of", pa.string()),
-])
+FACES_SCHEMA = pa.schema(
+    [
+        ("identity", pa.string()),
+        ("image", pa.string()),
+        ("path", pa.string()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("source_mode", pa.string()),
+        ("notes", pa.string()),
+        ("n_faces", pa.int32()),
+        ("box_left", pa.int32()),
+        ("box_top", pa.int32()),
+        ("box_right", pa.int32()),
+        ("box_bottom", pa.int32()),
+        ("score", pa.float64()),
+        ("landmarks", pa.list_(pa.float64(), 136)),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("duplicate_of", pa.string()),
+    ]
+)
 
 
 def faces_table(dets: Sequence[Detection]) -> pa.Table:
     """Detections as a table with :data:`FACES_SCHEMA` (landmarks flattened x0, y0, x1, y1...)."""
+
     def col(f):
         return [f(d) for d in dets]
 
     box = lambda i: col(lambda d: None if d.box is None else int(d.box[i]))  # noqa: E731
-    return pa.table({
-        "identity": col(lambda d: d.identity),
-        "image": col(lambda d: d.image),
-        "path": col(lambda d: d.path),
-        "bytes": col(lambda d: d.bytes),
-        "sha256": col(lambda d: d.sha256),
-        "width": col(lambda d: d.width),
-        "height": col(lambda d: d.height),
-        "source_mode": col(lambda d: d.source_mode),
-        "notes": col(lambda d: d.notes),
-        "n_faces": col(lambda d: d.n_faces),
-        "box_left": box(0),
-        "box_top": box(1),
-        "box_right": box(2),
-        "box_bottom": box(3),
-        "score": col(lambda d: d.score),
-        "landmarks": col(lambda d: None if d.landmarks is None else d.landmarks.reshape(-1).tolist()),
-        "status": col(lambda d: d.status),
-        "reason": col(lambda d: d.reason),
-        "duplicate_of": col(lambda d: d.duplicate_of),
-    }, schema=FACES_SCHEMA)
+    return pa.table(
+        {
+            "identity": col(lambda d: d.identity),
+            "image": col(lambda d: d.image),
+            "path": col(lambda d: d.path),
+            "bytes": col(lambda d: d.bytes),
+            "sha256": col(lambda d: d.sha256),
+            "width": col(lambda d: d.width),
+            "height": col(lambda d: d.height),
+            "source_mode": col(lambda d: d.source_mode),
+            "notes": col(lambda d: d.notes),
+            "n_faces": col(lambda d: d.n_faces),
+            "box_left": box(0),
+            "box_top": box(1),
+            "box_right": box(2),
+            "box_bottom": box(3),
+            "score": col(lambda d: d.score),
+            "landmarks": col(lambda d: None if d.landmarks is None else d.landmarks.reshape(-1).tolist()),
+            "status": col(lambda d: d.status),
+            "reason": col(lambda d: d.reason),
+            "duplicate_of": col(lambda d: d.duplicate_of),
+        },
+        schema=FACES_SCHEMA,
+    )
 
 
-def detect_shard(entries: Sequence[ImageEntry], out_path: str, *, upsample: int = 1, min_score: float = 0.0,
-                 near_duplicate_mad: float = 6.0, max_side: int | None = None,
-                 unusable: Sequence[tuple[str, str, str, str]] = ()) -> pa.Table:
+def detect_shard(
+    entries: Sequence[ImageEntry],
+    out_path: str,
+    *,
+    upsample: int = 1,
+    min_score: float = 0.0,
+    near_duplicate_mad: float = 6.0,
+    max_side: int | None = None,
+    unusable: Sequence[tuple[str, str, str, str]] = (),
+) -> pa.Table:
     """Detect stage for one shard: write the faces table to ``out_path`` and return it.
 
     ``max_side``: detect on copies reduced to this many pixels on the longer side (None: full size);
@@ -230,11 +245,18 @@ def detect_shard(entries: Sequence[ImageEntry], out_path: str, *, upsample: int 
     find_duplicates(dets, near_duplicate_mad)
     for identity, image, path, reason in unusable:
         log.info("%s/%s: rejected (%s)", identity, image, reason)
-    dets = sorted(dets + [Detection(i, m, p, status="rejected", reason=r) for i, m, p, r in unusable],
-                  key=lambda d: (d.identity, d.image))
+    dets = sorted(
+        dets + [Detection(i, m, p, status="rejected", reason=r) for i, m, p, r in unusable],
+        key=lambda d: (d.identity, d.image),
+    )
     table = faces_table(dets)
     write_parquet(table, out_path)
     n_ok = sum(d.status == "ok" for d in dets)
-    log.info("detect: %d images, %d ok, %d rejected, %d duplicates", len(dets), n_ok,
-             sum(d.status == "rejected" for d in dets), sum(d.status == "duplicate" for d in dets))
+    log.info(
+        "detect: %d images, %d ok, %d rejected, %d duplicates",
+        len(dets),
+        n_ok,
+        sum(d.status == "rejected" for d in dets),
+        sum(d.status == "duplicate" for d in dets),
+    )
     return table

@@ -49,8 +49,15 @@ import urllib3
 from .images import ImageRejected, load_rgb
 from .io import write_parquet, write_text
 
-__all__ = ["safe_name", "read_url_list", "sample_urls", "DownloadConfig", "download_all", "download_list",
-           "DOWNLOADS_SCHEMA"]
+__all__ = [
+    "safe_name",
+    "read_url_list",
+    "sample_urls",
+    "DownloadConfig",
+    "download_all",
+    "download_list",
+    "DOWNLOADS_SCHEMA",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +101,9 @@ def read_url_list(path: str | Path, skipped: list | None = None) -> list[UrlEntr
         elif {"identity", "url"} <= cols:
             key, img = "identity", "image"
         else:
-            raise ValueError(f"{path}: expected IMDb-Face columns (name,index,image,...,url) or identity,url; "
-                             f"got {sorted(cols)}")
+            raise ValueError(
+                f"{path}: expected IMDb-Face columns (name,index,image,...,url) or identity,url; got {sorted(cols)}"
+            )
         out = []
         names: dict[str, str] = {}
         for line, row in enumerate(reader, 2):
@@ -104,13 +112,23 @@ def read_url_list(path: str | Path, skipped: list | None = None) -> list[UrlEntr
             if not url or not ident:
                 if skipped is not None:
                     why = "no-identity" if not ident else "no-url"
-                    skipped.append(Outcome(safe_name(ident) if ident else "", "", url, ident, status="skipped",
-                                           reason=f"{why}: {path.name} line {line} has no {key if not ident else 'url'}"))
+                    skipped.append(
+                        Outcome(
+                            safe_name(ident) if ident else "",
+                            "",
+                            url,
+                            ident,
+                            status="skipped",
+                            reason=f"{why}: {path.name} line {line} has no {key if not ident else 'url'}",
+                        )
+                    )
                 continue
             safe = safe_name(ident)
             if names.setdefault(safe, ident) != ident:
-                raise ValueError(f"{path} line {line}: identities {names[safe]!r} and {ident!r} would share the folder "
-                                 f"{safe!r}; rename one")
+                raise ValueError(
+                    f"{path} line {line}: identities {names[safe]!r} and {ident!r} would share the folder "
+                    f"{safe!r}; rename one"
+                )
             raw_img = (row.get(img) or "").strip() or Path(urlparse(url).path).name
             stem, ext = os.path.splitext(raw_img)
             ext = ext.lower() if ext.lower() in _IMAGE_EXT else ".jpg"
@@ -119,15 +137,20 @@ def read_url_list(path: str | Path, skipped: list | None = None) -> list[UrlEntr
     return out
 
 
-def sample_urls(entries: list[UrlEntry], *, identities: int, min_images: int, max_images: int, seed: int) -> list[UrlEntry]:
+def sample_urls(
+    entries: list[UrlEntry], *, identities: int, min_images: int, max_images: int, seed: int
+) -> list[UrlEntry]:
     """The paper's sample: identities with >= min_images URLs, <= max_images each, seeded."""
     by_id: dict[str, list[UrlEntry]] = {}
     for e in entries:
         by_id.setdefault(e.identity, []).append(e)
     eligible = sorted(i for i, es in by_id.items() if len(es) >= min_images)
     rng = np.random.default_rng(seed)
-    chosen = eligible if not identities or identities >= len(eligible) else \
-        sorted(rng.choice(eligible, size=identities, replace=False).tolist())
+    chosen = (
+        eligible
+        if not identities or identities >= len(eligible)
+        else sorted(rng.choice(eligible, size=identities, replace=False).tolist())
+    )
     out = []
     for ident in chosen:
         es = by_id[ident]
@@ -151,11 +174,21 @@ class DownloadConfig:
     user_agent: str = "leam/0.1 (face-recognition explainability research)"
 
 
-DOWNLOADS_SCHEMA = pa.schema([
-    ("identity", pa.string()), ("image", pa.string()), ("url", pa.string()), ("source_identity", pa.string()),
-    ("status", pa.string()), ("reason", pa.string()), ("http_status", pa.int32()), ("bytes", pa.int64()),
-    ("sha256", pa.string()), ("attempts", pa.int32()), ("seconds", pa.float64()),
-])
+DOWNLOADS_SCHEMA = pa.schema(
+    [
+        ("identity", pa.string()),
+        ("image", pa.string()),
+        ("url", pa.string()),
+        ("source_identity", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("http_status", pa.int32()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("attempts", pa.int32()),
+        ("seconds", pa.float64()),
+    ]
+)
 
 
 @dataclass
@@ -234,8 +267,11 @@ def _attempt(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, target
         raise _Fatal(f"redirect-loop: more than {cfg.max_redirects} redirects") from None
     except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as err:
         raise _Retry(f"timeout: {type(err).__name__}") from None
-    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.HTTPError) as err:
+    except (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.HTTPError,
+    ) as err:
         if "IncompleteRead" in repr(err):
             raise _Retry("truncated: the connection closed before the announced length") from None
         raise _Retry(f"connection-error: {type(err).__name__}") from None
@@ -298,9 +334,16 @@ def _fetch(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, raw_dir:
         out.seconds = time.monotonic() - t0
 
 
-def download_all(entries: list[UrlEntry], raw_dir: str | Path, table_out: str | Path, *,
-                 cfg: DownloadConfig = DownloadConfig(), seed: int = 0, manifest: str | Path | None = None,
-                 skipped: list[Outcome] = ()) -> pa.Table:
+def download_all(
+    entries: list[UrlEntry],
+    raw_dir: str | Path,
+    table_out: str | Path,
+    *,
+    cfg: DownloadConfig = DownloadConfig(),
+    seed: int = 0,
+    manifest: str | Path | None = None,
+    skipped: list[Outcome] = (),
+) -> pa.Table:
     """Download every entry into ``raw_dir/{identity}/{image}``; write the downloads table (with
     the ``skipped`` rows of the URL list too)."""
     raw_dir = Path(raw_dir)
@@ -343,8 +386,9 @@ def download_all(entries: list[UrlEntry], raw_dir: str | Path, table_out: str | 
 
     with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
         outcomes = list(pool.map(run, jobs))
-    outcomes += [Outcome(e.identity, e.image, e.url, e.source_identity, status="skipped", reason="duplicate-url")
-                 for e in dups] + list(skipped)
+    outcomes += [
+        Outcome(e.identity, e.image, e.url, e.source_identity, status="skipped", reason="duplicate-url") for e in dups
+    ] + list(skipped)
     outcomes.sort(key=lambda o: (o.identity, o.image, o.url))
     table = pa.Table.from_pylist([asdict(o) for o in outcomes], schema=DOWNLOADS_SCHEMA)
     write_parquet(table, table_out)
@@ -358,16 +402,39 @@ def download_all(entries: list[UrlEntry], raw_dir: str | Path, table_out: str | 
     return table
 
 
-def download_list(urls_csv: str | Path, raw_dir: str | Path, table_out: str | Path, manifest: str | Path, *,
-                  options: dict, seed: int = 0) -> pa.Table:
+def download_list(
+    urls_csv: str | Path,
+    raw_dir: str | Path,
+    table_out: str | Path,
+    manifest: str | Path,
+    *,
+    options: dict,
+    seed: int = 0,
+) -> pa.Table:
     """Download stage: read, sample (config ``download``) and fetch a URL list into ``raw_dir``."""
     skipped: list[Outcome] = []
     entries = read_url_list(urls_csv, skipped)
-    chosen = sample_urls(entries, identities=options.get("identities", 0), min_images=options.get("min_images", 1),
-                         max_images=options.get("max_images", 0), seed=seed)
-    log.info("%s: %d URLs of %d identities; sampled %d URLs of %d identities", urls_csv, len(entries),
-             len({e.identity for e in entries}), len(chosen), len({e.identity for e in chosen}))
-    cfg = DownloadConfig(concurrency=options.get("concurrency", 16), connect_timeout=options.get("connect_timeout", 10),
-                         read_timeout=options.get("read_timeout", 20), deadline=options.get("deadline", 60),
-                         retries=options.get("retries", 3), max_bytes=int(options.get("max_mb", 20) * 2**20))
+    chosen = sample_urls(
+        entries,
+        identities=options.get("identities", 0),
+        min_images=options.get("min_images", 1),
+        max_images=options.get("max_images", 0),
+        seed=seed,
+    )
+    log.info(
+        "%s: %d URLs of %d identities; sampled %d URLs of %d identities",
+        urls_csv,
+        len(entries),
+        len({e.identity for e in entries}),
+        len(chosen),
+        len({e.identity for e in chosen}),
+    )
+    cfg = DownloadConfig(
+        concurrency=options.get("concurrency", 16),
+        connect_timeout=options.get("connect_timeout", 10),
+        read_timeout=options.get("read_timeout", 20),
+        deadline=options.get("deadline", 60),
+        retries=options.get("retries", 3),
+        max_bytes=int(options.get("max_mb", 20) * 2**20),
+    )
     return download_all(chosen, raw_dir, table_out, cfg=cfg, seed=seed, manifest=manifest, skipped=skipped)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,24 +34,37 @@ from .models import FaceModel, load_model
 from .parsing import visible_classes
 from .summaries import IMAGE_MAPS_SCHEMA, MAPS_SCHEMA, RANKINGS_SCHEMA, IdentitySummaries
 
-__all__ = ["pick_device", "prefetch", "iter_identities", "iter_labels", "extract_shard", "MAPS_SCHEMA", "PAIRS_SCHEMA", "EMBEDDINGS_SCHEMA"]
+__all__ = [
+    "pick_device",
+    "prefetch",
+    "iter_identities",
+    "iter_labels",
+    "extract_shard",
+    "MAPS_SCHEMA",
+    "PAIRS_SCHEMA",
+    "EMBEDDINGS_SCHEMA",
+]
 
 log = logging.getLogger(__name__)
 
-PAIRS_SCHEMA = pa.schema([
-    ("model", pa.string()),
-    ("identity", pa.string()),
-    ("anchor", pa.string()),
-    ("positive", pa.string()),
-    ("cosine", pa.float64()),
-])
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("identity", pa.string()),
+        ("anchor", pa.string()),
+        ("positive", pa.string()),
+        ("cosine", pa.float64()),
+    ]
+)
 
-EMBEDDINGS_SCHEMA = pa.schema([
-    ("model", pa.string()),
-    ("identity", pa.string()),
-    ("image", pa.string()),
-    ("embedding", pa.list_(pa.float32())),
-])
+EMBEDDINGS_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("identity", pa.string()),
+        ("image", pa.string()),
+        ("embedding", pa.list_(pa.float32())),
+    ]
+)
 
 
 def prefetch(iterable, depth: int = 2):
@@ -86,8 +99,10 @@ def pick_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0 or (dev.index or 0) >= n:
-            raise RuntimeError(f"extract.device is {device!r} but this machine has {n} CUDA GPU(s) "
-                               f"(torch {torch.__version__}): set extract.device: auto (or cpu), or run where the GPU is")
+            raise RuntimeError(
+                f"extract.device is {device!r} but this machine has {n} CUDA GPU(s) "
+                f"(torch {torch.__version__}): set extract.device: auto (or cpu), or run where the GPU is"
+            )
     return dev
 
 
@@ -131,9 +146,12 @@ def iter_labels(path) -> Iterator[tuple[str, list[str], np.ndarray, str]]:
     one identity at a time (the parse stage writes the aligned table's order)."""
     cols = ["identity", "image", "parser", "size", "labels"]
     for identity, rows in _groups(iter_parquet(path, columns=cols, batch_size=256), path, cols):
-        yield (identity, [r["image"] for r in rows],
-               np.stack([np.frombuffer(r["labels"], np.uint8).reshape(r["size"], r["size"]) for r in rows]),
-               rows[0]["parser"])
+        yield (
+            identity,
+            [r["image"] for r in rows],
+            np.stack([np.frombuffer(r["labels"], np.uint8).reshape(r["size"], r["size"]) for r in rows]),
+            rows[0]["parser"],
+        )
 
 
 def _identity_inputs(aligned, labels):
@@ -143,16 +161,32 @@ def _identity_inputs(aligned, labels):
     for identity, images, frames in iter_identities(aligned):
         got = next(lab, None)
         if got is None or got[0] != identity or got[1] != images:
-            raise ValueError(f"{labels}: no parser labels for {identity}/{images[0]} in the aligned order "
-                             "(rerun the parse stage)")
+            raise ValueError(
+                f"{labels}: no parser labels for {identity}/{images[0]} in the aligned order (rerun the parse stage)"
+            )
         yield identity, images, frames, got[2], got[3]
 
 
-def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: dict[str, str],
-                  device: str = "auto", memory_budget_mb: float = 2048, threads: int | None = None,
-                  base_dir: str | os.PathLike = ".", frame_padding: float = 0.25, levels: Sequence[float] = LEVELS,
-                  full_threshold: float = 0.01, topk_of: str = "active", selections: Sequence[str] = ("top1",),
-                  rank_layer: str | None = None, rank_pixels: int = 0, store_maps: str = "raw") -> None:
+def extract_shard(
+    aligned,
+    labels,
+    model_name: str,
+    model_spec: dict,
+    *,
+    out: dict[str, str],
+    device: str = "auto",
+    memory_budget_mb: float = 2048,
+    threads: int | None = None,
+    base_dir: str | os.PathLike = ".",
+    frame_padding: float = 0.25,
+    levels: Sequence[float] = LEVELS,
+    full_threshold: float = 0.01,
+    topk_of: str = "active",
+    selections: Sequence[str] = ("top1",),
+    rank_layer: str | None = None,
+    rank_pixels: int = 0,
+    store_maps: str = "raw",
+) -> None:
     """Run LEAM over every identity of a shard; write pairs, embeddings, counts, image maps,
     rankings and maps (``out``: {name: path} for those six names).
 
@@ -174,33 +208,67 @@ def extract_shard(aligned, labels, model_name: str, model_spec: dict, *, out: di
     t0 = time.perf_counter()
     ids = pa.chunked_array([b.column(0) for b in iter_parquet(aligned, columns=["identity"])], pa.string())
     n_identities = len(pc.unique(ids))
-    sinks = {name: ParquetSink(out[name], schema, row_group_size=rg) for name, schema, rg in (
-        ("pairs", PAIRS_SCHEMA, 65536), ("embeddings", EMBEDDINGS_SCHEMA, 65536), ("counts", COUNTS_SCHEMA, 65536),
-        ("image_maps", IMAGE_MAPS_SCHEMA, 256), ("rankings", RANKINGS_SCHEMA, 4096), ("maps", MAPS_SCHEMA, 4096))}
+    sinks = {
+        name: ParquetSink(out[name], schema, row_group_size=rg)
+        for name, schema, rg in (
+            ("pairs", PAIRS_SCHEMA, 65536),
+            ("embeddings", EMBEDDINGS_SCHEMA, 65536),
+            ("counts", COUNTS_SCHEMA, 65536),
+            ("image_maps", IMAGE_MAPS_SCHEMA, 256),
+            ("rankings", RANKINGS_SCHEMA, 4096),
+            ("maps", MAPS_SCHEMA, 4096),
+        )
+    }
     with contextlib.ExitStack() as stack, LEAM(model.module, model.layers, memory_budget_mb=memory_budget_mb) as leam:
         for sink in sinks.values():
             stack.enter_context(sink)
         for i, (identity, images, frames, lab_np, parser) in enumerate(prefetch(_identity_inputs(aligned, labels)), 1):
             window = model.window(frames.shape[1])
-            summ = IdentitySummaries(torch.from_numpy(lab_np).to(dev), window, levels=levels,
-                                     full_threshold=full_threshold, topk_of=topk_of, selections=selections,
-                                     rank_layer=rank_layer, k_max=rank_pixels if rank_layer is not None else 0,
-                                     store_maps=store_maps)
+            summ = IdentitySummaries(
+                torch.from_numpy(lab_np).to(dev),
+                window,
+                levels=levels,
+                full_threshold=full_threshold,
+                topk_of=topk_of,
+                selections=selections,
+                rank_layer=rank_layer,
+                k_max=rank_pixels if rank_layer is not None else 0,
+                store_maps=store_maps,
+            )
             out_maps = leam.explain(model.preprocess(torch.from_numpy(frames)), keep_maps=False, consumer=summ)
             key = {"model": model_name, "identity": identity}
             emb = out_maps.embeddings.float().cpu().numpy()
             sinks["embeddings"].add([{**key, "image": im, "embedding": emb[j].tolist()} for j, im in enumerate(images)])
             cos = out_maps.cosine.double().cpu().numpy()
             a_idx, p_idx = out_maps.anchor.tolist(), out_maps.positive.tolist()
-            sinks["pairs"].add([{**key, "anchor": images[a], "positive": images[p], "cosine": float(cos[a, p])}
-                                for a, p in zip(a_idx, p_idx)])
+            sinks["pairs"].add(
+                [
+                    {**key, "anchor": images[a], "positive": images[p], "cosine": float(cos[a, p])}
+                    for a, p in zip(a_idx, p_idx)
+                ]
+            )
             for t in summ.counts_rows(key, layer_names, images, parser=parser, visible=set(visible_classes(parser))):
                 sinks["counts"].add(t)
             sinks["image_maps"].add(summ.image_maps_table(key, layer_names, images))
             sinks["rankings"].add(summ.rankings_table(key, images))
             sinks["maps"].add(summ.maps_table(key, layer_names, images))
             n_maps += len(a_idx) * len(layer_names)
-            log.info("[%d/%d] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)", i, n_identities, identity, len(images),
-                     len(a_idx), len(layer_names), n_maps / max(time.perf_counter() - t0, 1e-9))
-    log.info("extract %s: %d maps on %s in %.1f s (%d raw maps stored: %s)", model_name, n_maps, dev,
-             time.perf_counter() - t0, sinks["maps"].rows, store_maps)
+            log.info(
+                "[%d/%d] %s: %d images, %d pairs x %d layers (%.1f maps/s so far)",
+                i,
+                n_identities,
+                identity,
+                len(images),
+                len(a_idx),
+                len(layer_names),
+                n_maps / max(time.perf_counter() - t0, 1e-9),
+            )
+    log.info(
+        "extract %s: %d maps on %s in %.1f s (%d raw maps stored: %s)",
+        model_name,
+        n_maps,
+        dev,
+        time.perf_counter() - t0,
+        sinks["maps"].rows,
+        store_maps,
+    )

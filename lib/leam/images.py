@@ -87,8 +87,14 @@ def _to_rgb8(im: Image.Image, notes: list[str]) -> Image.Image:
     return im
 
 
-def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES,
-             max_side: int | None = None, data: bytes | None = None) -> LoadedImage:
+def load_rgb(
+    path: str | os.PathLike,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+    max_side: int | None = None,
+    data: bytes | None = None,
+) -> LoadedImage:
     """Decode ``path`` (or its bytes ``data``, already read) to an upright 8-bit RGB array, reduced
     so that its longer side is at most ``max_side`` pixels (None: full size).
 
@@ -158,8 +164,10 @@ def load_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, max_bytes
         notes.append(f"reduced to {target[0]}x{target[1]} (max_side {max_side})")
     rgb = np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
     if min(rgb.shape[:2]) < MIN_SIDE:
-        raise ImageRejected(path, "too-small", f"{upright[0]}x{upright[1]} pixels: a face photo needs at least "
-                                               f"{MIN_SIDE} on each side")
+        raise ImageRejected(
+            path, "too-small", f"{upright[0]}x{upright[1]} pixels: a face photo needs at least {MIN_SIDE} on each side"
+        )
     scale = (rgb.shape[1] / upright[0], rgb.shape[0] / upright[1])
-    return LoadedImage(rgb=rgb, source_mode=source_mode, source_format=fmt, notes=tuple(notes), size=upright,
-                       scale=scale)
+    return LoadedImage(
+        rgb=rgb, source_mode=source_mode, source_format=fmt, notes=tuple(notes), size=upright, scale=scale
+    )

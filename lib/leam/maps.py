@@ -19,15 +19,27 @@ minimum and divide by ``max + 1e-7``, at layer resolution; then bilinear resize 
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from .window import paste
 
-__all__ = ["normalise", "to_frame", "encode_map", "encode_maps", "decode_map", "decode_maps", "map_window", "Ranking",
-           "top_indices", "top_mask", "rank_below", "EPS"]
+__all__ = [
+    "normalise",
+    "to_frame",
+    "encode_map",
+    "encode_maps",
+    "decode_map",
+    "decode_maps",
+    "map_window",
+    "Ranking",
+    "top_indices",
+    "top_mask",
+    "rank_below",
+    "EPS",
+]
 
 EPS = 1e-7
 _MAX_CHUNK_BYTES = 2**31 - 1  # pa.binary()'s int32 offsets
@@ -74,10 +86,13 @@ def encode_maps(maps: np.ndarray, dtype: str = "f4"):
     step = max(1, _MAX_CHUNK_BYTES // max(per, 1))
     chunks = []
     for i in range(0, p, step):
-        part = data[i:i + step]
+        part = data[i : i + step]
         offsets = np.arange(len(part) + 1, dtype=np.int32) * np.int32(per)
-        chunks.append(pa.Array.from_buffers(pa.binary(), len(part),
-                                            [None, pa.py_buffer(offsets), pa.py_buffer(part.reshape(-1).view(np.uint8))]))
+        chunks.append(
+            pa.Array.from_buffers(
+                pa.binary(), len(part), [None, pa.py_buffer(offsets), pa.py_buffer(part.reshape(-1).view(np.uint8))]
+            )
+        )
     return pa.chunked_array(chunks, pa.binary())
 
 
@@ -100,11 +115,11 @@ def decode_maps(column, height: int, width: int, dtype: str = "f4") -> np.ndarra
             if len(c) == 0:
                 continue
             c = c.cast(pa.large_binary()) if c.type == pa.binary() else c
-            offsets = np.frombuffer(c.buffers()[1], np.int64)[c.offset:c.offset + len(c) + 1]
+            offsets = np.frombuffer(c.buffers()[1], np.int64)[c.offset : c.offset + len(c) + 1]
             data = np.frombuffer(c.buffers()[2], np.uint8)
             if not np.all(np.diff(offsets) == int(dtype[1]) * height * width):
                 raise ValueError(f"{dtype} maps of {height}x{width} expected: some stored map has another size")
-            parts.append(data[offsets[0]:offsets[-1]].view("<" + dtype))
+            parts.append(data[offsets[0] : offsets[-1]].view("<" + dtype))
         flat = np.concatenate(parts) if parts else np.empty(0, "<" + dtype)
     else:
         flat = np.frombuffer(b"".join(column), "<" + dtype)
@@ -142,7 +157,7 @@ def top_indices(v: torch.Tensor, k: int) -> torch.Tensor:
     k2 = min(n, k + max(16, k // 16))  # a margin, so that one topk usually holds every tie at the cut
     idx, vals = _ranked(v, k2)
     if k2 < n and bool((vals[:, k - 1] == vals[:, -1]).any()):  # a tie may straddle the margin: widen
-        k2 = int((v >= vals[:, k - 1:k]).sum(1).max())
+        k2 = int((v >= vals[:, k - 1 : k]).sum(1).max())
         idx, vals = _ranked(v, k2)
     return idx[:, :k]
 

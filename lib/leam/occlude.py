@@ -27,21 +27,36 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from .compare import read_image_maps
 from .extract import iter_identities, pick_device
 from .io import iter_parquet, read_parquet, write_parquet
-from .compare import read_image_maps
 from .maps import decode_maps, top_indices, top_mask
 from .models import FaceModel, load_model
 
-__all__ = ["SIZES", "n_occluded", "top_mask", "random_mask", "choose_pairs", "occlude_pairs", "own_maps", "atlas_occlusion",
-           "read_rankings", "read_own_maps", "population_sum", "write_population", "read_population", "OCCLUSION_SCHEMA", "ATLAS_SCHEMA",
-           "occlude_stage"]
+__all__ = [
+    "SIZES",
+    "n_occluded",
+    "top_mask",
+    "random_mask",
+    "choose_pairs",
+    "occlude_pairs",
+    "own_maps",
+    "atlas_occlusion",
+    "read_rankings",
+    "read_own_maps",
+    "population_sum",
+    "write_population",
+    "read_population",
+    "OCCLUSION_SCHEMA",
+    "ATLAS_SCHEMA",
+    "occlude_stage",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +75,7 @@ def random_mask(shape: tuple[int, int], k: int, key: Sequence) -> torch.Tensor:
 
     ``key``: (seed, names...); numbers after the seed are keyed by their value (1 and 1.0 alike).
     """
+
     def part(v):
         return f"{float(v):.12g}" if isinstance(v, (int, float, np.integer, np.floating)) else str(v)
 
@@ -70,24 +86,44 @@ def random_mask(shape: tuple[int, int], k: int, key: Sequence) -> torch.Tensor:
     return torch.from_numpy(m.reshape(shape))
 
 
-OCCLUSION_SCHEMA = pa.schema([
-    ("source_model", pa.string()), ("source_layer", pa.string()), ("model", pa.string()),
-    ("identity", pa.string()), ("anchor", pa.string()), ("positive", pa.string()),
-    ("method", pa.string()), ("size_pct", pa.float64()), ("n_occluded", pa.int32()),
-    ("cosine_before", pa.float64()), ("cosine_after", pa.float64()), ("drop", pa.float64()),
-    ("skipped", pa.string()),  # why this (pair, size) has no drop (after, drop NULL); NULL: measured
-])
+OCCLUSION_SCHEMA = pa.schema(
+    [
+        ("source_model", pa.string()),
+        ("source_layer", pa.string()),
+        ("model", pa.string()),
+        ("identity", pa.string()),
+        ("anchor", pa.string()),
+        ("positive", pa.string()),
+        ("method", pa.string()),
+        ("size_pct", pa.float64()),
+        ("n_occluded", pa.int32()),
+        ("cosine_before", pa.float64()),
+        ("cosine_after", pa.float64()),
+        ("drop", pa.float64()),
+        ("skipped", pa.string()),  # why this (pair, size) has no drop (after, drop NULL); NULL: measured
+    ]
+)
 
-ATLAS_SCHEMA = pa.schema([
-    ("source_model", pa.string()), ("source_layer", pa.string()), ("model", pa.string()),
-    ("identity", pa.string()), ("image", pa.string()), ("method", pa.string()), ("size_pct", pa.float64()),
-    ("n_occluded", pa.int32()), ("n_positives", pa.int32()), ("drop", pa.float64()),
-    ("skipped", pa.string()),  # why this (image, method, size) has no drop; NULL: measured
-])
+ATLAS_SCHEMA = pa.schema(
+    [
+        ("source_model", pa.string()),
+        ("source_layer", pa.string()),
+        ("model", pa.string()),
+        ("identity", pa.string()),
+        ("image", pa.string()),
+        ("method", pa.string()),
+        ("size_pct", pa.float64()),
+        ("n_occluded", pa.int32()),
+        ("n_positives", pa.int32()),
+        ("drop", pa.float64()),
+        ("skipped", pa.string()),  # why this (image, method, size) has no drop; NULL: measured
+    ]
+)
 
 
-def choose_pairs(pairs: Sequence[tuple[str, str]], positives_per_anchor: int | None, *, seed: int,
-                 identity: str) -> list[tuple[str, str]]:
+def choose_pairs(
+    pairs: Sequence[tuple[str, str]], positives_per_anchor: int | None, *, seed: int, identity: str
+) -> list[tuple[str, str]]:
     """The ordered pairs to occlude: all of them, or ``positives_per_anchor`` positives per anchor
     drawn without replacement, seeded by (seed, identity, anchor). Sorted."""
     if positives_per_anchor is None:
@@ -104,9 +140,16 @@ def choose_pairs(pairs: Sequence[tuple[str, str]], positives_per_anchor: int | N
     return out
 
 
-def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], dict[tuple[str, str], torch.Tensor]],
-                  targets: dict[str, FaceModel], *, identity: str, sizes: Sequence[float] = SIZES, seed: int = 0,
-                  positives_per_anchor: int | None = None) -> list[dict]:
+def occlude_pairs(
+    frames: dict[str, np.ndarray],
+    sources: dict[tuple[str, str], dict[tuple[str, str], torch.Tensor]],
+    targets: dict[str, FaceModel],
+    *,
+    identity: str,
+    sizes: Sequence[float] = SIZES,
+    seed: int = 0,
+    positives_per_anchor: int | None = None,
+) -> list[dict]:
     """Occlusion rows for one identity: every source's LEAM pixels and random pixels, every target.
 
     frames: {image: (S, S, 3) uint8}; sources: {(source model, source layer): {(anchor, positive):
@@ -143,8 +186,7 @@ def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], 
             for j, (a, p) in enumerate(pairs):
                 top = rank[j, :k]
                 if bool((top < 0).any()):  # fewer relevant pixels than k: no LEAM mask, and no paired random one
-                    why = (f"the LEAM map has {int((rank[j] >= 0).sum())} pixels above 0, fewer than the {k} "
-                           f"to occlude")
+                    why = f"the LEAM map has {int((rank[j] >= 0).sum())} pixels above 0, fewer than the {k} to occlude"
                     meta += [(src, a, p, "leam", size, k, None, why), (src, a, p, "random", size, k, None, why)]
                     continue
                 mask = torch.zeros(s * s, dtype=torch.bool)
@@ -161,10 +203,23 @@ def occlude_pairs(frames: dict[str, np.ndarray], sources: dict[tuple[str, str], 
         after = (u_occ[which] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
         for ((src_model, src_layer), a, p, method, size, k, _, why), c in zip(meta, after):
             c = None if why else c
-            rows.append({"source_model": src_model, "source_layer": src_layer, "model": name, "identity": identity,
-                         "anchor": a, "positive": p, "method": method, "size_pct": float(size), "n_occluded": k,
-                         "cosine_before": before[(a, p)], "cosine_after": c,
-                         "drop": None if why else before[(a, p)] - c, "skipped": why})
+            rows.append(
+                {
+                    "source_model": src_model,
+                    "source_layer": src_layer,
+                    "model": name,
+                    "identity": identity,
+                    "anchor": a,
+                    "positive": p,
+                    "method": method,
+                    "size_pct": float(size),
+                    "n_occluded": k,
+                    "cosine_before": before[(a, p)],
+                    "cosine_after": c,
+                    "drop": None if why else before[(a, p)] - c,
+                    "skipped": why,
+                }
+            )
     return rows
 
 
@@ -173,8 +228,10 @@ def _ranking(v: torch.Tensor, k: int) -> torch.Tensor:
     (S, S) map -> its first k pixel indices, -1 where the map is not above 0."""
     if v.dim() == 1:
         if len(v) < k:
-            raise ValueError(f"a stored ranking has {len(v)} pixels, fewer than the {k} of the largest occlusion "
-                             "size: rerun extract (occlude.sizes changed)")
+            raise ValueError(
+                f"a stored ranking has {len(v)} pixels, fewer than the {k} of the largest occlusion "
+                "size: rerun extract (occlude.sizes changed)"
+            )
         return v[:k].long()
     flat = v.reshape(-1)
     top = top_indices(flat[None], k)[0]
@@ -189,9 +246,16 @@ def own_maps(maps: dict[tuple[str, str], torch.Tensor]) -> dict[str, torch.Tenso
     return {a: torch.stack(ms).mean(0) for a, ms in acc.items()}
 
 
-def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dict[str, torch.Tensor]],
-                    targets: dict[str, FaceModel], *, population_sum: torch.Tensor | None = None,
-                    population_count: int = 0, sizes: Sequence[float] = SIZES, seed: int = 0) -> list[dict]:
+def atlas_occlusion(
+    frames: dict[str, dict[str, np.ndarray]],
+    own: dict[str, dict[str, torch.Tensor]],
+    targets: dict[str, FaceModel],
+    *,
+    population_sum: torch.Tensor | None = None,
+    population_count: int = 0,
+    sizes: Sequence[float] = SIZES,
+    seed: int = 0,
+) -> list[dict]:
     """Leave-one-image-out occlusion with own / identity / population atlases and random pixels.
 
     frames: {identity: {image: frame}}; own: {identity: {image: own map}} (identities with >= 2
@@ -212,8 +276,11 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
         population = (population_sum - mine.sum(0)) / n_pop if n_pop > 0 else None
         for h in imgs:
             rest = [own[identity][i] for i in imgs if i != h]
-            candidates = {"own": own[identity][h], "identity": torch.stack(rest).mean(0) if rest else None,
-                          "population": population}
+            candidates = {
+                "own": own[identity][h],
+                "identity": torch.stack(rest).mean(0) if rest else None,
+                "population": population,
+            }
             positives = [p for p in imgs if p != h]
             s = frames[identity][h].shape[0]
             occluded, meta, skipped = [], [], []
@@ -224,8 +291,9 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
                     if m is None:
                         continue
                     if (n_rel := int((m > 0).sum())) < k:  # an all-zero or sparse atlas: no pixels to pick by value
-                        skipped.append((name, size, k, f"the {name} map has {n_rel} pixels above 0, fewer than the "
-                                                           f"{k} to occlude"))
+                        skipped.append(
+                            (name, size, k, f"the {name} map has {n_rel} pixels above 0, fewer than the {k} to occlude")
+                        )
                         continue
                     masks[name] = top_mask(m[None], k)[0]
                 masks["random"] = random_mask((s, s), k, (seed, identity, h, "atlas", size))
@@ -243,12 +311,33 @@ def atlas_occlusion(frames: dict[str, dict[str, np.ndarray]], own: dict[str, dic
                 u_occ = model.embed(occ)  # (M, D)
                 after = (u_occ @ u_pos.T).mean(1)  # (M,)
                 for (method, size, k), c in zip(meta, after.tolist()):
-                    rows.append({"model": name, "identity": identity, "image": h, "method": method,
-                                 "size_pct": float(size), "n_occluded": k, "n_positives": len(positives),
-                                 "drop": float(before) - c, "skipped": None})
-                rows += [{"model": name, "identity": identity, "image": h, "method": method, "size_pct": float(size),
-                          "n_occluded": k, "n_positives": len(positives), "drop": None, "skipped": why}
-                         for method, size, k, why in skipped]
+                    rows.append(
+                        {
+                            "model": name,
+                            "identity": identity,
+                            "image": h,
+                            "method": method,
+                            "size_pct": float(size),
+                            "n_occluded": k,
+                            "n_positives": len(positives),
+                            "drop": float(before) - c,
+                            "skipped": None,
+                        }
+                    )
+                rows += [
+                    {
+                        "model": name,
+                        "identity": identity,
+                        "image": h,
+                        "method": method,
+                        "size_pct": float(size),
+                        "n_occluded": k,
+                        "n_positives": len(positives),
+                        "drop": None,
+                        "skipped": why,
+                    }
+                    for method, size, k, why in skipped
+                ]
     return rows
 
 
@@ -259,13 +348,16 @@ def read_rankings(path, layer: str) -> dict[str, dict[tuple[str, str], torch.Ten
 
     out: dict[str, dict[tuple[str, str], torch.Tensor]] = {}
     if "n_relevant" not in pq.read_schema(path).names:
-        raise ValueError(f"{path}: a rankings file of an older leam (no n_relevant column): rerun extract "
-                         "(snakemake --forcerun extract)")
-    for batch in iter_parquet(path, columns=["identity", "anchor", "positive", "pixels", "n_relevant"],
-                              filters=[("layer", "=", layer)]):
+        raise ValueError(
+            f"{path}: a rankings file of an older leam (no n_relevant column): rerun extract "
+            "(snakemake --forcerun extract)"
+        )
+    for batch in iter_parquet(
+        path, columns=["identity", "anchor", "positive", "pixels", "n_relevant"], filters=[("layer", "=", layer)]
+    ):
         for r in batch.to_pylist():
             px = torch.from_numpy(np.frombuffer(r["pixels"], "<i4").astype(np.int64))
-            px[r["n_relevant"]:] = -1  # ranks past the relevant pixels are ties at 0: no LEAM pixels
+            px[r["n_relevant"] :] = -1  # ranks past the relevant pixels are ties at 0: no LEAM pixels
             out.setdefault(r["identity"], {})[(r["anchor"], r["positive"])] = px
     return out
 
@@ -282,7 +374,9 @@ def read_own_maps(path, layer: str) -> dict[str, dict[str, torch.Tensor]]:
 def population_sum(image_maps_paths, layer: str, size: int) -> tuple[np.ndarray, int]:
     """Sum (float64) and number of the own maps of every image in the image-maps files, a batch at a time."""
     total, count = np.zeros((size, size)), 0
-    for batch in iter_parquet(image_maps_paths, columns=["size", "map"], filters=[("layer", "=", layer), ("kind", "=", "mean")]):
+    for batch in iter_parquet(
+        image_maps_paths, columns=["size", "map"], filters=[("layer", "=", layer), ("kind", "=", "mean")]
+    ):
         sizes = set(batch.column("size").to_pylist())
         if sizes - {size}:
             raise ValueError(f"own maps of {sorted(sizes - {size})} px in a {size} px run")
@@ -293,10 +387,21 @@ def population_sum(image_maps_paths, layer: str, size: int) -> tuple[np.ndarray,
     return total, count
 
 
-def occlude_stage(aligned, sources: Sequence[tuple[str, str, str]], models: dict[str, dict], *,
-                  occlusion_out: str, atlas_out: str, own_maps_path=None, population: tuple[np.ndarray, int] | None = None,
-                  sizes: Sequence[float] = SIZES, seed: int = 0, device: str = "auto", frame_padding: float = 0.25,
-                  positives_per_anchor: int | None = None) -> None:
+def occlude_stage(
+    aligned,
+    sources: Sequence[tuple[str, str, str]],
+    models: dict[str, dict],
+    *,
+    occlusion_out: str,
+    atlas_out: str,
+    own_maps_path=None,
+    population: tuple[np.ndarray, int] | None = None,
+    sizes: Sequence[float] = SIZES,
+    seed: int = 0,
+    device: str = "auto",
+    frame_padding: float = 0.25,
+    positives_per_anchor: int | None = None,
+) -> None:
     """Occlude stage for one shard: source rankings + frames in, occlusion and atlas tables out.
 
     ``aligned``: the shard's aligned frames (path or table); ``sources``: (source model, source
@@ -319,14 +424,36 @@ def occlude_stage(aligned, sources: Sequence[tuple[str, str, str]], models: dict
         frames = dict(zip(images, f))
         if any(identity in maps for maps in by_source.values()):
             i += 1
-            part = occlude_pairs(frames, {src: maps.get(identity, {}) for src, maps in by_source.items()}, targets,
-                                 identity=identity, sizes=sizes, seed=seed, positives_per_anchor=positives_per_anchor)
+            part = occlude_pairs(
+                frames,
+                {src: maps.get(identity, {}) for src, maps in by_source.items()},
+                targets,
+                identity=identity,
+                sizes=sizes,
+                seed=seed,
+                positives_per_anchor=positives_per_anchor,
+            )
             rows += part
-            log.info("[%d/%d] occluded %s: %d pairs x %d sizes x (%d sources + random) x %d models", i, n_ident,
-                     identity, len({(r["anchor"], r["positive"]) for r in part}), len(sizes), len(by_source), len(targets))
+            log.info(
+                "[%d/%d] occluded %s: %d pairs x %d sizes x (%d sources + random) x %d models",
+                i,
+                n_ident,
+                identity,
+                len({(r["anchor"], r["positive"]) for r in part}),
+                len(sizes),
+                len(by_source),
+                len(targets),
+            )
         if identity in own:
-            part = atlas_occlusion({identity: frames}, {identity: own[identity]}, targets, population_sum=pop_sum,
-                                   population_count=pop_n, sizes=sizes, seed=seed)
+            part = atlas_occlusion(
+                {identity: frames},
+                {identity: own[identity]},
+                targets,
+                population_sum=pop_sum,
+                population_count=pop_n,
+                sizes=sizes,
+                seed=seed,
+            )
             for r in part:
                 r.update(source_model=sources[0][0], source_layer=sources[0][1])
             arows += part
@@ -335,15 +462,20 @@ def occlude_stage(aligned, sources: Sequence[tuple[str, str, str]], models: dict
     log.info("occlusion: %d rows; atlas: %d rows", len(rows), len(arows))
 
 
-POPULATION_SCHEMA = pa.schema([("layer", pa.string()), ("size", pa.int32()), ("count", pa.int64()),
-                               ("sum", pa.list_(pa.float64()))])
+POPULATION_SCHEMA = pa.schema(
+    [("layer", pa.string()), ("size", pa.int32()), ("count", pa.int64()), ("sum", pa.list_(pa.float64()))]
+)
 
 
 def write_population(image_maps_paths, layer: str, size: int, out_path: str) -> None:
     """Population atlas input: the sum and number of own maps over every shard, one row."""
     total, count = population_sum(image_maps_paths, layer, size)
-    write_parquet(pa.Table.from_pylist([{"layer": layer, "size": size, "count": count, "sum": total.ravel().tolist()}],
-                                       schema=POPULATION_SCHEMA), out_path)
+    write_parquet(
+        pa.Table.from_pylist(
+            [{"layer": layer, "size": size, "count": count, "sum": total.ravel().tolist()}], schema=POPULATION_SCHEMA
+        ),
+        out_path,
+    )
     log.info("population atlas of %s: %d own maps", layer, count)
 
 

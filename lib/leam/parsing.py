@@ -39,10 +39,10 @@ from .align import decode_png
 from .classes import FARL_TAGS
 from .io import write_parquet
 
-__all__ = ["LandmarkParser", "FarlParser", "PARSERS", "make_parser", "visible_classes", "parse_shard",
-           "LABELS_SCHEMA"]
+__all__ = ["LandmarkParser", "FarlParser", "PARSERS", "make_parser", "visible_classes", "parse_shard", "LABELS_SCHEMA"]
 
 log = logging.getLogger(__name__)
+
 
 class LandmarkParser:
     """Offline parser: (68, 2) frame landmarks -> (S, S) uint8 label map with FaRL ids."""
@@ -71,8 +71,15 @@ class LandmarkParser:
         lower_lip = np.vstack([pts[54:60], pts[48:49], pts[60:61], pts[67:63:-1]])
         inner = pts[60:68]
         return [
-            (2, face), (6, brow_r), (7, brow_l), (8, pts[36:42]), (9, pts[42:48]),
-            (10, nose), (13, upper_lip), (12, lower_lip), (11, inner),
+            (2, face),
+            (6, brow_r),
+            (7, brow_l),
+            (8, pts[36:42]),
+            (9, pts[42:48]),
+            (10, nose),
+            (13, upper_lip),
+            (12, lower_lip),
+            (11, inner),
         ]
 
     def __call__(self, landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -139,17 +146,20 @@ def make_parser(cfg: dict, *, base_dir: str | os.PathLike = ".", device: str = "
     return FarlParser(weights_path("parser", cfg["weights"], "parser.weights.path", base_dir), device=device)
 
 
-LABELS_SCHEMA = pa.schema([
-    ("identity", pa.string()),
-    ("image", pa.string()),
-    ("parser", pa.string()),
-    ("size", pa.int32()),
-    ("labels", pa.binary()),  # size*size uint8, row-major
-])
+LABELS_SCHEMA = pa.schema(
+    [
+        ("identity", pa.string()),
+        ("image", pa.string()),
+        ("parser", pa.string()),
+        ("size", pa.int32()),
+        ("labels", pa.binary()),  # size*size uint8, row-major
+    ]
+)
 
 
-def parse_shard(aligned: pa.Table, out_path: str, *, parser: dict | None = None, device: str = "cpu",
-                batch: int = 16) -> pa.Table:
+def parse_shard(
+    aligned: pa.Table, out_path: str, *, parser: dict | None = None, device: str = "cpu", batch: int = 16
+) -> pa.Table:
     """Parse stage for one shard: aligned table in, label table (:data:`LABELS_SCHEMA`) out.
 
     ``parser``: the config section ``{name, weights}`` (default: the offline landmark parser).
@@ -159,15 +169,22 @@ def parse_shard(aligned: pa.Table, out_path: str, *, parser: dict | None = None,
     src = aligned.to_pylist()
     rows = []
     for start in range(0, len(src), batch):
-        chunk = src[start:start + batch]
+        chunk = src[start : start + batch]
         lms = np.stack([np.asarray(r["landmarks"]).reshape(68, 2) for r in chunk]) if chunk else np.zeros((0, 68, 2))
         if isinstance(p, LandmarkParser):
             labs = [p(lm, r["size"]) for lm, r in zip(lms, chunk)]
         else:
             labs = list(p.batch(np.stack([decode_png(r["frame_png"]) for r in chunk]), lms))
         for r, lab in zip(chunk, labs):
-            rows.append({"identity": r["identity"], "image": r["image"], "parser": p.name, "size": r["size"],
-                         "labels": np.ascontiguousarray(lab, dtype=np.uint8).tobytes()})
+            rows.append(
+                {
+                    "identity": r["identity"],
+                    "image": r["image"],
+                    "parser": p.name,
+                    "size": r["size"],
+                    "labels": np.ascontiguousarray(lab, dtype=np.uint8).tobytes(),
+                }
+            )
         log.info("[%d/%d] parsed (%s)", min(start + batch, len(src)), len(src), p.name)
     table = pa.Table.from_pylist(rows, schema=LABELS_SCHEMA)
     write_parquet(table, out_path)

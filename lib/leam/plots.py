@@ -20,13 +20,20 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import torch  # noqa: E402
 
-from .align import decode_png  # noqa: E402
 from . import database  # noqa: E402
+from .align import decode_png  # noqa: E402
 from .io import atomic_path, iter_parquet  # noqa: E402
 from .maps import decode_map, map_window, to_frame, top_indices  # noqa: E402
 
-__all__ = ["layers_figure", "threshold_figure", "occlusion_figure", "atlas_figure", "compare_figure",
-           "demographics_figure", "explain_figures"]
+__all__ = [
+    "layers_figure",
+    "threshold_figure",
+    "occlusion_figure",
+    "atlas_figure",
+    "compare_figure",
+    "demographics_figure",
+    "explain_figures",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +70,24 @@ def _errorbar(ax, x, mean, std, n, method: str, label: str | None = None) -> Non
     """``mean`` with its standard error (std / sqrt(n)) as error bars, in the method's style."""
     st = METHOD_STYLE[method]
     sem = np.where(np.asarray(n) > 1, np.asarray(std, float) / np.sqrt(np.maximum(np.asarray(n, float), 1)), np.nan)
-    ax.errorbar(x, mean, yerr=sem, color=st["color"], ls=st["ls"], marker=st["marker"], ms=3.5, lw=1.2,
-                capsize=2, elinewidth=0.8, label=label or st["label"])
+    ax.errorbar(
+        x,
+        mean,
+        yerr=sem,
+        color=st["color"],
+        ls=st["ls"],
+        marker=st["marker"],
+        ms=3.5,
+        lw=1.2,
+        capsize=2,
+        elinewidth=0.8,
+        label=label or st["label"],
+    )
 
 
-def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str | None = None,
-                  pairs=None) -> tuple[str, str, str]:
+def layers_figure(
+    maps, aligned, out_path: str | os.PathLike, *, identity: str | None = None, pairs=None
+) -> tuple[str, str, str]:
     """Fig. 4 analogue: the anchor, the positive, and the LEAM map of every layer over the anchor.
 
     ``maps``, ``aligned``, ``pairs``: Parquet paths (every shard); only the example identity's rows
@@ -76,8 +95,11 @@ def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str |
     in ``pairs``, else in ``maps``), its first anchor and positive by name. Returns (identity,
     anchor, positive).
     """
+
     def rows_of(paths, ident=None, columns=None):
-        batches = list(iter_parquet(paths, columns=columns, filters=None if ident is None else [("identity", "=", ident)]))
+        batches = list(
+            iter_parquet(paths, columns=columns, filters=None if ident is None else [("identity", "=", ident)])
+        )
         return pa.Table.from_batches(batches) if batches else None
 
     ids_table = rows_of(pairs if pairs is not None else maps, columns=["identity"])
@@ -102,8 +124,9 @@ def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str |
     panels = [("anchor", anchor, None), ("positive", positive, None)] + [(r["layer"], anchor, r) for r in rows]
     cols = min(6, len(panels))
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.1 * cols + 0.8, 2.55 * nrows + 0.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(2.1 * cols + 0.8, 2.55 * nrows + 0.4), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     shown = None
@@ -113,8 +136,9 @@ def layers_figure(maps, aligned, out_path: str | os.PathLike, *, identity: str |
             ax.set_title(f"{title}\n{name}", fontsize=7)
             continue
         raw = torch.from_numpy(decode_map(r).copy())
-        shown = ax.imshow(to_frame(raw[None], size, map_window(r, size))[0].numpy(), cmap="jet", alpha=0.5,
-                          vmin=0, vmax=1)
+        shown = ax.imshow(
+            to_frame(raw[None], size, map_window(r, size))[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1
+        )
         ax.set_title(f"{title}\n{r['height']}x{r['width']} px map", fontsize=7)
     if shown is not None:
         fig.colorbar(shown, ax=axes, shrink=0.7, label="LEAM relevance (min-max normalised per map)")
@@ -128,16 +152,22 @@ def threshold_figure(db_path: str | os.PathLike, model: str, out_path: str | os.
     """Share of each class among the selected pixels (mean of per-map shares) vs top-k level."""
     con = database.connect(db_path)
     try:
-        df = con.execute("""
+        df = con.execute(
+            """
             SELECT class, level, mean_rel_pct FROM class_share_model
-            WHERE model = ? AND level IS NOT NULL ORDER BY class_id, level""", [model]).df()
-        full = con.execute("""SELECT class, mean_rel_pct FROM class_share_model
-                              WHERE model = ? AND selection = 'full'""", [model]).df()
+            WHERE model = ? AND level IS NOT NULL ORDER BY class_id, level""",
+            [model],
+        ).df()
+        full = con.execute(
+            """SELECT class, mean_rel_pct FROM class_share_model
+                              WHERE model = ? AND selection = 'full'""",
+            [model],
+        ).df()
     finally:
         con.close()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for cls, g in df.groupby("class", sort=False):
-        line, = ax.plot(g["level"], g["mean_rel_pct"], marker="o", ms=3, label=cls)
+        (line,) = ax.plot(g["level"], g["mean_rel_pct"], marker="o", ms=3, label=cls)
         f = full.loc[full["class"] == cls, "mean_rel_pct"]
         if len(f):
             ax.axhline(float(f.iloc[0]), color=line.get_color(), lw=0.6, ls=":")
@@ -187,8 +217,12 @@ def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None
     every = _query(db_path, "SELECT * FROM occlusion_by_model ORDER BY source_model, model, method, size_pct")
     source_model = source_model or (every["source_model"].min() if len(every) else None)
     df = every[every["source_model"] == source_model]
-    pts = _query(db_path, "SELECT model, method, cosine_before, drop FROM occlusion WHERE size_pct = 1 "
-                          "AND source_model = ? AND drop IS NOT NULL ORDER BY model, method", [source_model])
+    pts = _query(
+        db_path,
+        "SELECT model, method, cosine_before, drop FROM occlusion WHERE size_pct = 1 "
+        "AND source_model = ? AND drop IS NOT NULL ORDER BY model, method",
+        [source_model],
+    )
     sources = sorted(every["source_model"].unique()) if len(every) else []
     targets = sorted(df["model"].unique()) if len(df) else []
     ncols = max(1, len(targets))
@@ -202,16 +236,26 @@ def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None
     if not df.empty:
         axes[0].legend(fontsize=7)
         src = df.iloc[0]
-        top.suptitle(f"Occluding the anchor with the top LEAM pixels of {src['source_model']} / "
-                     f"{src['source_layer']} vs random pixels (Fig. 8)", fontsize=9)
+        top.suptitle(
+            f"Occluding the anchor with the top LEAM pixels of {src['source_model']} / "
+            f"{src['source_layer']} vs random pixels (Fig. 8)",
+            fontsize=9,
+        )
     low = bottom.subplots(1, 2 if len(sources) > 1 else 1, squeeze=False)[0]
     ax2 = low[0]
     markers = "os^vD<>p*h"
     for i, model in enumerate(targets):
         for method in ("leam", "random"):
             p = pts[(pts["model"] == model) & (pts["method"] == method)]
-            ax2.scatter(p["cosine_before"], p["drop"], s=10, marker=markers[i % len(markers)], alpha=0.6,
-                        color=METHOD_STYLE[method]["color"], label=f"{model}, {METHOD_STYLE[method]['label']}")
+            ax2.scatter(
+                p["cosine_before"],
+                p["drop"],
+                s=10,
+                marker=markers[i % len(markers)],
+                alpha=0.6,
+                color=METHOD_STYLE[method]["color"],
+                label=f"{model}, {METHOD_STYLE[method]['label']}",
+            )
     ax2.set_title("drop at 1 % vs unoccluded cosine (Fig. 11)", fontsize=9)
     ax2.set_xlabel("cosine before occlusion")
     ax2.set_ylabel("cosine drop")
@@ -219,11 +263,19 @@ def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None
     if len(pts):
         ax2.legend(fontsize=6, ncol=2)
     if len(sources) > 1:
-        at1 = every[every["size_pct"] == 1].pivot_table(index=["source_model", "model"], columns="method",
-                                                         values="mean_drop")
+        at1 = every[every["size_pct"] == 1].pivot_table(
+            index=["source_model", "model"], columns="method", values="mean_drop"
+        )
         all_targets = sorted(every["model"].unique())
-        grid = np.array([[at1.loc[(s, t), "leam"] - at1.loc[(s, t), "random"] if (s, t) in at1.index else np.nan
-                          for t in all_targets] for s in sources])
+        grid = np.array(
+            [
+                [
+                    at1.loc[(s, t), "leam"] - at1.loc[(s, t), "random"] if (s, t) in at1.index else np.nan
+                    for t in all_targets
+                ]
+                for s in sources
+            ]
+        )
         im = low[1].imshow(grid, cmap="viridis")
         mid = np.nanmean(grid) if np.isfinite(grid).any() else 0
         for (i, j), v in np.ndenumerate(grid):
@@ -242,8 +294,14 @@ def atlas_figure(db_path, out_path) -> None:
     population's mean LEAM pixels or random pixels; one panel per model, mean with its standard error."""
     df = _query(db_path, "SELECT * FROM atlas_summary ORDER BY model, method, size_pct")
     models = sorted(df["model"].unique()) if len(df) else []
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(max(7.0, 3.6 * len(models)), 3.8), squeeze=False,
-                             sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(models)),
+        figsize=(max(7.0, 3.6 * len(models)), 3.8),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
     axes = axes[0]
     if df.empty:
         _empty(axes[0], "no atlas results (no identity has two usable photos)")
@@ -252,16 +310,20 @@ def atlas_figure(db_path, out_path) -> None:
     if models:
         axes[0].legend(fontsize=7)
         src = df.iloc[0]
-        fig.suptitle(f"Leave-one-photo-out occlusion with the LEAM pixels of {src['source_model']} / "
-                     f"{src['source_layer']}: whose pixels carry over?", fontsize=9)
+        fig.suptitle(
+            f"Leave-one-photo-out occlusion with the LEAM pixels of {src['source_model']} / "
+            f"{src['source_layer']}: whose pixels carry over?",
+            fontsize=9,
+        )
     _save(fig, out_path)
 
 
 def compare_figure(db_path, out_path, selection: str = "top1") -> None:
     """Bhattacharyya coefficient (BC) and earth mover's distance (EMD) of image maps per layer, same vs
     different identity (Tables 3-6): one column per model (its own layers), mean ± s.e."""
-    df = _query(db_path, "SELECT * FROM compare_summary WHERE selection = ? ORDER BY model, layer_idx, kind",
-                [selection])
+    df = _query(
+        db_path, "SELECT * FROM compare_summary WHERE selection = ? ORDER BY model, layer_idx, kind", [selection]
+    )
     models = sorted(df["model"].unique()) if len(df) else []
     ncols = max(1, len(models))
     fig, axes = plt.subplots(2, ncols, figsize=(max(8.0, 3.4 * ncols), 6.2), squeeze=False, layout="constrained")
@@ -277,8 +339,9 @@ def compare_figure(db_path, out_path, selection: str = "top1") -> None:
             for kind in ("same", "different"):
                 h = g[g["kind"] == kind]
                 if len(h) and h[f"mean_{col}"].notna().any():
-                    _errorbar(ax, [pos[li] for li in h["layer_idx"]], h[f"mean_{col}"], h[f"std_{col}"],
-                              h["n_pairs"], kind)
+                    _errorbar(
+                        ax, [pos[li] for li in h["layer_idx"]], h[f"mean_{col}"], h[f"std_{col}"], h["n_pairs"], kind
+                    )
             ax.set_xticks(range(len(layers)), layers["layer"], rotation=45, ha="right", fontsize=7)
             ax.grid(alpha=0.3)
             if j == 0:
@@ -287,19 +350,31 @@ def compare_figure(db_path, out_path, selection: str = "top1") -> None:
                 ax.set_title(model, fontsize=9)
     if models:
         axes[0, 0].legend(fontsize=7)
-        note = ("" if df["kind"].eq("different").any() else
-                "\nno different-identity pairs: only one identity has maps (two or more usable photos)")
-        fig.suptitle(f"Image maps ({selection}) compared. BC: Bhattacharyya coefficient (higher: more alike);\n"
-                     f"EMD: earth mover's distance (lower: more alike){note}", fontsize=8)
+        note = (
+            ""
+            if df["kind"].eq("different").any()
+            else "\nno different-identity pairs: only one identity has maps (two or more usable photos)"
+        )
+        fig.suptitle(
+            f"Image maps ({selection}) compared. BC: Bhattacharyya coefficient (higher: more alike);\n"
+            f"EMD: earth mover's distance (lower: more alike){note}",
+            fontsize=8,
+        )
     _save(fig, out_path)
 
 
 def demographics_figure(db_path, out_path) -> None:
     """Paper Fig. 9-10: drop by gender / ethnicity (LEAM vs random) and vs age gap, when metadata exist."""
-    groups = _query(db_path, "SELECT factor, grp, method, size_pct, avg(mean_drop) AS drop FROM occlusion_by_group "
-                             "GROUP BY ALL ORDER BY factor, grp, method, size_pct")
-    ages = _query(db_path, "SELECT method, age_gap, avg(mean_drop) AS drop FROM occlusion_by_age_gap "
-                           "WHERE size_pct = 1 GROUP BY ALL ORDER BY method, age_gap")
+    groups = _query(
+        db_path,
+        "SELECT factor, grp, method, size_pct, avg(mean_drop) AS drop FROM occlusion_by_group "
+        "GROUP BY ALL ORDER BY factor, grp, method, size_pct",
+    )
+    ages = _query(
+        db_path,
+        "SELECT method, age_gap, avg(mean_drop) AS drop FROM occlusion_by_age_gap "
+        "WHERE size_pct = 1 GROUP BY ALL ORDER BY method, age_gap",
+    )
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     for ax, factor in zip(axes[:2], ("gender", "ethnicity")):
         g = groups[groups["factor"] == factor]
@@ -308,8 +383,15 @@ def demographics_figure(db_path, out_path) -> None:
         groups_of = {grp: f"C{k}" for k, grp in enumerate(sorted(g["grp"].unique()))}
         for (grp, method), h in g.groupby(["grp", "method"], sort=True):
             st = METHOD_STYLE[method]
-            ax.plot(h["size_pct"], h["drop"], color=groups_of[grp], ls=st["ls"], marker=st["marker"], ms=3,
-                    label=f"{grp}, {st['label']}")
+            ax.plot(
+                h["size_pct"],
+                h["drop"],
+                color=groups_of[grp],
+                ls=st["ls"],
+                marker=st["marker"],
+                ms=3,
+                label=f"{grp}, {st['label']}",
+            )
         if not g.empty:
             ax.set_xscale("log")
             ax.legend(fontsize=7)
@@ -320,8 +402,9 @@ def demographics_figure(db_path, out_path) -> None:
         _empty(axes[2], "no ages")
     for method, h in ages.groupby("method", sort=True):
         st = METHOD_STYLE[method]
-        axes[2].plot(h["age_gap"], h["drop"], color=st["color"], ls=st["ls"], marker=st["marker"], ms=3,
-                     label=st["label"])
+        axes[2].plot(
+            h["age_gap"], h["drop"], color=st["color"], ls=st["ls"], marker=st["marker"], ms=3, label=st["label"]
+        )
     axes[2].set_title("cosine drop at 1 % vs age gap (years)", fontsize=9)
     axes[2].grid(alpha=0.3)
     if not ages.empty:
@@ -329,9 +412,19 @@ def demographics_figure(db_path, out_path) -> None:
     _save(fig, out_path)
 
 
-def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels: np.ndarray, out_dir, *,
-                    top: float = 1.0, title: str = "", window: tuple[int, int, int, int] | None = None,
-                    full_threshold: float = 0.01, prefix: str = "") -> list[str]:
+def explain_figures(
+    frame_a: np.ndarray,
+    frame_b: np.ndarray,
+    maps: dict,
+    labels: np.ndarray,
+    out_dir,
+    *,
+    top: float = 1.0,
+    title: str = "",
+    window: tuple[int, int, int, int] | None = None,
+    full_threshold: float = 0.01,
+    prefix: str = "",
+) -> list[str]:
     """Figures of one pair for ``leam explain`` (PNG + PDF each, named ``{prefix}overlay``,
     ``{prefix}layers``, ``{prefix}topk``): A, B and every layer's map over A; the per-layer grid;
     A's top-k % pixels of each layer coloured by parser class.
@@ -346,7 +439,9 @@ def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = frame_a.shape[0]
-    frames = {k: to_frame(torch.as_tensor(v, dtype=torch.float32)[None], size, window)[0].numpy() for k, v in maps.items()}
+    frames = {
+        k: to_frame(torch.as_tensor(v, dtype=torch.float32)[None], size, window)[0].numpy() for k, v in maps.items()
+    }
     names = list(frames)
     files = []
     # overlay: A, B, then every layer's map over A (one row)
@@ -369,8 +464,9 @@ def explain_figures(frame_a: np.ndarray, frame_b: np.ndarray, maps: dict, labels
     files += _save(fig, out_dir / f"{prefix}overlay.png")
     cols = min(5, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols + 0.9, 2.5 * rows + 0.3), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.2 * cols + 0.9, 2.5 * rows + 0.3), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, k in zip(axes.ravel(), names):

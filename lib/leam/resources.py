@@ -38,7 +38,7 @@ def resolve_path(spec: str, base: str | Path = ".") -> Path:
 
         return npm_local_path(spec, base)
     if spec.startswith("pkg://"):
-        package, _, rel = spec[len("pkg://"):].partition("/")
+        package, _, rel = spec[len("pkg://") :].partition("/")
         return package_file(package, rel)
     p = Path(spec).expanduser()
     return p if p.is_absolute() else Path(base) / p

@@ -23,7 +23,7 @@ and derives from it:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -40,33 +40,65 @@ __all__ = ["STORE_MAPS", "MAPS_SCHEMA", "IMAGE_MAPS_SCHEMA", "RANKINGS_SCHEMA", 
 #: extract.store_maps choices
 STORE_MAPS = ("raw", "float16", "first_pair")
 
-MAPS_SCHEMA = pa.schema([
-    ("model", pa.string()), ("layer", pa.string()), ("layer_idx", pa.int16()), ("identity", pa.string()),
-    ("anchor", pa.string()), ("positive", pa.string()), ("height", pa.int32()), ("width", pa.int32()),
-    ("window", pa.list_(pa.int32(), 4)),  # the frame box the model saw (leam.window)
-    ("dtype", pa.string()),  # f4 (float32) or f2 (float16)
-    ("scale", pa.float32()),  # the stored values times scale are the map (1 for f4)
-    ("map", pa.binary()),  # (height, width) little-endian, row-major (leam.maps codec)
-])
+MAPS_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("layer", pa.string()),
+        ("layer_idx", pa.int16()),
+        ("identity", pa.string()),
+        ("anchor", pa.string()),
+        ("positive", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("window", pa.list_(pa.int32(), 4)),  # the frame box the model saw (leam.window)
+        ("dtype", pa.string()),  # f4 (float32) or f2 (float16)
+        ("scale", pa.float32()),  # the stored values times scale are the map (1 for f4)
+        ("map", pa.binary()),  # (height, width) little-endian, row-major (leam.maps codec)
+    ]
+)
 
-IMAGE_MAPS_SCHEMA = pa.schema([
-    ("model", pa.string()), ("layer", pa.string()), ("layer_idx", pa.int16()), ("identity", pa.string()),
-    ("image", pa.string()), ("kind", pa.string()),  # "mean" or a compare selection ("top1", "full")
-    ("n_positives", pa.int32()), ("size", pa.int32()),
-    ("map", pa.binary()),  # (size, size) float32 little-endian
-])
+IMAGE_MAPS_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("layer", pa.string()),
+        ("layer_idx", pa.int16()),
+        ("identity", pa.string()),
+        ("image", pa.string()),
+        ("kind", pa.string()),  # "mean" or a compare selection ("top1", "full")
+        ("n_positives", pa.int32()),
+        ("size", pa.int32()),
+        ("map", pa.binary()),  # (size, size) float32 little-endian
+    ]
+)
 
-RANKINGS_SCHEMA = pa.schema([
-    ("model", pa.string()), ("layer", pa.string()), ("identity", pa.string()), ("anchor", pa.string()),
-    ("positive", pa.string()), ("size", pa.int32()),
-    ("pixels", pa.binary()),  # int32 little-endian pixel indices (row-major in the size x size frame), ranked
-    ("n_relevant", pa.int32()),  # pixels of the frame map above 0: ranks past it are ties at 0, by index only
-])
+RANKINGS_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("layer", pa.string()),
+        ("identity", pa.string()),
+        ("anchor", pa.string()),
+        ("positive", pa.string()),
+        ("size", pa.int32()),
+        ("pixels", pa.binary()),  # int32 little-endian pixel indices (row-major in the size x size frame), ranked
+        ("n_relevant", pa.int32()),  # pixels of the frame map above 0: ranks past it are ties at 0, by index only
+    ]
+)
 
 
-def counts_table(key: dict, layer: str, layer_idx: int, anchors: Sequence[str], positives: Sequence[str],
-                 counts: np.ndarray, sizes: np.ndarray, *, parser: str, visible: set[int], levels: Sequence[float],
-                 n_pixels: int) -> pa.Table:
+def counts_table(
+    key: dict,
+    layer: str,
+    layer_idx: int,
+    anchors: Sequence[str],
+    positives: Sequence[str],
+    counts: np.ndarray,
+    sizes: np.ndarray,
+    *,
+    parser: str,
+    visible: set[int],
+    levels: Sequence[float],
+    n_pixels: int,
+) -> pa.Table:
     """Rows of the counts table for P pairs of one layer: P x (1 + L) rows, pair-major.
 
     counts: (P, 1 + L, C) int; sizes: (P, 1 + L) int; classes not in ``visible`` are NULL.
@@ -107,9 +139,19 @@ class IdentitySummaries:
         store_maps: see :data:`STORE_MAPS`.
     """
 
-    def __init__(self, labels: torch.Tensor, window: tuple[int, int, int, int], *, levels: Sequence[float] = LEVELS,
-                 full_threshold: float = 0.01, topk_of: str = "active", selections: Sequence[str] = ("top1",),
-                 rank_layer: str | None = None, k_max: int = 0, store_maps: str = "raw"):
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        window: tuple[int, int, int, int],
+        *,
+        levels: Sequence[float] = LEVELS,
+        full_threshold: float = 0.01,
+        topk_of: str = "active",
+        selections: Sequence[str] = ("top1",),
+        rank_layer: str | None = None,
+        k_max: int = 0,
+        store_maps: str = "raw",
+    ):
         if store_maps not in STORE_MAPS:
             raise ValueError(f"store_maps must be one of {STORE_MAPS}, not {store_maps!r}")
         self.labels = labels.long()
@@ -140,8 +182,10 @@ class IdentitySummaries:
         self.pairs.setdefault(layer, []).append((a_np, p_np))
         self.counts.setdefault(layer, []).append((counts.cpu().numpy(), sizes.cpu().numpy()))
         anchors, inverse, n_pos = torch.unique_consecutive(anchor, return_inverse=True, return_counts=True)
-        kinds = [(sel, lambda f, sel=sel: to_distribution(select(f, sel, self.count_kw["full_threshold"], ranking)))
-                 for sel in self.selections]
+        kinds = [
+            (sel, lambda f, sel=sel: to_distribution(select(f, sel, self.count_kw["full_threshold"], ranking)))
+            for sel in self.selections
+        ]
         if layer == self.rank_layer:
             kinds.append(("mean", lambda f: f))
         f64 = frame.double()
@@ -150,7 +194,8 @@ class IdentitySummaries:
             total.index_add_(0, inverse, fn(f64))
             mean = (total / n_pos[:, None, None]).float()
             self.image_maps.setdefault((layer, kind), []).append(
-                (anchors.cpu().numpy(), n_pos.cpu().numpy(), mean.cpu().numpy()))
+                (anchors.cpu().numpy(), n_pos.cpu().numpy(), mean.cpu().numpy())
+            )
         if self.store_maps == "first_pair":
             first = (anchor == 0) & (positive == 1)
             if bool(first.any()):
@@ -161,25 +206,45 @@ class IdentitySummaries:
     # -- tables ---------------------------------------------------------------------------------
     def _pairs(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         parts = self.pairs.get(layer, [])
-        return (np.concatenate([a for a, _ in parts]), np.concatenate([p for _, p in parts])) if parts else (
-            np.empty(0, int), np.empty(0, int))
+        return (
+            (np.concatenate([a for a, _ in parts]), np.concatenate([p for _, p in parts]))
+            if parts
+            else (np.empty(0, int), np.empty(0, int))
+        )
 
     def counts_of(self, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(anchor (P,), positive (P,), counts (P, 1 + L, C), sizes (P, 1 + L)) of one layer, by pair."""
         a, p = self._pairs(layer)
-        return (a, p, np.concatenate([c for c, _ in self.counts[layer]]),
-                np.concatenate([s for _, s in self.counts[layer]]))
+        return (
+            a,
+            p,
+            np.concatenate([c for c, _ in self.counts[layer]]),
+            np.concatenate([s for _, s in self.counts[layer]]),
+        )
 
-    def counts_rows(self, key: dict, layers: Sequence[str], images: Sequence[str], *, parser: str,
-                    visible: set[int]) -> list[pa.Table]:
+    def counts_rows(
+        self, key: dict, layers: Sequence[str], images: Sequence[str], *, parser: str, visible: set[int]
+    ) -> list[pa.Table]:
         out = []
         for li, layer in enumerate(layers):
             if layer not in self.counts:
                 continue
             a, p, c, s = self.counts_of(layer)
-            out.append(counts_table(key, layer, li, [images[i] for i in a], [images[i] for i in p], c, s,
-                                    parser=parser, visible=visible, levels=self.count_kw["levels"],
-                                    n_pixels=self.size * self.size))
+            out.append(
+                counts_table(
+                    key,
+                    layer,
+                    li,
+                    [images[i] for i in a],
+                    [images[i] for i in p],
+                    c,
+                    s,
+                    parser=parser,
+                    visible=visible,
+                    levels=self.count_kw["levels"],
+                    n_pixels=self.size * self.size,
+                )
+            )
         return out
 
     def image_maps_table(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> pa.Table:
@@ -188,10 +253,22 @@ class IdentitySummaries:
         for li, layer in enumerate(layers):
             for kind in self.selections + (["mean"] if layer == self.rank_layer else []):
                 for anchors, n_pos, means in self.image_maps.get((layer, kind), []):
-                    parts.append(_columns(IMAGE_MAPS_SCHEMA, len(anchors), {
-                        **key, "layer": layer, "layer_idx": li, "kind": kind, "size": self.size,
-                        "image": _names(images, anchors), "n_positives": pa.array(n_pos.astype(np.int32)),
-                        "map": encode_maps(means)}))
+                    parts.append(
+                        _columns(
+                            IMAGE_MAPS_SCHEMA,
+                            len(anchors),
+                            {
+                                **key,
+                                "layer": layer,
+                                "layer_idx": li,
+                                "kind": kind,
+                                "size": self.size,
+                                "image": _names(images, anchors),
+                                "n_positives": pa.array(n_pos.astype(np.int32)),
+                                "map": encode_maps(means),
+                            },
+                        )
+                    )
         return _concat(IMAGE_MAPS_SCHEMA, parts)
 
     def rankings_table(self, key: dict, images: Sequence[str]) -> pa.Table:
@@ -200,10 +277,19 @@ class IdentitySummaries:
             return RANKINGS_SCHEMA.empty_table()
         a, p = self._pairs(self.rank_layer)
         ranks = np.concatenate(self.rankings[self.rank_layer])
-        return _columns(RANKINGS_SCHEMA, len(a), {**key, "layer": self.rank_layer, "size": self.size,
-                                                  "anchor": _names(images, a), "positive": _names(images, p),
-                                                  "pixels": encode_maps(ranks, "i4"),
-                                                  "n_relevant": pa.array(np.concatenate(self.relevant[self.rank_layer]))})
+        return _columns(
+            RANKINGS_SCHEMA,
+            len(a),
+            {
+                **key,
+                "layer": self.rank_layer,
+                "size": self.size,
+                "anchor": _names(images, a),
+                "positive": _names(images, p),
+                "pixels": encode_maps(ranks, "i4"),
+                "n_relevant": pa.array(np.concatenate(self.relevant[self.rank_layer])),
+            },
+        )
 
     def maps_table(self, key: dict, layers: Sequence[str], images: Sequence[str]) -> pa.Table:
         """Rows of the maps table (what ``store_maps`` keeps), by layer, then pair."""
@@ -222,10 +308,25 @@ class IdentitySummaries:
             else:
                 scale = np.ones(len(m), np.float32)
             dtype = "f2" if self.store_maps == "float16" else "f4"
-            parts.append(_columns(MAPS_SCHEMA, len(m), {
-                **key, "layer": layer, "layer_idx": li, "anchor": _names(images, a), "positive": _names(images, p),
-                "height": m.shape[1], "width": m.shape[2], "window": list(self.window), "dtype": dtype,
-                "scale": pa.array(scale), "map": encode_maps(m, dtype)}))
+            parts.append(
+                _columns(
+                    MAPS_SCHEMA,
+                    len(m),
+                    {
+                        **key,
+                        "layer": layer,
+                        "layer_idx": li,
+                        "anchor": _names(images, a),
+                        "positive": _names(images, p),
+                        "height": m.shape[1],
+                        "width": m.shape[2],
+                        "window": list(self.window),
+                        "dtype": dtype,
+                        "scale": pa.array(scale),
+                        "map": encode_maps(m, dtype),
+                    },
+                )
+            )
         return _concat(MAPS_SCHEMA, parts)
 
 

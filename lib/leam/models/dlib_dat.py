@@ -68,7 +68,7 @@ class _Reader:
         n = c & 0x0F
         if n > 8 or c & 0x70:
             self.fail(f"bad integer control byte 0x{c:02x}")
-        v = int.from_bytes(self.b[self.pos + 1:self.pos + 1 + n], "little")
+        v = int.from_bytes(self.b[self.pos + 1 : self.pos + 1 + n], "little")
         self.pos += 1 + n
         return -v if c & 0x80 else v
 
@@ -76,7 +76,7 @@ class _Reader:
         n = self.int()
         if n < 0 or n > 256:
             self.fail(f"implausible string length {n}")
-        s = self.b[self.pos:self.pos + n]
+        s = self.b[self.pos : self.pos + n]
         self.pos += n
         return s.decode("ascii", errors="replace")
 
@@ -87,7 +87,7 @@ class _Reader:
         return float(m) * 2.0**e
 
     def bool(self) -> bool:
-        c = self.b[self.pos:self.pos + 1]
+        c = self.b[self.pos : self.pos + 1]
         self.pos += 1
         if c not in (b"0", b"1"):
             self.fail(f"bad bool {c!r}")

@@ -136,13 +136,17 @@ def load_dlib_resnet(path: str | Path) -> DlibResNet:
             if isinstance(mod, nn.Conv2d):
                 w = mod.weight
                 if layer.kind != "con" or tuple(layer.fields["filters_shape"]) != tuple(w.shape):
-                    raise DlibFormatError(f"{path}: {layer.version} {layer.fields.get('filters_shape')} "
-                                          f"does not fit conv {tuple(w.shape)}")
+                    raise DlibFormatError(
+                        f"{path}: {layer.version} {layer.fields.get('filters_shape')} "
+                        f"does not fit conv {tuple(w.shape)}"
+                    )
                 if layer.fields["stride"] != mod.stride or layer.fields["padding"] != mod.padding:
-                    raise DlibFormatError(f"{path}: stride/padding {layer.fields['stride']}/"
-                                          f"{layer.fields['padding']} != {mod.stride}/{mod.padding}")
+                    raise DlibFormatError(
+                        f"{path}: stride/padding {layer.fields['stride']}/"
+                        f"{layer.fields['padding']} != {mod.stride}/{mod.padding}"
+                    )
                 w.copy_(p[: w.numel()].view_as(w))
-                mod.bias.copy_(p[w.numel():])
+                mod.bias.copy_(p[w.numel() :])
             elif isinstance(mod, Affine):
                 c = mod.weight.numel()
                 if layer.kind != "affine" or p.numel() != 2 * c:

@@ -41,7 +41,7 @@ def readable_name(node_name: str, op_type: str, index: int) -> str:
             segs = comp.split(".")
             # a scope repeats the end of its parent's path ("layer1" then "layer1.0"): overlap once
             k = max((k for k in range(1, min(len(segs), len(path)) + 1) if path[-k:] == segs[:k]), default=0)
-            path = path[:len(path) - k] + segs
+            path = path[: len(path) - k] + segs
         name = ".".join(path)
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", name):
             return name
@@ -94,8 +94,9 @@ def build(path: str | Path) -> nn.Module:
         import onnx
         from onnx2torch import convert
     except ImportError as e:
-        raise ONNXError(f"reading ONNX needs the packages onnx and onnx2torch ({e}); "
-                        "they are in envs/requirements.lock") from None
+        raise ONNXError(
+            f"reading ONNX needs the packages onnx and onnx2torch ({e}); they are in envs/requirements.lock"
+        ) from None
     try:
         model = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - any parse failure: not an ONNX model
@@ -113,5 +114,6 @@ def layer_names(module: nn.Module) -> list[str]:
     graph = getattr(module, "graph", None)
     if graph is None:
         return [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)]
-    return [n.target for n in graph.nodes if n.op == "call_module"
-            and isinstance(module.get_submodule(n.target), nn.Conv2d)]
+    return [
+        n.target for n in graph.nodes if n.op == "call_module" and isinstance(module.get_submodule(n.target), nn.Conv2d)
+    ]

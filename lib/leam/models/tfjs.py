@@ -29,8 +29,9 @@ import hashlib
 import json
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,11 +45,21 @@ class TFJSError(ValueError):
     """A TF.js model file that cannot be read or holds an op this converter does not know."""
 
 
-_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_, "float16": np.float16,
-           "uint8": np.uint8, "uint16": np.uint16, "int8": np.int8, "int16": np.int16}
+_DTYPES = {
+    "float32": np.float32,
+    "int32": np.int32,
+    "bool": np.bool_,
+    "float16": np.float16,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "int8": np.int8,
+    "int16": np.int16,
+}
 
 
-def read_graph_model(json_path: str | Path, shard_sha256: dict[str, str] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+def read_graph_model(
+    json_path: str | Path, shard_sha256: dict[str, str] | None = None
+) -> tuple[dict, dict[str, np.ndarray]]:
     """``model.json`` -> (its parsed JSON, {constant name: array}) with every weight shard read.
 
     ``shard_sha256``: {shard file name: expected sha256}; a shard that differs raises. Quantised
@@ -61,8 +72,10 @@ def read_graph_model(json_path: str | Path, shard_sha256: dict[str, str] | None 
     except (OSError, ValueError) as e:
         raise TFJSError(f"{json_path}: not a readable TF.js model.json ({e})") from None
     if spec.get("format") not in ("graph-model", None) or "modelTopology" not in spec:
-        raise TFJSError(f"{json_path}: not a TF.js graph model (format {spec.get('format')!r}); "
-                        "layers models (tf.keras) are not supported")
+        raise TFJSError(
+            f"{json_path}: not a TF.js graph model (format {spec.get('format')!r}); "
+            "layers models (tf.keras) are not supported"
+        )
     weights: dict[str, np.ndarray] = {}
     for group in spec.get("weightsManifest", []):
         parts = []
@@ -87,8 +100,10 @@ def read_graph_model(json_path: str | Path, shard_sha256: dict[str, str] | None 
             dt = np.dtype(_DTYPES[stored]).newbyteorder("<")
             end = off + n * dt.itemsize
             if end > len(buf):
-                raise TFJSError(f"{json_path}: weight {w['name']} runs past the end of its shards "
-                                f"({end} > {len(buf)} bytes): truncated download?")
+                raise TFJSError(
+                    f"{json_path}: weight {w['name']} runs past the end of its shards "
+                    f"({end} > {len(buf)} bytes): truncated download?"
+                )
             a = np.frombuffer(buf, dt, n, off).reshape(shape)
             off = end
             if q and stored in ("uint8", "uint16"):
@@ -141,8 +156,15 @@ class TFConv2d(nn.Module):
     hooks see); :class:`TFJSGraph` turns it back to NHWC.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
-                 dilation: tuple[int, int], padding: str | tuple[int, int, int, int], groups: int):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+        padding: str | tuple[int, int, int, int],
+        groups: int,
+    ):
         super().__init__()
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
@@ -150,8 +172,10 @@ class TFConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         o, i, kh, kw = self.weight.shape
-        return (f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, "
-                f"padding={self.padding}, groups={self.groups}, bias={self.bias is not None}")
+        return (
+            f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, "
+            f"padding={self.padding}, groups={self.groups}, bias={self.bias is not None}"
+        )
 
     def forward(self, x_nhwc: torch.Tensor) -> torch.Tensor:
         x = x_nhwc.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last strides
@@ -194,9 +218,14 @@ def _binary(fn):
 #: op name -> (graph, node, evaluated inputs) -> tensor; convolutions and MatMul are handled apart
 OPS: dict[str, Callable[[Any, dict, list], Any]] = {
     "Identity": lambda g, n, a: a[0],
-    "Add": _binary(torch.add), "AddV2": _binary(torch.add), "BiasAdd": _binary(torch.add),
-    "Sub": _binary(torch.sub), "Mul": _binary(torch.mul), "RealDiv": _binary(torch.div),
-    "Maximum": _binary(torch.maximum), "Minimum": _binary(torch.minimum),
+    "Add": _binary(torch.add),
+    "AddV2": _binary(torch.add),
+    "BiasAdd": _binary(torch.add),
+    "Sub": _binary(torch.sub),
+    "Mul": _binary(torch.mul),
+    "RealDiv": _binary(torch.div),
+    "Maximum": _binary(torch.maximum),
+    "Minimum": _binary(torch.minimum),
     "Abs": lambda g, n, a: a[0].abs(),
     "Neg": lambda g, n, a: -a[0],
     "Relu": lambda g, n, a: F.relu(a[0]),
@@ -208,24 +237,39 @@ OPS: dict[str, Callable[[Any, dict, list], Any]] = {
     "Prelu": lambda g, n, a: torch.where(a[0] >= 0, a[0], a[1] * a[0]),
     "Softmax": lambda g, n, a: torch.softmax(a[0], dim=-1),
     "Reshape": lambda g, n, a: a[0].reshape([int(s) for s in np.asarray(a[1]).reshape(-1)]),
-    "Squeeze": lambda g, n, a: a[0].squeeze(_axes(_attr(n, "squeeze_dims", []), a[0].dim()))
-    if _attr(n, "squeeze_dims") else a[0].squeeze(),
-    "Mean": lambda g, n, a: a[0].mean(_axes(np.asarray(a[1]).reshape(-1).tolist(), a[0].dim()),
-                                      keepdim=bool(_attr(n, "keep_dims", False))),
-    "Sum": lambda g, n, a: a[0].sum(_axes(np.asarray(a[1]).reshape(-1).tolist(), a[0].dim()),
-                                    keepdim=bool(_attr(n, "keep_dims", False))),
+    "Squeeze": lambda g, n, a: (
+        a[0].squeeze(_axes(_attr(n, "squeeze_dims", []), a[0].dim())) if _attr(n, "squeeze_dims") else a[0].squeeze()
+    ),
+    "Mean": lambda g, n, a: a[0].mean(
+        _axes(np.asarray(a[1]).reshape(-1).tolist(), a[0].dim()), keepdim=bool(_attr(n, "keep_dims", False))
+    ),
+    "Sum": lambda g, n, a: a[0].sum(
+        _axes(np.asarray(a[1]).reshape(-1).tolist(), a[0].dim()), keepdim=bool(_attr(n, "keep_dims", False))
+    ),
     "Pad": lambda g, n, a: F.pad(a[0], [int(v) for pair in np.asarray(a[1])[::-1] for v in pair]),
     # made by _fuse from several TF ops
     "_Clip": lambda g, n, a: a[0].clamp(n["_lo"], n["_hi"]),
-    "_Prelu": lambda g, n, a: (F.prelu(a[0].permute(0, 3, 1, 2), a[1].reshape(-1)).permute(0, 2, 3, 1)
-                               if a[0].dim() == 4 else torch.where(a[0] >= 0, a[0], a[1] * a[0])),
+    "_Prelu": lambda g, n, a: (
+        F.prelu(a[0].permute(0, 3, 1, 2), a[1].reshape(-1)).permute(0, 2, 3, 1)
+        if a[0].dim() == 4
+        else torch.where(a[0] >= 0, a[0], a[1] * a[0])
+    ),
 }
 
 _CONV_OPS = {"Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2dNative"}
 _MATMUL_OPS = {"MatMul", "_FusedMatMul"}
 #: last scope parts of a weight constant that say "this is a kernel", dropped from layer names
-_KERNEL_PARTS = {"merged_input", "convolution", "Conv2D_weights", "depthwise_weights", "depthwise_kernel",
-                 "kernel", "weights", "filter", "depthwise"}
+_KERNEL_PARTS = {
+    "merged_input",
+    "convolution",
+    "Conv2D_weights",
+    "depthwise_weights",
+    "depthwise_kernel",
+    "kernel",
+    "weights",
+    "filter",
+    "depthwise",
+}
 
 
 def _sanitise(name: str) -> str:
@@ -289,7 +333,9 @@ def _source(inp: str) -> str:
     return inp.lstrip("^").split(":")[0]
 
 
-def _fuse(nodes: list[dict], weights: dict[str, np.ndarray], keep: set[str]) -> tuple[list[dict], dict[str, np.ndarray]]:
+def _fuse(
+    nodes: list[dict], weights: dict[str, np.ndarray], keep: set[str]
+) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Fewer, cheaper ops computing the same function (up to float rounding); ``keep``: node names
     that must stay (the output). Returns new nodes (topological order kept) and constants.
 
@@ -306,8 +352,11 @@ def _fuse(nodes: list[dict], weights: dict[str, np.ndarray], keep: set[str]) -> 
     new_consts: list[dict] = []
 
     def consumers(name: str) -> list[dict]:
-        return [n for n in nodes if n["name"] not in removed
-                and any(_source(i) == name for i in n["input"] if not i.startswith("^"))]
+        return [
+            n
+            for n in nodes
+            if n["name"] not in removed and any(_source(i) == name for i in n["input"] if not i.startswith("^"))
+        ]
 
     def sole(name: str, ops: tuple[str, ...]) -> dict | None:
         c = consumers(name)
@@ -354,7 +403,10 @@ def _fuse(nodes: list[dict], weights: dict[str, np.ndarray], keep: set[str]) -> 
             conv["input"] = [conv["input"][0], wname, bname]
             if not fused:
                 conv["op"] = "FusedDepthwiseConv2dNative" if "Depthwise" in conv["op"] else "_FusedConv2D"
-                conv["attr"] = {**conv.get("attr", {}), "fused_ops": {"list": {"s": [base64.b64encode(b"BiasAdd").decode()]}}}
+                conv["attr"] = {
+                    **conv.get("attr", {}),
+                    "fused_ops": {"list": {"s": [base64.b64encode(b"BiasAdd").decode()]}},
+                }
             replace(nxt, conv["name"])
     for relu in [n for n in nodes if n["op"] == "Relu"]:
         lo = sole(relu["name"], ("Minimum",))
@@ -376,8 +428,11 @@ def _fuse(nodes: list[dict], weights: dict[str, np.ndarray], keep: set[str]) -> 
         if mn is None or g is None:
             continue
         xs = [{_source(i) for i in n["input"] if scalar(i) != 0.0} for n in (mx, mn)]
-        if not (len(xs[0]) == 1 and xs[0] == xs[1] and all(scalar(i) == 0.0 for n in (mx, mn) for i in n["input"]
-                                                            if _source(i) not in xs[0])):
+        if not (
+            len(xs[0]) == 1
+            and xs[0] == xs[1]
+            and all(scalar(i) == 0.0 for n in (mx, mn) for i in n["input"] if _source(i) not in xs[0])
+        ):
             continue
         if any(len(consumers(n["name"])) != 1 or n["name"] in keep for n in (mx, mn, mul)):
             continue
@@ -393,15 +448,20 @@ class TFJSGraph(nn.Module):
     (float constants as buffers), ``input_name`` and ``output_name``.
     """
 
-    def __init__(self, spec: dict, weights: dict[str, np.ndarray], output: str | None = None, *, source: str = "model.json"):
+    def __init__(
+        self, spec: dict, weights: dict[str, np.ndarray], output: str | None = None, *, source: str = "model.json"
+    ):
         super().__init__()
         nodes = spec["modelTopology"]["node"]
         inputs = [n["name"] for n in nodes if n["op"] == "Placeholder"]
         if len(inputs) != 1:
             raise TFJSError(f"{source}: expected one input (Placeholder), found {inputs}")
         self.input_name = inputs[0]
-        sig_out = list((spec.get("signature") or spec.get("userDefinedMetadata", {}).get("signature") or {})
-                       .get("outputs", {}).values())
+        sig_out = list(
+            (spec.get("signature") or spec.get("userDefinedMetadata", {}).get("signature") or {})
+            .get("outputs", {})
+            .values()
+        )
         self.output_name = _source(output or (sig_out[0]["name"] if sig_out else nodes[-1]["name"]))
         order = _topological(nodes, [self.output_name])
         names = _conv_names(order)  # from the original weight names
@@ -426,8 +486,10 @@ class TFJSGraph(nn.Module):
             elif op in _CONV_OPS:
                 self._add_conv(node, names[node["name"]], weights, source)
             elif op not in OPS and op not in _MATMUL_OPS and op != "Placeholder":
-                raise TFJSError(f"{source}: op {op!r} (node {node['name']}) is not supported; supported: "
-                                f"{', '.join(sorted({*OPS, *_CONV_OPS, *_MATMUL_OPS}))}")
+                raise TFJSError(
+                    f"{source}: op {op!r} (node {node['name']}) is not supported; supported: "
+                    f"{', '.join(sorted({*OPS, *_CONV_OPS, *_MATMUL_OPS}))}"
+                )
 
     def _add_conv(self, node: dict, name: str, weights: dict[str, np.ndarray], source: str) -> None:
         op = node["op"]

@@ -22,8 +22,10 @@ __all__ = ["VggFace", "build", "PAPER_LAYERS", "MEAN"]
 MEAN = (129.186279296875, 104.76238250732422, 93.59396362304688)
 _BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
-PAPER_LAYERS = {name: name for name in
-                ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2")}
+PAPER_LAYERS = {
+    name: name
+    for name in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2")
+}
 
 
 class VggFace(nn.Module):
