@@ -13,14 +13,23 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["atomic_path", "write_parquet", "ParquetSink", "read_parquet", "read_parquets", "iter_parquet",
-           "write_text", "sha256_file", "sha256_bytes"]
+__all__ = [
+    "atomic_path",
+    "write_parquet",
+    "ParquetSink",
+    "read_parquet",
+    "read_parquets",
+    "iter_parquet",
+    "write_text",
+    "sha256_file",
+    "sha256_bytes",
+]
 
 _PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True, store_schema=True)
 
@@ -70,7 +79,7 @@ class ParquetSink:
         self._buf: list[pa.Table] = []
         self._n = 0
 
-    def __enter__(self) -> "ParquetSink":
+    def __enter__(self) -> ParquetSink:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
         try:
@@ -100,9 +109,13 @@ class ParquetSink:
         try:
             if exc_type is None and self._n:
                 self._flush(self._n)
-        finally:
             self._writer.close()
-            return self._ctx.__exit__(exc_type, exc, tb)
+        except BaseException as e:  # e.g. the disk filled up on the last row group or the footer
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._ctx.__exit__(type(e), e, e.__traceback__)  # removes the temporary file
+            raise
+        return self._ctx.__exit__(exc_type, exc, tb)
 
 
 def read_parquet(path: str | os.PathLike) -> pa.Table:
@@ -116,8 +129,13 @@ def read_parquets(paths) -> pa.Table:
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def iter_parquet(paths, *, columns: list[str] | None = None, filters: list[tuple[str, str, object]] | None = None,
-                 batch_size: int = 1024):
+def iter_parquet(
+    paths,
+    *,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, object]] | None = None,
+    batch_size: int = 1024,
+):
     """Record batches of several Parquet files in file order, reading only ``columns`` and only the
     row groups whose statistics can match ``filters`` (equality tests ``[(column, "=", value)]``,
     all of which must hold); memory stays at about one row group.
