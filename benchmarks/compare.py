@@ -49,7 +49,7 @@ def main():
     rng = np.random.default_rng(0)
     p, q = blobs(rng, args.pairs, args.grid), blobs(rng, args.pairs, args.grid)
     t = time.perf_counter()
-    exact = np.array([emd_exact(a.numpy(), b.numpy(), args.frame) for a, b in zip(p, q)])
+    exact = np.array([emd_exact(a.numpy(), b.numpy(), args.frame) for a, b in zip(p, q, strict=True)])
     t_exact = time.perf_counter() - t
     lines = [
         f"## compare: EMD on a {args.grid}x{args.grid} grid (frame {args.frame} px), {args.pairs} map pairs; "
@@ -62,7 +62,10 @@ def main():
     g2 = args.grid // 2
     t = time.perf_counter()
     coarse = np.array(
-        [emd_exact(coarsen(a[None], g2)[0].numpy(), coarsen(b[None], g2)[0].numpy(), args.frame) for a, b in zip(p, q)]
+        [
+            emd_exact(coarsen(a[None], g2)[0].numpy(), coarsen(b[None], g2)[0].numpy(), args.frame)
+            for a, b in zip(p, q, strict=True)
+        ]
     )
     dt = time.perf_counter() - t
     rel = np.abs(coarse - exact) / exact

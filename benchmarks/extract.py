@@ -30,6 +30,7 @@ on all of them. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import os
@@ -38,6 +39,7 @@ import shutil
 import statistics
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -135,9 +137,10 @@ def reset_high_water_mark() -> int:
 
 def rss_high_water_mark() -> int:
     """Bytes: this process's peak RSS (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
@@ -181,7 +184,7 @@ def timed(fn, device, repeat: int) -> tuple[float, float, object]:
     if repeat:
         fn()
     times, peak, out = [], None, None
-    for i in range(max(1, repeat)):
+    for _ in range(max(1, repeat)):
         with PeakMemory(device) as pm:
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -304,7 +307,7 @@ def run_torchcam(model, layers, x, unit, anchors):
             pos = [p for p in range(n) if p != a]
             scores = model(x[a : a + 1].expand(len(pos), -1, -1, -1))
             cams = cam(scores=scores, targets=[CosineTarget(unit[p]) for p in pos])
-            for name, c in zip(names, cams):
+            for name, c in zip(names, cams, strict=True):
                 out[(name, a)] = c.detach()
     return out
 
@@ -325,7 +328,7 @@ def naive_maps(model, layers, x, a, p, batch: int = 1):
     with torch.no_grad():
         e_p = model(x[p : p + 1])
     g = torch.autograd.grad(F.cosine_similarity(e_a, e_p)[0], [acts[k] for k in layers])
-    return {k: F.relu((F.relu(gi[:1]) * acts[k][:1]).sum(1))[0].detach() for k, gi in zip(layers, g)}
+    return {k: F.relu((F.relu(gi[:1]) * acts[k][:1]).sum(1))[0].detach() for k, gi in zip(layers, g, strict=True)}
 
 
 # -- the experiment ----------------------------------------------------------------------------
@@ -354,10 +357,11 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     cpu = platform.processor() or platform.machine()
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
@@ -378,7 +382,7 @@ def main_compare(args, device, log):
     # the bare limit's schedule: the fastest of a few (one run each), then timed like leam
     bare = {}
     for a_c, r_c in sorted({plan, (n, 1), (max(1, plan[0] // 2), 1), (min(n, plan[0] * 2), 1), (plan[0], 4)}):
-        bare[(a_c, r_c)] = timed(lambda: run_bare(model, layers, x, a_c, r_c), device, 1)[0]
+        bare[(a_c, r_c)] = timed(partial(run_bare, model, layers, x, a_c, r_c), device, 1)[0]
     best = min(bare, key=bare.get)
     bare_fn = lambda: run_bare(model, layers, x, *best)  # noqa: E731
     unit = cosine_unit(model, x)
@@ -410,7 +414,7 @@ def main_compare(args, device, log):
             timed(fn, device, 1)[1]
             for fn in (leam_fn, bare_fn, lambda: run_gradcam(grad_model, layers, x, unit, gc_anchors), tc_fn)
         ]
-    mem = dict(zip(rate, peaks))
+    mem = dict(zip(rate, peaks, strict=True))
     # agreement with the peers on the same pairs
     ref = run_leam_maps(model, layers, x, memory_budget_mb=args.budget_mb)
     d_gc = d_tc = 0.0
@@ -426,8 +430,9 @@ def main_compare(args, device, log):
     for k, v in rate.items():
         log(f"| {k} | {v:.1f} | {rate['leam (maps + resize + counts)'] / v:.2f}x | {mem[k]:.0f} |")
     log("")
+    efficiency = rate["leam (maps + resize + counts)"] / rate["bare autograd limit"]
     log(
-        f"leam efficiency vs the bare limit: **{100 * rate['leam (maps + resize + counts)'] / rate['bare autograd limit']:.0f} %** "
+        f"leam efficiency vs the bare limit: **{100 * efficiency:.0f} %** "
         f"(leam schedule {plan[0]} anchors x {plan[1]} rounds per VJP group; bare schedules tried, s: "
         + ", ".join(f"{a}x{r}: {bare[(a, r)]:.2f}" for a, r in sorted(bare))
         + f"; limit = {best[0]}x{best[1]})"
@@ -435,7 +440,8 @@ def main_compare(args, device, log):
     log(
         f"max |leam - pytorch-grad-cam| = {d_gc:.2e} (normalised, 112 px); "
         f"max |leam - torchcam| = {d_tc:.2e} (normalised, layer resolution); "
-        f"pytorch-grad-cam timed on {len(gc_anchors)} of {n} anchors (each anchor's work is the same), the others on all; "
+        f"pytorch-grad-cam timed on {len(gc_anchors)} of {n} anchors (each anchor's work is the same), "
+        "the others on all; "
         f"medians of {args.repeat} interleaved runs of leam, bare and torchcam"
     )
     if args.check:
@@ -449,7 +455,7 @@ def main_compare(args, device, log):
         ref64 = run_leam_maps(m64, layers, x64)
         worst = {"leam fp64": 0.0, "leam fp32 (strict)": 0.0, "naive fp32": 0.0}
         fp32_vs_fp32 = naive_self = 0.0
-        for i, (a, p) in enumerate(zip(ref.anchor.tolist(), ref.positive.tolist())):
+        for i, (a, p) in enumerate(zip(ref.anchor.tolist(), ref.positive.tolist(), strict=True)):
             exact = naive_maps(m64, layers, x64, a, p)
             naive32 = naive_maps(grad_model, layers, x, a, p)
             naive32_b4 = naive_maps(grad_model, layers, x, a, p, batch=4) if i % 7 == 0 else None
@@ -477,7 +483,8 @@ def main_compare(args, device, log):
     if args.options:
         log("")
         log(
-            "| option | maps/s | vs strict | max abs diff of normalised maps | count cells differing | max count diff (px) |"
+            "| option | maps/s | vs strict | max abs diff of normalised maps "
+            "| count cells differing | max count diff (px) |"
         )
         log("|---|---:|---:|---:|---:|---:|")
         strict_counts = counts
@@ -491,7 +498,7 @@ def main_compare(args, device, log):
         ]
         for label, kw in opts:
             t, _, (o2, c2) = timed(
-                lambda: run_leam(model, layers, x, labels, 112, memory_budget_mb=args.budget_mb, **kw),
+                partial(run_leam, model, layers, x, labels, 112, memory_budget_mb=args.budget_mb, **kw),
                 device,
                 1 if kw else args.repeat,
             )
@@ -518,7 +525,7 @@ def main_scaling(args, device, log):
     for arch, n, lay in grid:
         model, x, labels, layers = setup(arch, n, device, layers=lay)
         run_leam(model, layers, x[:2], labels[:2], 112)  # warm-up
-        t, m, _ = timed(lambda: run_leam(model, layers, x, labels, 112, memory_budget_mb=args.budget_mb), device, 0)
+        t, m, _ = timed(partial(run_leam, model, layers, x, labels, 112, memory_budget_mb=args.budget_mb), device, 0)
         if device.type == "cpu":
             m = peak_in_subprocess(args, "leam", arch=arch, images=n, layers=lay)
         with LEAM(model, layers, memory_budget_mb=args.budget_mb) as probe:
@@ -575,15 +582,13 @@ def main_memory(args, device, log):
         gc.collect()
         with PeakMemory(device) as pm:
             base = reset_high_water_mark()
-            try:
+            with contextlib.suppress(Stop):
                 leam.explain(
                     x,
                     keep_maps=False,
                     on_chunk=stop_after,
                     consumer=IdentitySummaries(labels, (0, 0, 112, 112), store_maps="first_pair"),
                 )
-            except Stop:
-                pass
         plan = leam.plan(n)
     if device.type == "cpu":  # this is a fresh process: its RSS high-water mark is this run's
         pm.mib = (rss_high_water_mark() - base) / 2**20

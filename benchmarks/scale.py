@@ -268,7 +268,8 @@ def main() -> None:
     for n, (st, wall, n_pairs, _) in results.items():
         cells = [f"{st[s]['s']:.1f} / {st[s]['rss']:.0f} / {st[s]['bytes'] / 2**20:.1f}" for s in STAGES]
         lines.append(f"| {n} | {n_pairs} | {wall:.0f} | " + " | ".join(cells) + " |")
-    # projection: per-stage seconds per ordered pair (extract, occlude, compare, counts) or per person, from the largest N
+    # projection: per-stage seconds per ordered pair (extract, occlude, compare, counts) or per person,
+    # from the largest N
     lines += [""] + growth_table(results)
     n_max = max(results)
     st, wall, n_pairs, _ = results[n_max]
@@ -283,11 +284,10 @@ def main() -> None:
     total = 0.0
     for s in STAGES:
         per_model = s in ("extract", "compare", "occlude", "figures")
-        sec = st[s]["s"] * paper_pairs / max(n_pairs, 1) * (9 if per_model else 1)
+        scale = paper_pairs / max(n_pairs, 1) * (9 if per_model else 1)
+        sec = st[s]["s"] * scale
         total += sec
-        lines.append(
-            f"- {s}: {sec / 3600:.1f} h; {st[s]['bytes'] * paper_pairs / max(n_pairs, 1) * (9 if per_model else 1) / 2**30:.1f} GiB"
-        )
+        lines.append(f"- {s}: {sec / 3600:.1f} h; {st[s]['bytes'] * scale / 2**30:.1f} GiB")
     lines.append(f"- whole study: {total / 3600:.1f} h on 2 CPU cores")
     print("\n".join(lines))
     if args.record:

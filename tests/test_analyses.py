@@ -84,7 +84,9 @@ def _image_maps_files(tmp_path, maps: pa.Table, size: int, selections) -> list[s
                 raw,
             )
         path = tmp_path / f"image_maps_{ident}.parquet"
-        write_parquet(summ.image_maps_table({"model": "m", "identity": ident}, [l for _, l in layers], imgs), path)
+        write_parquet(
+            summ.image_maps_table({"model": "m", "identity": ident}, [name for _, name in layers], imgs), path
+        )
         paths.append(str(path))
     return paths
 
@@ -110,7 +112,7 @@ def test_compare_stage_by_hand(tmp_path):
     assert table.schema == COMPARE_SCHEMA
     df = table.to_pandas()
     # same identity: every unordered pair within x (3) and y (1); different: 2 per image (5 images)
-    for (layer, sel), g in df.groupby(["layer", "selection"]):
+    for _, g in df.groupby(["layer", "selection"]):
         assert (g["kind"] == "same").sum() == 4 and (g["kind"] == "different").sum() == 10
         assert (g.loc[g["kind"] == "same", "identity_a"] == g.loc[g["kind"] == "same", "identity_b"]).all()
         assert (g.loc[g["kind"] == "different", "identity_a"] != g.loc[g["kind"] == "different", "identity_b"]).all()
@@ -244,7 +246,7 @@ def analysis_db(tmp_path_factory):
     comp = [
         {
             "model": m,
-            "layer": l,
+            "layer": layer,
             "layer_idx": li,
             "selection": s,
             "kind": k,
@@ -256,7 +258,7 @@ def analysis_db(tmp_path_factory):
             "emd": float(rng.random() * 30),
         }
         for m in ("m1", "m2")
-        for li, l in enumerate(("conv1", "l2"))
+        for li, layer in enumerate(("conv1", "l2"))
         for s in ("top1", "full")
         for k in ("same", "different")
         for _ in range(int(rng.integers(1, 4)))
@@ -395,7 +397,9 @@ def test_occlusion_and_atlas_views_by_hand(analysis_db):
     view = con.execute("SELECT model, size_pct, leam_drop AS leam, random_drop AS random FROM occlusion_table").df()
     _close(view, t9, ["model", "size_pct"], ["leam", "random"])  # one row per target model, never pooled
     # rows come back in a stable, documented order (#13: it used to be 0.01, 0.1, 0.25, 1.5, 10, 0.05)
-    assert list(zip(view["model"], view["size_pct"])) == sorted(zip(view["model"], view["size_pct"]))
+    assert list(zip(view["model"], view["size_pct"], strict=True)) == sorted(
+        zip(view["model"], view["size_pct"], strict=True)
+    )
     per_model = (
         occ.groupby(["model", "method", "size_pct"])
         .agg(n_pairs=("drop", "size"), mean_drop=("drop", "mean"))
@@ -446,7 +450,10 @@ def test_demographic_views_by_hand(analysis_db):
             assert (r.u, r.p_value) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
     ages = {(i, im): 20 + 7 * k for i, imgs in idents.items() for k, im in enumerate(imgs)}
     occ = occ.assign(
-        age_gap=[abs(ages[(i, a)] - ages[(i, p)]) for i, a, p in zip(occ["identity"], occ["anchor"], occ["positive"])]
+        age_gap=[
+            abs(ages[(i, a)] - ages[(i, p)])
+            for i, a, p in zip(occ["identity"], occ["anchor"], occ["positive"], strict=True)
+        ]
     )
     hand = (
         occ.groupby(["model", "method", "size_pct", "age_gap"])

@@ -36,8 +36,8 @@ def test_every_problem_is_reported_with_its_key(cfg):
     assert "4 problem(s)" in msg
     assert "shards: 0 is less than the minimum of 1 (number of shards" in msg
     assert (
-        "extract: Additional properties are not allowed ('devce' was unexpected); allowed keys: device, memory_budget_mb"
-        in msg
+        "extract: Additional properties are not allowed ('devce' was unexpected); "
+        "allowed keys: device, memory_budget_mb" in msg
     )
     assert "models.dlib_resnet.input_size: [150] is too short (model input as [height, width] pixels)" in msg
     assert "models.dlib_resnet: 'builder' is a required property" in msg

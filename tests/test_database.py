@@ -3,6 +3,7 @@ and a lock held by another process is reported with its PID and the fix (#12 cas
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from leam.database import DatabaseError, building, connect, manifest_path, stale_temporaries
+from leam.database import DatabaseError, building, connect, export_csv, manifest_path, stale_temporaries
 from leam.io import sha256_file
 
 
@@ -52,7 +53,7 @@ def test_a_failed_build_keeps_the_last_good_database(tmp_path):
     before = sha256_file(db)
     with pytest.raises(ZeroDivisionError), building(db) as con:
         con.execute("CREATE TABLE t AS SELECT 42 AS x")
-        1 / 0
+        1 / 0  # noqa: B018 (the error in the middle of a build)
     assert sha256_file(db) == before and _value(db) == 3
     # the manifest is gone, so Snakemake runs aggregate again; nothing else is left behind
     assert not manifest_path(db).exists() and stale_temporaries(db) == []
@@ -163,3 +164,17 @@ def test_the_duckdb_command_line_reads_the_database(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["n", "3"]
+
+
+def test_export_csv_writes_the_view_in_its_order_to_any_folder(tmp_path):
+    db = tmp_path / "leam.duckdb"
+    with building(db) as con:
+        con.execute("CREATE TABLE t AS SELECT range AS x, 'r' || range AS name FROM range(4)")
+        con.execute('CREATE VIEW "odd ""view""" AS SELECT * FROM t ORDER BY x DESC')
+    out = tmp_path / "it's here" / "t.csv"  # a quote in the path once broke the COPY statement
+    assert export_csv(db, 'odd "view"', out) == 4
+    with open(out, newline="") as f:
+        assert list(csv.reader(f)) == [["x", "name"], ["3", "r3"], ["2", "r2"], ["1", "r1"], ["0", "r0"]]
+    with pytest.raises(DatabaseError, match="no table or view 'nope'"):
+        export_csv(db, "nope", tmp_path / "nope.csv")
+    assert not (tmp_path / "nope.csv").exists()

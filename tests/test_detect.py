@@ -644,7 +644,8 @@ d = detect_images([ImageEntry("x", "big.jpg", sys.argv[1])], FaceDetector(), max
 print(json.dumps({"status": d.status, "reason": d.reason, "size": [d.width, d.height], "box": d.box,
                   "landmarks": None if d.landmarks is None else d.landmarks.tolist(),
                   # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's over fork + exec)
-                  "rss_mb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024}))
+                  "rss_mb": int(next(line for line in open("/proc/self/status")
+                                     if line.startswith("VmHWM")).split()[1]) / 1024}))
 """
 
 

@@ -54,15 +54,15 @@ def test_real_file_layout(dlib_net_path):
     assert net.loss_fields["dist_thresh"] == pytest.approx(0.6, abs=1e-6)
     assert net.input_size == (150, 150)
     np.testing.assert_allclose(net.input_means, (122.782, 117.001, 104.298), atol=1e-4)
-    kinds = [l.kind for l in net.layers]
+    kinds = [layer.kind for layer in net.layers]
     assert kinds.count("con") == 29 and kinds.count("affine") == 29 and kinds.count("fc") == 1
     assert net.layers[0].fields["padding"] == (0, 0) and net.layers[0].fields["stride"] == (2, 2)
     # stride-2 convolutions have no padding (dlib's default), stride-1 have k//2
-    for l in net.layers:
-        if l.kind == "con" and l.fields["nr"] == 3:
-            assert l.fields["padding"] == ((0, 0) if l.fields["stride"] == (2, 2) else (1, 1))
+    for layer in net.layers:
+        if layer.kind == "con" and layer.fields["nr"] == 3:
+            assert layer.fields["padding"] == ((0, 0) if layer.fields["stride"] == (2, 2) else (1, 1))
     # a down block lists its avg-pool after the body: con affine relu con affine avg_pool add_prev relu
-    i = next(j for j, l in enumerate(net.layers) if l.kind == "avg_pool")
+    i = next(j for j, layer in enumerate(net.layers) if layer.kind == "avg_pool")
     assert kinds[i - 5 : i + 3] == ["con", "affine", "relu", "con", "affine", "avg_pool", "add_prev", "relu"]
 
 

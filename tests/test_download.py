@@ -215,7 +215,7 @@ def test_names_from_the_list_cannot_escape(server, tmp_path):
         f"ok_name-{h('ok name')}",
     }
     # the downloads table maps every folder back to the name in the list
-    mapping = dict(zip(table.column("identity").to_pylist(), table.column("source_identity").to_pylist()))
+    mapping = dict(zip(table.column("identity").to_pylist(), table.column("source_identity").to_pylist(), strict=True))
     assert mapping[f"a_b-{h('a/b')}"] == "a/b" and mapping[f"evil-{h('../../evil')}"] == "../../evil"
 
 

@@ -60,7 +60,7 @@ def naive_leam(model: nn.Module, layers: dict[str, str], x: torch.Tensor, a: int
         e_p = model(x[p : p + 1])
     s = F.cosine_similarity(e_a, e_p)[0]
     grads = torch.autograd.grad(s, [acts[n] for n in layers])
-    return {n: F.relu((F.relu(g) * acts[n]).sum(1))[0].detach() for n, g in zip(layers, grads)}
+    return {n: F.relu((F.relu(g) * acts[n]).sum(1))[0].detach() for n, g in zip(layers, grads, strict=True)}
 
 
 def test_engine_equals_naive_oracle_on_real_photos(obama_frames, dlib_spec):
@@ -73,7 +73,7 @@ def test_engine_equals_naive_oracle_on_real_photos(obama_frames, dlib_spec):
     assert out.anchor.tolist() == [a for a in range(n) for p in range(n) if p != a]
     assert out.positive.tolist() == [p for a in range(n) for p in range(n) if p != a]
     worst = 0.0
-    for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist())):
+    for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist(), strict=True)):
         ref = naive_leam(model.module, model.layers, x, a, p)
         for name in model.layers:
             assert out.maps[name][i].shape == ref[name].shape
@@ -114,7 +114,7 @@ def test_engine_equals_pytorch_grad_cam_layercam(obama_frames, dlib_spec, dlib_n
     for name, path in model.layers.items():
         cam = LayerCAM(model=peer, target_layers=[peer.get_submodule(path)])
         frame = normalise(to_frame(out.maps[name], 150))  # grad-cam re-normalises after resizing
-        for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist())):
+        for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist(), strict=True)):
             ref = cam(input_tensor=x[a : a + 1], targets=[CosineTarget(emb[p])])[0]
             diff = float(np.abs(frame[i].numpy() - ref).max())
             worst = max(worst, diff)
@@ -170,7 +170,7 @@ def test_parallel_branches_fall_back_to_input_gradients():
     with LEAM(model, layers) as leam:
         out = leam.explain(x)
     assert len(out.anchor) == 12
-    for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist())):
+    for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist(), strict=True)):
         ref = naive_leam(model, layers, x, a, p)
         for name in layers:
             torch.testing.assert_close(out.maps[name][i], ref[name], rtol=0, atol=1e-12)

@@ -32,11 +32,11 @@ def parsed(sample_entries, tmp_path_factory):
 def test_labels_follow_the_landmarks(parsed):
     aligned, labels = parsed
     assert labels.num_rows == aligned.num_rows == 6
-    for a, l in zip(aligned.to_pylist(), labels.to_pylist()):
-        lab = np.frombuffer(l["labels"], np.uint8).reshape(150, 150)
+    for a, row in zip(aligned.to_pylist(), labels.to_pylist(), strict=True):
+        lab = np.frombuffer(row["labels"], np.uint8).reshape(150, 150)
         pts = np.asarray(a["landmarks"]).reshape(68, 2)
 
-        def at(p):
+        def at(p, lab=lab):
             x, y = np.round(p).astype(int)
             return lab[y, x]
 
@@ -108,8 +108,8 @@ def test_farl_parser_through_pyfacer(parsed, tmp_path):
     cfg = {"name": "farl", "weights": {"path": str(weights), "sha256": None, "url": None}}
     labels = parse_shard(aligned, tmp_path / "labels.parquet", parser=cfg)
     assert labels.column("parser").to_pylist() == ["farl"] * aligned.num_rows
-    for a, l in zip(aligned.to_pylist(), labels.to_pylist()):
-        lab = np.frombuffer(l["labels"], np.uint8).reshape(150, 150)
+    for a, row in zip(aligned.to_pylist(), labels.to_pylist(), strict=True):
+        lab = np.frombuffer(row["labels"], np.uint8).reshape(150, 150)
         pts = FarlParser.five_points(np.asarray(a["landmarks"]))
         # FaRL's celebm crop is centred on eye_avg + 0.1 * (mouth_avg - eye_avg) (pyfacer's get_quad)
         eye, mouth = pts[:2].mean(0), pts[3:].mean(0)

@@ -417,7 +417,8 @@ def test_a_model_without_weights_is_skipped_and_the_rest_runs(run):
         assert proc.returncode == 0, out[-3000:]
         msg = (
             "model 'CF_R50': weight file not found: weights/insightface/glint360k_cosface_r50_fp16_0.1/backbone.pth. "
-            "Download it from https://github.com/deepinsight/insightface/tree/master/recognition/arcface_torch#model-zoo, "
+            "Download it from "
+            "https://github.com/deepinsight/insightface/tree/master/recognition/arcface_torch#model-zoo, "
             f"then set models.CF_R50.weights.path in {d / 'config.yaml'} to its location."
         )  # the --configfile
         assert f"leam: skipping {msg}" in out

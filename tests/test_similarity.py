@@ -74,7 +74,7 @@ def test_sinkhorn_is_close_to_exact():
     p = to_distribution(torch.from_numpy(rng.random((6, g, g)) ** 3))
     q = to_distribution(torch.from_numpy(rng.random((6, g, g)) ** 3))
     fast = emd_sinkhorn(p, q, frame, reg=0.005, iters=2000).numpy()
-    exact = np.array([emd_exact(a.numpy(), b.numpy(), frame) for a, b in zip(p, q)])
+    exact = np.array([emd_exact(a.numpy(), b.numpy(), frame) for a, b in zip(p, q, strict=True)])
     # entropic smoothing adds transport, so the fast value is above the exact one, but close
     assert (fast >= exact - 1e-6).all()
     np.testing.assert_allclose(fast, exact, rtol=0.05)

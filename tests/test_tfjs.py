@@ -98,7 +98,7 @@ def test_leam_on_tfjs_model_equals_naive_oracle(name, default_config, frames):
         out = leam.explain(x)
     assert len(out.anchor) == 12
     worst = 0.0
-    for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist())):
+    for i, (a, p) in enumerate(zip(out.anchor.tolist(), out.positive.tolist(), strict=True)):
         ref = naive_leam(model.module, model.layers, x, a, p)
         for layer in model.layers:
             worst = max(worst, (out.maps[layer][i] - ref[layer]).abs().max().item())

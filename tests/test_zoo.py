@@ -38,7 +38,7 @@ def arcface_torch_keys(blocks: tuple[int, ...]) -> dict[str, tuple]:
     """Key -> shape of an arcface_torch IResNet ``backbone.pth`` (512-d, 112 px)."""
     keys = {"conv1.weight": (64, 3, 3, 3), **_bn("bn1", 64), "prelu.weight": (64,)}
     cin = 64
-    for i, (w, n) in enumerate(zip((64, 128, 256, 512), blocks), 1):
+    for i, (w, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True), 1):
         for j in range(n):
             p = f"layer{i}.{j}"
             keys.update(

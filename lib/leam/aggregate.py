@@ -1,7 +1,7 @@
 """Aggregate stage: every Parquet output into one DuckDB file with the paper's tables as views.
 
-``results/{run}/leam.duckdb`` is self-contained (tables are copied in), so ``duckdb -readonly results/{run}/leam.duckdb``
-works from any directory. Tables:
+``results/{run}/leam.duckdb`` is self-contained (tables are copied in), so
+``duckdb -readonly results/{run}/leam.duckdb`` works from any directory. Tables:
 
 * ``images`` (faces table: every input file, status, reason), ``downloads`` (when a URL list
   was downloaded: every URL's outcome; view ``download_summary``), ``aligned`` (frame metadata),
@@ -57,7 +57,7 @@ import pandas as pd
 
 from .catalog import comment_database
 from .classes import CLASSES, class_column
-from .database import building
+from .database import building, scalar
 
 __all__ = ["build_database", "create_views", "level_column", "safe_names"]
 
@@ -278,7 +278,8 @@ def create_verification_view(con: duckdb.DuckDBPyConnection) -> None:
                    arg_max(b.identity, list_cosine_similarity(a.embedding::DOUBLE[], b.embedding::DOUBLE[])) AS nearest
             FROM embeddings a JOIN embeddings b
               ON a.model = b.model AND (a.identity, a.image) <> (b.identity, b.image)
-            WHERE (a.model, a.identity) IN (SELECT (model, identity) FROM embeddings GROUP BY model, identity HAVING count(*) >= 2)
+            WHERE (a.model, a.identity) IN (SELECT (model, identity) FROM embeddings
+                                            GROUP BY model, identity HAVING count(*) >= 2)
             GROUP BY a.model, a.identity, a.image)
         SELECT a.model, (SELECT count(*) FROM embeddings e WHERE e.model = a.model) AS n_images,
                a.n_same, a.n_different, a.same_mean, a.different_mean,
@@ -457,5 +458,5 @@ def build_database(
                            FROM downloads GROUP BY ALL ORDER BY status, urls DESC""")
         _load_metadata(con, metadata)
         comment_database(con, docs)
-        n = con.execute("SELECT count(*) FROM counts").fetchone()[0]
+        n = scalar(con, "SELECT count(*) FROM counts")
         log.info("%s: %d count rows, %d models", db_path, n, len(models))

@@ -25,7 +25,10 @@ COLUMNS = {
     "anchor": "anchor photo of the pair (its map is the one computed)",
     "positive": "positive photo of the pair (same identity)",
     "parser": "face parser that labelled the pixels",
-    "selection": "map pixels counted: 'full' (normalised relevance >= count.full_threshold) or 'top<k>' (the k % most relevant activated pixels)",
+    "selection": (
+        "map pixels counted: 'full' (normalised relevance >= count.full_threshold) or 'top<k>' (the k % most "
+        "relevant activated pixels)"
+    ),
     "level": "k of a top-k % selection, percent (NULL for 'full')",
     "class_id": "face-parser class id (FaRL's numbering, 0 = background)",
     "class": "face-parser class name",
@@ -60,7 +63,10 @@ COLUMNS = {
     "note": "why a value is NULL or what a row means (NULL when nothing needs saying)",
     "source_model": "model whose LEAM map chose the occluded pixels",
     "source_layer": "layer of the source model whose map chose the pixels",
-    "method": "how occluded pixels were chosen: 'leam' (top LEAM pixels), 'random', or for the atlas 'own', 'identity', 'population'",
+    "method": (
+        "how occluded pixels were chosen: 'leam' (top LEAM pixels), 'random', or for the atlas 'own', "
+        "'identity', 'population'"
+    ),
     "size_pct": "occluded pixels, % of the frame",
     "mean_drop": "mean cosine drop, cos(before) - cos(after occlusion)",
     "std_drop": "sample standard deviation of the cosine drop",
@@ -80,7 +86,9 @@ COLUMNS = {
     "different_std": "sample standard deviation of the different-identity cosine",
     "margin": "same_mean - different_mean",
     "auc": "ROC AUC of the cosine separating same from different identity (Mann-Whitney U / (n_same n_different))",
-    "rank1": "share of photos (of identities with two or more) whose most similar other photo shows the same identity, 0-1",
+    "rank1": (
+        "share of photos (of identities with two or more) whose most similar other photo shows the same identity, 0-1"
+    ),
     "status": "'ok', 'rejected' or 'duplicate'",
     "reason": "why the input was not used",
     "duplicate_of": "the photo this one duplicates (NULL unless a duplicate)",
@@ -106,22 +114,37 @@ VIEWS = {
     "counts_long": "counts unpivoted: one row per map x selection x class, pixels and shares",
     "class_share_layer": "paper Tables 1-2: class shares per model, layer, selection (all pairs pooled)",
     "class_share_model": "paper Tables 10-11 and Appendix B: class shares per model and selection, ALL LAYERS POOLED",
-    "threshold_table": "Appendix B layout: per model and class, mean_rel_pct at full activation and every top-k % level (columns top<k>, '.' written '_'), ALL LAYERS POOLED",
-    "layer_table": "Table 1 layout: per model, selection and class, mean_rel_pct per layer (one column per layer name, '.' written '_'; NULL where the model has no such layer)",
-    "model_table": "Tables 10-11 layout: per selection and class, mean_rel_pct per model (one column each), all layers pooled",
-    "model_layer_table": "Table 2 layout: per layer name, selection and class, mean_rel_pct per model (one column each)",
+    "threshold_table": (
+        "Appendix B layout: per model and class, mean_rel_pct at full activation and every top-k % level "
+        "(columns top<k>, '.' written '_'), ALL LAYERS POOLED"
+    ),
+    "layer_table": (
+        "Table 1 layout: per model, selection and class, mean_rel_pct per layer (one column per layer name, "
+        "'.' written '_'; NULL where the model has no such layer)"
+    ),
+    "model_table": (
+        "Tables 10-11 layout: per selection and class, mean_rel_pct per model (one column each), all layers pooled"
+    ),
+    "model_layer_table": (
+        "Table 2 layout: per layer name, selection and class, mean_rel_pct per model (one column each)"
+    ),
     "identity_share": "Table 7: class shares per model, identity and selection",
     "identity_variation": "Table 8: per model, identity, selection and class, the spread of per-map rel_pct",
     "cosine_same": "per model: cosine of the ordered same-identity pairs",
     "cosine_different": "per model: cosine of every unordered pair of photos of different identities",
     "cosine_summary": "cosine_same and cosine_different side by side, per model",
     "verification": "per model, on every unordered pair of accepted photos: does the model work on these photos?",
-    "suspect_labels": "photos that may be filed under the wrong person (own-identity cosine below the model's same/different midpoint)",
+    "suspect_labels": (
+        "photos that may be filed under the wrong person (own-identity cosine below the model's "
+        "same/different midpoint)"
+    ),
     "compare_summary": "Tables 3-6: per model, layer, selection and kind, BC and EMD of image maps",
     "compare_table": "Tables 3-6 layout: per model, layer and selection, BC and EMD same vs different side by side",
     "occlusion_by_model": "Table 21 / Fig. 8: cosine drop per source model, target model, method and size",
     "occlusion_table": "Table 9: per source model, target model and size, mean drop LEAM vs random",
-    "atlas_summary": "identity atlas: drop of held-out photos occluded with their own / identity / population / random pixels",
+    "atlas_summary": (
+        "identity atlas: drop of held-out photos occluded with their own / identity / population / random pixels"
+    ),
     "occlusion_by_group": "Tables 22-23: drop by gender and ethnicity (with metadata)",
     "occlusion_by_age_gap": "Fig. 10: drop at every size by anchor-positive age gap (with metadata)",
     "download_summary": "URLs of the list by outcome and reason, count",

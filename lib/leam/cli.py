@@ -64,12 +64,12 @@ def explain_pair(
         raise CliError(f"model {model_name!r} is not in the config; configured: {', '.join(config['models'])}")
     spec = dict(config["models"][model_name])
     if layers:
-        unknown = [l for l in layers if l not in spec["layers"]]
+        unknown = [name for name in layers if name not in spec["layers"]]
         if unknown:
             raise CliError(
                 f"layer(s) {unknown} are not configured for {model_name}; configured: {', '.join(spec['layers'])}"
             )
-        spec["layers"] = {l: spec["layers"][l] for l in layers}
+        spec["layers"] = {name: spec["layers"][name] for name in layers}
     det = FaceDetector(upsample=config["detect"]["upsample"], min_score=config["detect"]["min_score"])
     faces = []
     for p in (path_a, path_b):

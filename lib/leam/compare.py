@@ -84,7 +84,7 @@ def read_image_maps(paths, layer: str, kind: str) -> tuple[list[tuple[str, str]]
         if batch.num_rows == 0:
             continue
         size = batch.column("size")[0].as_py()
-        keys += list(zip(batch.column("identity").to_pylist(), batch.column("image").to_pylist()))
+        keys += list(zip(batch.column("identity").to_pylist(), batch.column("image").to_pylist(), strict=True))
         parts.append(decode_maps(batch.column("map"), size, size))
     if not parts:
         return [], np.empty((0, 0, 0), np.float32)
@@ -97,7 +97,7 @@ def image_layers(paths) -> list[tuple[int, str]]:
     """(layer_idx, layer) of the layers present in image-maps files, sorted."""
     seen: set[tuple[int, str]] = set()
     for batch in iter_parquet(paths, columns=["layer_idx", "layer"]):
-        seen |= set(zip(batch.column("layer_idx").to_pylist(), batch.column("layer").to_pylist()))
+        seen |= set(zip(batch.column("layer_idx").to_pylist(), batch.column("layer").to_pylist(), strict=True))
     return sorted(seen)
 
 
@@ -109,7 +109,7 @@ def _pairs(images: Sequence[tuple[str, str]], different_per_image: int, seed: in
     for i, (ident, _) in enumerate(images):
         lo, _hi = blocks.get(ident, (i, i))
         blocks[ident] = (lo, i + 1)
-    for ident, (lo, hi) in blocks.items():
+    for lo, hi in blocks.values():
         same += [(images[i], images[j]) for i in range(lo, hi) for j in range(i + 1, hi)]
     n = len(images)
     for a in images:
@@ -178,7 +178,7 @@ def compare_model(
                         why = [_skip_reason(a, b, empty) for a, b in part]
                         bc = bhattacharyya(p, q).tolist()
                         pc, qc = coarsen(p, grid).numpy(), coarsen(q, grid).numpy()
-                        emd = [None if w else emd_exact(x, y, size) for x, y, w in zip(pc, qc, why)]
+                        emd = [None if w else emd_exact(x, y, size) for x, y, w in zip(pc, qc, why, strict=True)]
                         sink.add(
                             [
                                 {
@@ -195,7 +195,7 @@ def compare_model(
                                     "emd": e,
                                     "skipped": w,
                                 }
-                                for (a, b), bc_i, e, w in zip(part, bc, emd, why)
+                                for (a, b), bc_i, e, w in zip(part, bc, emd, why, strict=True)
                             ]
                         )
                 log.info(

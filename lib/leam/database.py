@@ -33,7 +33,7 @@ import duckdb
 
 from .io import atomic_path, write_text
 
-__all__ = ["DatabaseError", "building", "connect", "export_csv", "manifest_path", "stale_temporaries"]
+__all__ = ["DatabaseError", "building", "connect", "export_csv", "manifest_path", "scalar", "stale_temporaries"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,14 @@ STORAGE_VERSION = "v1.5.0"
 
 class DatabaseError(RuntimeError):
     """The run's database cannot be read: missing, not the manifest's build, or locked."""
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """The first value of the first row of ``sql`` (a count, an id); a query with no row is an error."""
+    row = con.execute(sql, params).fetchone()
+    if row is None:
+        raise DatabaseError(f"no row from: {sql}")
+    return row[0]
 
 
 def manifest_path(db_path: str | os.PathLike) -> Path:
@@ -92,10 +100,11 @@ def building(db_path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
             yield con
             con.execute("CREATE TABLE leam_build AS SELECT ? AS build, ?::TIMESTAMPTZ AS written", [build, written])
             con.execute(
-                "COMMENT ON TABLE leam_build IS 'id and time of this build; results/<run>/leam.duckdb.json names the same id'"
+                "COMMENT ON TABLE leam_build IS "
+                "'id and time of this build; results/<run>/leam.duckdb.json names the same id'"
             )
             tables = {
-                name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+                name: scalar(con, f'SELECT count(*) FROM "{name}"')
                 for (name,) in con.execute("""SELECT table_name FROM duckdb_tables()
                                                     WHERE NOT internal ORDER BY table_name""").fetchall()
             }
@@ -153,7 +162,7 @@ def connect(path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
         raise DatabaseError(f"{db_path}: cannot be opened: {e}") from e
     if build is not None:
         try:
-            found = con.execute("SELECT build FROM leam_build").fetchone()[0]
+            found = scalar(con, "SELECT build FROM leam_build")
         except duckdb.Error:
             found = None
         if found != build:
@@ -179,9 +188,11 @@ def export_csv(source: str | os.PathLike, view: str, out_path: str | os.PathLike
         }
         if view not in known:
             raise DatabaseError(f"{source}: no table or view {view!r}")
+        quoted = view.replace('"', '""')
         with atomic_path(out_path) as tmp:
-            con.execute(f"COPY (SELECT * FROM \"{view}\") TO '{tmp}' (FORMAT csv, HEADER)")
-        n = con.execute(f'SELECT count(*) FROM "{view}"').fetchone()[0]
+            target = str(tmp).replace("'", "''")  # a folder may be named "it's"
+            con.execute(f"COPY (SELECT * FROM \"{quoted}\") TO '{target}' (FORMAT csv, HEADER)")
+        n = scalar(con, f'SELECT count(*) FROM "{quoted}"')
     finally:
         con.close()
     log.info("%s: %d rows of %s", out_path, n, view)

@@ -148,7 +148,10 @@ def _pip_photos(sample: PipSample, archive: str | os.PathLike | None) -> Iterato
         with tarfile.open(archive, "r:gz") as tar:
             for image, (identity, digest) in sorted(sample.photos.items()):
                 member = tar.getmember(f"{sample.member_dir}/{image}")
-                data = tar.extractfile(member).read()
+                f = tar.extractfile(member)
+                if f is None:
+                    raise SampleFetchError(f"{archive}:{member.name}: not a regular file")
+                data = f.read()
                 if (got := hashlib.sha256(data).hexdigest()) != digest:
                     raise SampleFetchError(f"{archive}:{member.name}: sha256 {got} != expected {digest}")
                 yield identity, image, data, digest

@@ -80,7 +80,7 @@ class FaceDetector:
         """(H, W, 3) uint8 -> list of (box (l, t, r, b), score, landmarks (68, 2)), best first."""
         rects, scores, _ = self._detector.run(rgb, self.upsample, self.min_score)
         out = []
-        for rect, score in sorted(zip(rects, scores), key=lambda rs: -rs[1]):
+        for rect, score in sorted(zip(rects, scores, strict=True), key=lambda rs: -rs[1]):
             if score < self.min_score:
                 continue
             shape = self._predictor(rgb, rect)
@@ -154,6 +154,7 @@ def find_duplicates(dets: list[Detection], near_duplicate_mad: float) -> None:
                 if d.sha256 == k.sha256:
                     d.status, d.reason, d.duplicate_of = "duplicate", "exact: same file bytes", k.image
                     break
+                assert d.chip is not None and k.chip is not None  # every detected face has one
                 mad = float(np.abs(d.chip - k.chip).mean())
                 if mad <= near_duplicate_mad:
                     d.status, d.duplicate_of = "duplicate", k.image
@@ -243,7 +244,7 @@ def detect_shard(
     detector = FaceDetector(upsample=upsample, min_score=min_score)
     dets = detect_images(entries, detector, max_side=max_side)
     find_duplicates(dets, near_duplicate_mad)
-    for identity, image, path, reason in unusable:
+    for identity, image, _path, reason in unusable:
         log.info("%s/%s: rejected (%s)", identity, image, reason)
     dets = sorted(
         dets + [Detection(i, m, p, status="rejected", reason=r) for i, m, p, r in unusable],

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import unicodedata
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -342,7 +343,7 @@ def download_all(
     cfg: DownloadConfig = DownloadConfig(),
     seed: int = 0,
     manifest: str | Path | None = None,
-    skipped: list[Outcome] = (),
+    skipped: Sequence[Outcome] = (),
 ) -> pa.Table:
     """Download every entry into ``raw_dir/{identity}/{image}``; write the downloads table (with
     the ``skipped`` rows of the URL list too)."""

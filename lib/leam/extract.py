@@ -109,7 +109,6 @@ def pick_device(device: str = "auto") -> torch.device:
 def _groups(batches, source, columns: Sequence[str]) -> Iterator[tuple[str, list[dict]]]:
     """(identity, its rows) of record batches sorted by (identity, image), one identity at a time;
     rows out of that order raise (``source`` names the file)."""
-    current: str | None = None
     group: list[dict] = []
     last: tuple[str, str] | None = None
     for batch in batches:
@@ -118,13 +117,12 @@ def _groups(batches, source, columns: Sequence[str]) -> Iterator[tuple[str, list
             if last is not None and k <= last:
                 raise ValueError(f"{source}: rows are not sorted by (identity, image) at {k}")
             last = k
-            if r["identity"] != current and group:
-                yield current, group
+            if group and r["identity"] != group[0]["identity"]:
+                yield group[0]["identity"], group
                 group = []
-            current = r["identity"]
             group.append(r)
     if group:
-        yield current, group
+        yield group[0]["identity"], group
 
 
 def iter_identities(aligned) -> Iterator[tuple[str, list[str], np.ndarray]]:
@@ -244,7 +242,7 @@ def extract_shard(
             sinks["pairs"].add(
                 [
                     {**key, "anchor": images[a], "positive": images[p], "cosine": float(cos[a, p])}
-                    for a, p in zip(a_idx, p_idx)
+                    for a, p in zip(a_idx, p_idx, strict=True)
                 ]
             )
             for t in summ.counts_rows(key, layer_names, images, parser=parser, visible=set(visible_classes(parser))):

@@ -121,7 +121,7 @@ def load_rgb(
         Image.MAX_IMAGE_PIXELS = max_pixels
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
             fmt = im.format or "?"
             w, h = im.size
             if w * h > max_pixels:

@@ -147,7 +147,7 @@ def iter_parquet(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     filters = list(filters or [])
-    for col, op, _ in filters:
+    for _col, op, _ in filters:
         if op not in ("=", "=="):
             raise ValueError(f"iter_parquet filters are equality tests, not {op!r}")
     need = list(columns) + [c for c, _, _ in filters if c not in columns] if columns is not None else None

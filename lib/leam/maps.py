@@ -63,7 +63,7 @@ def to_frame(maps: torch.Tensor, size: int, window: tuple[int, int, int, int] | 
     ``window``: the frame box the model saw (:mod:`leam.window`); None: the whole frame. Frame
     pixels outside the window get 0.
     """
-    return paste(normalise(maps), tuple(window) if window is not None else (0, 0, size, size), size)
+    return paste(normalise(maps), window if window is not None else (0, 0, size, size), size)
 
 
 def encode_map(m: np.ndarray, dtype: str = "f4") -> bytes:

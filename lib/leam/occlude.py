@@ -197,12 +197,12 @@ def occlude_pairs(
     which = torch.tensor([m[6] if m[6] is not None else 0 for m in meta])
     rows = []
     for name, model in targets.items():
-        unit = dict(zip(images, model.embed(intact)))
+        unit = dict(zip(images, model.embed(intact), strict=True))
         before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
         u_occ = model.embed(occ)  # (M, D)
         after = (u_occ[which] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
-        for ((src_model, src_layer), a, p, method, size, k, _, why), c in zip(meta, after):
-            c = None if why else c
+        for ((src_model, src_layer), a, p, method, size, k, _, why), c in zip(meta, after, strict=True):
+            cosine_after = None if why else c
             rows.append(
                 {
                     "source_model": src_model,
@@ -215,8 +215,8 @@ def occlude_pairs(
                     "size_pct": float(size),
                     "n_occluded": k,
                     "cosine_before": before[(a, p)],
-                    "cosine_after": c,
-                    "drop": None if why else before[(a, p)] - c,
+                    "cosine_after": cosine_after,
+                    "drop": None if cosine_after is None else before[(a, p)] - cosine_after,
                     "skipped": why,
                 }
             )
@@ -273,7 +273,7 @@ def atlas_occlusion(
         imgs = sorted(own[identity])
         mine = torch.stack([own[identity][i] for i in imgs])
         n_pop = population_count - len(imgs)
-        population = (population_sum - mine.sum(0)) / n_pop if n_pop > 0 else None
+        population = (population_sum - mine.sum(0)) / n_pop if n_pop > 0 and population_sum is not None else None
         for h in imgs:
             rest = [own[identity][i] for i in imgs if i != h]
             candidates = {
@@ -310,7 +310,7 @@ def atlas_occlusion(
                 before = (u_pos @ u_h).mean()
                 u_occ = model.embed(occ)  # (M, D)
                 after = (u_occ @ u_pos.T).mean(1)  # (M,)
-                for (method, size, k), c in zip(meta, after.tolist()):
+                for (method, size, k), c in zip(meta, after.tolist(), strict=True):
                     rows.append(
                         {
                             "model": name,
@@ -366,7 +366,7 @@ def read_own_maps(path, layer: str) -> dict[str, dict[str, torch.Tensor]]:
     """{identity: {image: (S, S) own map}}: the ``mean`` image maps of one layer (:mod:`leam.summaries`)."""
     keys, maps = read_image_maps(path, layer, "mean")
     out: dict[str, dict[str, torch.Tensor]] = {}
-    for (identity, image), m in zip(keys, maps):
+    for (identity, image), m in zip(keys, maps, strict=True):
         out.setdefault(identity, {})[image] = torch.from_numpy(m.copy())
     return out
 
@@ -421,7 +421,7 @@ def occlude_stage(
     n_ident = len(set().union(*by_source.values())) if by_source else 0
     i = 0
     for identity, images, f in iter_identities(aligned):
-        frames = dict(zip(images, f))
+        frames = dict(zip(images, f, strict=True))
         if any(identity in maps for maps in by_source.values()):
             i += 1
             part = occlude_pairs(

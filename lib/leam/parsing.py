@@ -122,14 +122,14 @@ class FarlParser:
     def batch(self, frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) uint8 frames + (B, 68, 2) landmarks -> (B, S, S) uint8 labels."""
         images = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous().to(self.device)  # (B, 3, S, S)
-        pts = torch.from_numpy(np.stack([self.five_points(l) for l in landmarks])).float().to(self.device)
+        pts = torch.from_numpy(np.stack([self.five_points(lm) for lm in landmarks])).float().to(self.device)
         data = {"points": pts, "image_ids": torch.arange(len(frames), device=self.device)}
         with torch.inference_mode():
             logits = self._net(images, data)["seg"]["logits"]  # (B, 19, S, S)
         return logits.argmax(1).to(torch.uint8).cpu().numpy()
 
 
-PARSERS = {"landmarks": LandmarkParser, "farl": FarlParser}
+PARSERS: dict[str, type[LandmarkParser] | type[FarlParser]] = {"landmarks": LandmarkParser, "farl": FarlParser}
 
 
 def visible_classes(parser: str) -> tuple[int, ...]:
@@ -172,10 +172,10 @@ def parse_shard(
         chunk = src[start : start + batch]
         lms = np.stack([np.asarray(r["landmarks"]).reshape(68, 2) for r in chunk]) if chunk else np.zeros((0, 68, 2))
         if isinstance(p, LandmarkParser):
-            labs = [p(lm, r["size"]) for lm, r in zip(lms, chunk)]
+            labs = [p(lm, r["size"]) for lm, r in zip(lms, chunk, strict=True)]
         else:
             labs = list(p.batch(np.stack([decode_png(r["frame_png"]) for r in chunk]), lms))
-        for r, lab in zip(chunk, labs):
+        for r, lab in zip(chunk, labs, strict=True):
             rows.append(
                 {
                     "identity": r["identity"],

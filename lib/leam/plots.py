@@ -130,7 +130,7 @@ def layers_figure(
     for ax in axes.ravel():
         ax.axis("off")
     shown = None
-    for ax, (title, name, r) in zip(axes.ravel(), panels):
+    for ax, (title, name, r) in zip(axes.ravel(), panels, strict=False):
         ax.imshow(frames[name])
         if r is None:
             ax.set_title(f"{title}\n{name}", fontsize=7)
@@ -197,7 +197,7 @@ def _empty(ax, text: str) -> None:
 def _drop_panels(axes, df, models, methods, n_col: str) -> None:
     """One panel per target model: mean cosine drop ± s.e. vs occluded share (log scale), one curve
     per method present (``df``: occlusion_by_model or atlas_summary rows; ``n_col``: its count)."""
-    for ax, model in zip(axes, models):
+    for ax, model in zip(axes, models, strict=True):
         g = df[df["model"] == model]
         for method in methods:
             h = g[g["method"] == method]
@@ -227,7 +227,7 @@ def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None
     targets = sorted(df["model"].unique()) if len(df) else []
     ncols = max(1, len(targets))
     fig = plt.figure(figsize=(max(10.0, 3.4 * ncols), 7.6), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.05])
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.05])  # type: ignore[misc]  # an array of 2
     axes = top.subplots(1, ncols, squeeze=False, sharey=True)[0]
     if df.empty:
         _empty(axes[0], "no occlusion results (no identity has two usable photos)")
@@ -376,7 +376,7 @@ def demographics_figure(db_path, out_path) -> None:
         "WHERE size_pct = 1 GROUP BY ALL ORDER BY method, age_gap",
     )
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
-    for ax, factor in zip(axes[:2], ("gender", "ethnicity")):
+    for ax, factor in zip(axes[:2], ("gender", "ethnicity"), strict=True):
         g = groups[groups["factor"] == factor]
         if g.empty:
             _empty(ax, f"no {factor} metadata")
@@ -453,13 +453,14 @@ def explain_figures(
     axes[1].imshow(frame_b)
     axes[1].set_title("positive (B),\naligned to A", fontsize=7)
     shown = None
-    for ax, k in zip(axes[2:], names):
+    for ax, k in zip(axes[2:], names, strict=False):
         ax.imshow(frame_a)
         shown = ax.imshow(frames[k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
         ax.set_title(f"LEAM {k}", fontsize=7)
     for ax in axes:
         ax.axis("off")
-    fig.colorbar(shown, ax=axes, shrink=0.8, label="LEAM relevance")
+    if shown is not None:
+        fig.colorbar(shown, ax=axes, shrink=0.8, label="LEAM relevance")
     fig.suptitle(title, fontsize=8)
     files += _save(fig, out_dir / f"{prefix}overlay.png")
     cols = min(5, len(names))
@@ -469,11 +470,13 @@ def explain_figures(
     )
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, k in zip(axes.ravel(), names):
+    shown = None
+    for ax, k in zip(axes.ravel(), names, strict=False):
         ax.imshow(frame_a)
         shown = ax.imshow(frames[k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
         ax.set_title(f"{k} ({maps[k].shape[-2]}x{maps[k].shape[-1]})", fontsize=7)
-    fig.colorbar(shown, ax=axes, shrink=0.8, label="LEAM relevance (min-max normalised)")
+    if shown is not None:
+        fig.colorbar(shown, ax=axes, shrink=0.8, label="LEAM relevance (min-max normalised)")
     fig.suptitle(title, fontsize=8)
     files += _save(fig, out_dir / f"{prefix}layers.png")
     palette = plt.get_cmap("tab20")(np.arange(20))[:, :3]
@@ -482,7 +485,7 @@ def explain_figures(
     for ax in axes.ravel():
         ax.axis("off")
     present = set()
-    for ax, k in zip(axes.ravel(), names):
+    for ax, k in zip(axes.ravel(), names, strict=False):
         v = frames[k].reshape(-1)
         n_active = torch.tensor([int((v >= full_threshold).sum())])
         kk = int(selection_sizes(n_active, v.size, [top], "active")[0, 1])

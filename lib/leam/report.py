@@ -135,7 +135,8 @@ def findings(con: duckdb.DuckDBPyConnection) -> list[Finding]:
     share = _df(
         con,
         f"""SELECT model, selection, sum(mean_rel_pct) AS central FROM class_share_model
-                         WHERE class IN ({", ".join("'" + c + "'" for c in CENTRAL)}) AND selection IN ('top1', 'top100')
+                         WHERE class IN ({", ".join("'" + c + "'" for c in CENTRAL)})
+                           AND selection IN ('top1', 'top100')
                          GROUP BY model, selection ORDER BY model, selection""",
     )
     piv = share.pivot(index="model", columns="selection", values="central") if len(share) else pd.DataFrame()
@@ -189,7 +190,8 @@ def _img(path: str | os.PathLike, fid: str, caption: str) -> str:
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5em;color:#222}
 h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.8em;border-bottom:1px solid #ddd}
-.meta{color:#666} nav ol{columns:2;column-gap:3em} nav li{margin-left:.5em;break-inside:avoid} figure{margin:1.2em 0} img{max-width:100%;border:1px solid #eee}
+.meta{color:#666} nav ol{columns:2;column-gap:3em} nav li{margin-left:.5em;break-inside:avoid}
+figure{margin:1.2em 0} img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em;margin:.3em 0} table.t{border-collapse:collapse;font-size:.85em}
 table.t th,table.t td{padding:2px 8px;border-bottom:1px solid #eee;text-align:right}
 table.t th{background:#f6f6f6} .finding{padding:.6em .9em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}
@@ -290,8 +292,8 @@ def build_report(
             (
                 "table-compare",
                 "BC and EMD per layer, same vs different identity (Tables 3-6)",
-                "SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different, n_same, n_different, n_skipped "
-                "FROM compare_table ORDER BY model, selection, layer_idx",
+                "SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different, "
+                "n_same, n_different, n_skipped FROM compare_table ORDER BY model, selection, layer_idx",
             ),
             (
                 "table-occlusion",
@@ -301,11 +303,11 @@ def build_report(
             (
                 "table-occlusion-models",
                 "Transfer at 1 %: cosine drop per source and target model (Table 21)",
-                "SELECT source_model, source_layer, model AS target_model, method, n_pairs, n_skipped, mean_drop FROM occlusion_by_model "
-                "WHERE size_pct = 1 ORDER BY source_model, model, method",
+                "SELECT source_model, source_layer, model AS target_model, method, n_pairs, n_skipped, mean_drop "
+                "FROM occlusion_by_model WHERE size_pct = 1 ORDER BY source_model, model, method",
             ),
         ]
-        if con.execute("SELECT count(*) FROM identity_meta").fetchone()[0]:
+        if database.scalar(con, "SELECT count(*) FROM identity_meta"):
             tables.append(
                 (
                     "table-demographics",
@@ -340,10 +342,10 @@ def build_report(
         ):
             parts.append(_table(df, tid, caption))
             items.append((tid, caption))
-        n_pairs = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
-        n_maps = con.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT model, layer, anchor, positive, identity FROM counts)"
-        ).fetchone()[0]
+        n_pairs = database.scalar(con, "SELECT count(*) FROM pairs")
+        n_maps = database.scalar(
+            con, "SELECT count(*) FROM (SELECT DISTINCT model, layer, anchor, positive, identity FROM counts)"
+        )
     finally:
         con.close()
     toc = "".join(f"<li><a href='#{i}'>{html.escape(c)}</a></li>" for i, c in items)
@@ -375,7 +377,7 @@ def build_report(
 def report_figures(models, files, *, demographics: bool) -> dict[str, str]:
     """{caption: path} of the pipeline's figures in report order (``files``: the report rule's input)."""
     out = {}
-    for m, layers, threshold in zip(models, files.layers, files.threshold):
+    for m, layers, threshold in zip(models, files.layers, files.threshold, strict=True):
         out[f"{m}: LEAM of every layer over one face (paper Fig. 4)"] = layers
         out[f"{m}: class share vs relevance threshold (Appendix B)"] = threshold
     out["BC and EMD of image maps per layer, same vs different identity (Tables 3-6)"] = files.compare

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 __all__ = ["package_file", "resolve_path", "MissingResource"]
@@ -30,7 +31,7 @@ def package_file(package: str, relpath: str) -> Path:
     return path
 
 
-def resolve_path(spec: str, base: str | Path = ".") -> Path:
+def resolve_path(spec: str, base: str | os.PathLike = ".") -> Path:
     """Resolve ``pkg://package/rel/path``, ``npm://package@version/rel/path`` (the local copy
     :mod:`leam.npm` fetches) or a plain (absolute or ``base``-relative) path."""
     if spec.startswith("npm://"):

@@ -15,15 +15,17 @@ and derives from it:
   ``k_max`` is the pixel count of the largest occlusion size; every smaller size's mask is a prefix;
   and ``n_relevant``, the map's pixels above 0 (a size past it has no LEAM pixels to occlude);
 * ``maps`` (optional, ``extract.store_maps``): the raw maps at layer resolution, for figures and
-  for your own analyses: ``raw`` (float32, every pair), ``float16`` (every pair, half the bytes: each map
-  divided by its maximum, kept in ``scale``; error <= 2^-11 of the map's maximum) or ``first_pair`` (float32, each identity's first ordered pair only:
-  what the layer figure draws). Nothing downstream reads them for numbers: counts, compare and
+  for your own analyses: ``raw`` (float32, every pair), ``float16`` (every pair, half the bytes:
+  each map divided by its maximum, kept in ``scale``; error <= 2^-11 of the map's maximum) or
+  ``first_pair`` (float32, each identity's first ordered pair only: what the layer figure draws).
+  Nothing downstream reads them for numbers: counts, compare and
   occlusion results are the same bytes whatever is stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -156,8 +158,9 @@ class IdentitySummaries:
             raise ValueError(f"store_maps must be one of {STORE_MAPS}, not {store_maps!r}")
         self.labels = labels.long()
         self.n, self.size = labels.shape[0], labels.shape[-1]
-        self.window = tuple(window)
-        self.count_kw = dict(levels=levels, full_threshold=full_threshold, topk_of=topk_of)
+        x0, y0, x1, y1 = window
+        self.window = (x0, y0, x1, y1)
+        self.count_kw: dict[str, Any] = dict(levels=levels, full_threshold=full_threshold, topk_of=topk_of)
         self.selections = list(selections)
         self.rank_layer, self.k_max = rank_layer, int(k_max)
         self.store_maps = store_maps
@@ -182,10 +185,11 @@ class IdentitySummaries:
         self.pairs.setdefault(layer, []).append((a_np, p_np))
         self.counts.setdefault(layer, []).append((counts.cpu().numpy(), sizes.cpu().numpy()))
         anchors, inverse, n_pos = torch.unique_consecutive(anchor, return_inverse=True, return_counts=True)
-        kinds = [
-            (sel, lambda f, sel=sel: to_distribution(select(f, sel, self.count_kw["full_threshold"], ranking)))
-            for sel in self.selections
-        ]
+
+        def distribution(sel: str) -> Callable[[torch.Tensor], torch.Tensor]:
+            return lambda f: to_distribution(select(f, sel, self.count_kw["full_threshold"], ranking))
+
+        kinds = [(sel, distribution(sel)) for sel in self.selections]
         if layer == self.rank_layer:
             kinds.append(("mean", lambda f: f))
         f64 = frame.double()

@@ -18,6 +18,16 @@ rule aggregate:
         # outputs before it starts, so the database itself is not one; it is replaced only once
         # the new one is complete (leam.database)
         manifest=results("leam.duckdb.json"),
+    log:
+        logs("aggregate/aggregate.log"),
+    benchmark:
+        results("benchmarks/aggregate/aggregate.tsv")
+    conda:
+        "../envs/leam.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=120,
     params:
         db=lambda wildcards, output: output.manifest.removesuffix(".json"),
         models={m: config["models"][m] for m in MODELS},
@@ -26,15 +36,5 @@ rule aggregate:
         # DuckDB's buffer pool: table blocks go to the database file, so memory stays flat with the
         # study's size (benchmarks/scale.py); more only speeds up very large joins
         duckdb_memory_mb=128,
-    threads: 1
-    resources:
-        mem_mb=16000,
-        runtime=120,
-    conda:
-        "../envs/leam.yaml"
-    log:
-        logs("aggregate/aggregate.log"),
-    benchmark:
-        results("benchmarks/aggregate/aggregate.tsv")
     script:
         "../scripts/aggregate.py"

@@ -6,19 +6,19 @@ rule align:
         faces=rules.detect.output.faces,
     output:
         aligned=results("aligned/shard-{shard}.parquet"),
+    log:
+        logs("align/shard-{shard}.log"),
+    benchmark:
+        results("benchmarks/align/shard-{shard}.tsv")
+    conda:
+        "../envs/leam.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         size=config["align"]["size"],
         padding=config["align"]["padding"],
         seed=config["seed"],
         max_side=config["detect"]["max_side"],
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../envs/leam.yaml"
-    log:
-        logs("align/shard-{shard}.log"),
-    benchmark:
-        results("benchmarks/align/shard-{shard}.tsv")
     script:
         "../scripts/align.py"

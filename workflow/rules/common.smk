@@ -35,8 +35,16 @@ def results(path):
 
 
 # the views written as CSV by the tables rule (and shown in `snakemake --report`)
-TABLES = ["threshold_table", "class_share_layer", "compare_table", "occlusion_by_model", "atlas_summary",
-          "verification", "rejects", "suspect_labels"]
+TABLES = [
+    "threshold_table",
+    "class_share_layer",
+    "compare_table",
+    "occlusion_by_model",
+    "atlas_summary",
+    "verification",
+    "rejects",
+    "suspect_labels",
+]
 
 
 def figure(name, caption, subcategory):
@@ -44,8 +52,13 @@ def figure(name, caption, subcategory):
     workflow/report/{caption}.rst, under Figures / {subcategory} (a model, or all models)."""
     fmt = "PDF (vector)" if name.endswith(".pdf") else "PNG, 300 dpi"
     labels = {"figure": caption, "format": fmt}
-    return report(results(f"figures/{name}"), caption=f"../report/{caption}.rst", category="Figures",
-                  subcategory=subcategory, labels=labels)
+    return report(
+        results(f"figures/{name}"),
+        caption=f"../report/{caption}.rst",
+        category="Figures",
+        subcategory=subcategory,
+        labels=labels,
+    )
 
 
 def logs(path):

@@ -6,20 +6,20 @@ rule detect:
         images=shard_images,
     output:
         faces=results("faces/shard-{shard}.parquet"),
+    log:
+        logs("detect/shard-{shard}.log"),
+    benchmark:
+        results("benchmarks/detect/shard-{shard}.tsv")
+    conda:
+        "../envs/leam.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         upsample=config["detect"]["upsample"],
         min_score=config["detect"]["min_score"],
         near_duplicate_mad=config["detect"]["near_duplicate_mad"],
         max_side=config["detect"]["max_side"],
         unusable=shard_unusable,
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    conda:
-        "../envs/leam.yaml"
-    log:
-        logs("detect/shard-{shard}.log"),
-    benchmark:
-        results("benchmarks/detect/shard-{shard}.tsv")
     script:
         "../scripts/detect.py"

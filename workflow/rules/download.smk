@@ -6,12 +6,12 @@
 checkpoint sample_photos:
     output:
         manifest=f"{RAW}/{MANIFEST_NAME}",
-    params:
-        sample=config["input"]["sample"],
-    conda:
-        "../envs/leam.yaml"
     log:
         logs("download/sample_photos.log"),
+    conda:
+        "../envs/leam.yaml"
+    params:
+        sample=config["input"]["sample"],
     script:
         "../scripts/sample_photos.py"
 
@@ -22,12 +22,12 @@ checkpoint download:
     output:
         manifest=f"{RAW}/DOWNLOADS.sha256",
         table=results("downloads.parquet"),
+    log:
+        logs("download/download.log"),
+    conda:
+        "../envs/leam.yaml"
     params:
         download=config["download"],
         seed=config["seed"],
-    conda:
-        "../envs/leam.yaml"
-    log:
-        logs("download/download.log"),
     script:
         "../scripts/download.py"

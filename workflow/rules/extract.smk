@@ -10,19 +10,19 @@ rule preflight:
     # device this machine lacks), found in seconds, before the long jobs: run first (priority)
     output:
         ok=results("preflight/{model}.txt"),
-    params:
-        spec=lambda wildcards: config["models"][wildcards.model],
-        device=config["extract"]["device"],
-        frame_padding=config["align"]["padding"],
+    log:
+        logs("preflight/{model}.log"),
     priority: 100
+    conda:
+        "../envs/leam.yaml"
     resources:
         gpu=1,  # where extract runs: the device is checked there
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../envs/leam.yaml"
-    log:
-        logs("preflight/{model}.log"),
+    params:
+        spec=lambda wildcards: config["models"][wildcards.model],
+        device=config["extract"]["device"],
+        frame_padding=config["align"]["padding"],
     script:
         "../scripts/preflight.py"
 
@@ -39,6 +39,17 @@ rule extract:
         image_maps=results("image_maps/model={model}/shard-{shard}.parquet"),
         rankings=results("rankings/model={model}/shard-{shard}.parquet"),
         maps=results("maps/model={model}/shard-{shard}.parquet"),
+    log:
+        logs("extract/{model}/shard-{shard}.log"),
+    benchmark:
+        results("benchmarks/extract/{model}/shard-{shard}.tsv")
+    conda:
+        "../envs/leam.yaml"
+    threads: lambda wildcards: workflow.cores or 1  # all the cores; a callable, so --unlock needs no --cores
+    resources:
+        gpu=1,  # used when present; a CPU-only profile sets it to 0 (profiles/slurm-local)
+        mem_mb=16000,
+        runtime=240,  # minutes, for a shard of ~10 identities on one GPU
     params:
         spec=lambda wildcards: config["models"][wildcards.model],
         device=config["extract"]["device"],
@@ -51,16 +62,5 @@ rule extract:
         selections=config["compare"]["selections"],
         rank_layer=lambda wildcards: dict(OCCLUDE_SOURCES).get(wildcards.model),
         rank_pixels=RANK_PIXELS,
-    threads: lambda wildcards: workflow.cores or 1  # all the cores; a callable, so --unlock needs no --cores
-    resources:
-        gpu=1,  # used when present; a CPU-only profile sets it to 0 (profiles/slurm-local)
-        mem_mb=16000,
-        runtime=240,  # minutes, for a shard of ~10 identities on one GPU
-    conda:
-        "../envs/leam.yaml"
-    log:
-        logs("extract/{model}/shard-{shard}.log"),
-    benchmark:
-        results("benchmarks/extract/{model}/shard-{shard}.tsv")
     script:
         "../scripts/extract.py"

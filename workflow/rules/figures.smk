@@ -14,14 +14,14 @@ rule figures:
         layers_pdf=figure("{model}_layers.pdf", "layers", "{model}"),
         threshold=figure("{model}_share_vs_threshold.png", "threshold", "{model}"),
         threshold_pdf=figure("{model}_share_vs_threshold.pdf", "threshold", "{model}"),
-    params:
-        identity=config["figures"]["example_identity"],
-    conda:
-        "../envs/leam.yaml"
     log:
         logs("figures/{model}.log"),
     benchmark:
         results("benchmarks/figures/{model}.tsv")
+    conda:
+        "../envs/leam.yaml"
+    params:
+        identity=config["figures"]["example_identity"],
     script:
         "../scripts/figures.py"
 
@@ -36,14 +36,14 @@ rule study_figures:
         occlusion_pdf=figure("occlusion.pdf", "occlusion", "all models"),
         atlas=figure("atlas.png", "atlas", "all models"),
         atlas_pdf=figure("atlas.pdf", "atlas", "all models"),
-    params:
-        source=OCCLUDE_SOURCE,
-    conda:
-        "../envs/leam.yaml"
     log:
         logs("figures/study.log"),
     benchmark:
         results("benchmarks/figures/study.tsv")
+    conda:
+        "../envs/leam.yaml"
+    params:
+        source=OCCLUDE_SOURCE,
     script:
         "../scripts/study_figures.py"
 
@@ -54,11 +54,11 @@ rule demographics_figure:
     output:
         demographics=figure("demographics.png", "demographics", "all models"),
         demographics_pdf=figure("demographics.pdf", "demographics", "all models"),
-    conda:
-        "../envs/leam.yaml"
     log:
         logs("figures/demographics.log"),
     benchmark:
         results("benchmarks/figures/demographics.tsv")
+    conda:
+        "../envs/leam.yaml"
     script:
         "../scripts/demographics_figure.py"

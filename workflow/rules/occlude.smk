@@ -9,15 +9,15 @@ rule population_atlas:
         image_maps=shard_outputs(rules.extract.output.image_maps, model=OCCLUDE_SOURCE),
     output:
         population=results("occlusion/population.parquet"),
-    params:
-        layer=OCCLUDE_LAYER,
-        size=config["align"]["size"],
-    conda:
-        "../envs/leam.yaml"
     log:
         logs("occlude/population.log"),
     benchmark:
         results("benchmarks/population_atlas/population.tsv")
+    conda:
+        "../envs/leam.yaml"
+    params:
+        layer=OCCLUDE_LAYER,
+        size=config["align"]["size"],
     script:
         "../scripts/population_atlas.py"
 
@@ -31,6 +31,17 @@ rule occlude:
     output:
         occlusion=results("occlusion/model={model}/shard-{shard}.parquet"),
         atlas=results("atlas/model={model}/shard-{shard}.parquet"),
+    log:
+        logs("occlude/{model}/shard-{shard}.log"),
+    benchmark:
+        results("benchmarks/occlude/{model}/shard-{shard}.tsv")
+    conda:
+        "../envs/leam.yaml"
+    threads: lambda wildcards: workflow.cores or 1  # all the cores; a callable, so --unlock needs no --cores
+    resources:
+        gpu=1,  # every configured model re-embeds the occluded frames
+        mem_mb=16000,
+        runtime=240,
     params:
         models=lambda wildcards: {wildcards.model: config["models"][wildcards.model]},
         sources=OCCLUDE_SOURCES,
@@ -39,16 +50,5 @@ rule occlude:
         seed=config["seed"],
         device=config["extract"]["device"],
         frame_padding=config["align"]["padding"],
-    threads: lambda wildcards: workflow.cores or 1  # all the cores; a callable, so --unlock needs no --cores
-    resources:
-        gpu=1,  # every configured model re-embeds the occluded frames
-        mem_mb=16000,
-        runtime=240,
-    conda:
-        "../envs/leam.yaml"
-    log:
-        logs("occlude/{model}/shard-{shard}.log"),
-    benchmark:
-        results("benchmarks/occlude/{model}/shard-{shard}.tsv")
     script:
         "../scripts/occlude.py"

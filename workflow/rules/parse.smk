@@ -6,18 +6,18 @@ rule parse:
         aligned=rules.align.output.aligned,
     output:
         labels=results("labels/shard-{shard}.parquet"),
-    params:
-        parser=config["parser"],
-        device=config["extract"]["device"].replace("auto", "cpu"),
-    resources:
-        gpu=1 if config["parser"]["name"] == "farl" else 0,
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        "../envs/leam.yaml"
     log:
         logs("parse/shard-{shard}.log"),
     benchmark:
         results("benchmarks/parse/shard-{shard}.tsv")
+    conda:
+        "../envs/leam.yaml"
+    resources:
+        gpu=1 if config["parser"]["name"] == "farl" else 0,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        parser=config["parser"],
+        device=config["extract"]["device"].replace("auto", "cpu"),
     script:
         "../scripts/parse.py"

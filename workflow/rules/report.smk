@@ -12,15 +12,15 @@ rule report:
         demographics=rules.demographics_figure.output.demographics if HAVE_METADATA else [],
     output:
         html=report(results("report.html"), caption="../report/html.rst", category="leam report"),
-    params:
-        models=MODELS,
-        demographics=HAVE_METADATA,
-        caveats=sample_caveats(config["input"]["sample"]),
-    conda:
-        "../envs/leam.yaml"
     log:
         logs("report/report.log"),
     benchmark:
         results("benchmarks/report/report.tsv")
+    conda:
+        "../envs/leam.yaml"
+    params:
+        models=MODELS,
+        demographics=HAVE_METADATA,
+        caveats=sample_caveats(config["input"]["sample"]),
     script:
         "../scripts/report.py"

@@ -12,11 +12,11 @@ rule tables:
             category="Tables",
             labels={"table": "{table}"},
         ),
+    log:
+        logs("tables/{table}.log"),
     wildcard_constraints:
         table="|".join(TABLES),
     conda:
         "../envs/leam.yaml"
-    log:
-        logs("tables/{table}.log"),
     script:
         "../scripts/tables.py"

@@ -7,7 +7,10 @@ log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 occlude_stage(
     snakemake.input.aligned,
-    [(model, layer, path) for (model, layer), path in zip(snakemake.params.sources, snakemake.input.rankings)],
+    [
+        (model, layer, path)
+        for (model, layer), path in zip(snakemake.params.sources, snakemake.input.rankings, strict=True)
+    ],
     dict(snakemake.params.models),
     occlusion_out=snakemake.output.occlusion,
     atlas_out=snakemake.output.atlas,

@@ -316,7 +316,7 @@ class LEAM:
             del e_a, acts, targets, acts_f
             self._rec.reset()
             anc, pp = torch.cat(chunk_a), torch.cat(chunk_p)
-            for name, parts in zip(names, chunk_maps):
+            for name, parts in zip(names, chunk_maps, strict=True):
                 m = torch.cat(parts)  # (a (n - 1), h, w)
                 if consumer is not None:
                     consumer.add(name, anc, pp, m)

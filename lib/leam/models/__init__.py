@@ -186,7 +186,7 @@ def weights_path(what: str, w: dict, key: str, base_dir: str | os.PathLike = "."
     it and the key to set.
     """
     path, problem = _missing(what, w, key, base_dir)
-    if problem:
+    if problem or path is None:
         raise WeightsError(problem)
     if w.get("sha256"):
         got = sha256_file(path)

@@ -20,6 +20,7 @@ Encoding:
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +106,7 @@ class _Reader:
         self.pos += 4 * n
         return a
 
-    def alias(self) -> tuple[int, ...]:
+    def alias(self) -> tuple[builtins.int, ...]:
         self.int()
         return tuple(self.int() for _ in range(4))
 

@@ -126,12 +126,12 @@ def load_dlib_resnet(path: str | Path) -> DlibResNet:
     """
     net = read_dlib_net(path)
     model = DlibResNet()
-    params = [l for l in net.layers if l.kind in ("con", "affine", "fc")]
+    params = [layer for layer in net.layers if layer.kind in ("con", "affine", "fc")]
     targets = [m for m in model.modules() if isinstance(m, (nn.Conv2d, Affine, nn.Linear))]
     if len(params) != len(targets):
         raise DlibFormatError(f"{path}: {len(params)} parametrised layers, the port expects {len(targets)}")
     with torch.no_grad():
-        for layer, mod in zip(params, targets):
+        for layer, mod in zip(params, targets, strict=True):
             p = torch.from_numpy(layer.fields["params"].reshape(-1))
             if isinstance(mod, nn.Conv2d):
                 w = mod.weight
@@ -146,6 +146,7 @@ def load_dlib_resnet(path: str | Path) -> DlibResNet:
                         f"{layer.fields['padding']} != {mod.stride}/{mod.padding}"
                     )
                 w.copy_(p[: w.numel()].view_as(w))
+                assert mod.bias is not None  # every convolution of the port has a bias, as dlib's
                 mod.bias.copy_(p[w.numel() :])
             elif isinstance(mod, Affine):
                 c = mod.weight.numel()

@@ -65,6 +65,10 @@ class IResNet(nn.Module):
     """(B, 3, 112, 112) in [-1, 1] -> (B, num_features) embeddings."""
 
     fc_scale = 7 * 7
+    layer1: nn.Sequential  # made in __init__ by name, from ``blocks``
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, blocks: tuple[int, int, int, int], num_features: int = 512, dropout: float = 0.0):
         super().__init__()
@@ -73,7 +77,7 @@ class IResNet(nn.Module):
         self.prelu = nn.PReLU(64)
         widths = (64, 128, 256, 512)
         inplanes = 64
-        for i, (w, n) in enumerate(zip(widths, blocks), 1):
+        for i, (w, n) in enumerate(zip(widths, blocks, strict=True), 1):
             stage = [IBasicBlock(inplanes, w, 2)] + [IBasicBlock(w, w, 1) for _ in range(n - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*stage))
             inplanes = w

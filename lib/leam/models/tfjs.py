@@ -104,7 +104,7 @@ def read_graph_model(
                     f"{json_path}: weight {w['name']} runs past the end of its shards "
                     f"({end} > {len(buf)} bytes): truncated download?"
                 )
-            a = np.frombuffer(buf, dt, n, off).reshape(shape)
+            a: np.ndarray = np.frombuffer(buf, dt, n, off).reshape(shape)
             off = end
             if q and stored in ("uint8", "uint16"):
                 a = a.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
@@ -185,8 +185,10 @@ class TFConv2d(nn.Module):
             left, r = _same_pad(x.shape[3], kw, self.stride[1], self.dilation[1])
         elif self.padding == "VALID":
             t = b = left = r = 0
-        else:
+        elif isinstance(self.padding, tuple):
             t, b, left, r = self.padding
+        else:
+            raise TFJSError(f"unknown padding {self.padding!r}")
         if t == b and left == r:
             return F.conv2d(x, self.weight, self.bias, self.stride, (t, left), self.dilation, self.groups)
         return F.conv2d(F.pad(x, (left, r, t, b)), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
@@ -198,7 +200,10 @@ def _activation(name: str, alpha: torch.Tensor | None = None) -> Callable[[torch
     if name == "Relu6":
         return lambda x: x.clamp(0, 6)
     if name == "Prelu":
-        return lambda x: torch.where(x >= 0, x, alpha * x)
+        if alpha is None:
+            raise TFJSError("a Prelu activation needs its alpha")
+        slope = alpha
+        return lambda x: torch.where(x >= 0, x, slope * x)
     if name == "Elu":
         return F.elu
     if name == "Sigmoid":
@@ -411,9 +416,11 @@ def _fuse(
     for relu in [n for n in nodes if n["op"] == "Relu"]:
         lo = sole(relu["name"], ("Minimum",))
         hi = sole(lo["name"], ("Maximum",)) if lo else None
-        c_hi = scalar([i for i in lo["input"] if _source(i) != relu["name"]][0]) if lo else None
-        c_lo = scalar([i for i in hi["input"] if _source(i) != lo["name"]][0]) if hi else None
-        if hi is None or c_hi is None or c_lo != 0.0 or c_hi < 0:
+        if lo is None or hi is None:
+            continue
+        c_hi = scalar([i for i in lo["input"] if _source(i) != relu["name"]][0])
+        c_lo = scalar([i for i in hi["input"] if _source(i) != lo["name"]][0])
+        if c_hi is None or c_lo != 0.0 or c_hi < 0:
             continue
         removed.update({relu["name"], lo["name"]})
         hi.update(op="_Clip", input=[relu["input"][0]], _lo=0.0, _hi=c_hi)
