@@ -119,12 +119,15 @@ def building(db_path: str | os.PathLike) -> Iterator[duckdb.DuckDBPyConnection]:
     log.info("%s: build %s in place (%d tables); manifest %s", db_path, build, len(tables), manifest)
 
 
-def connect(path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
+def connect(path: str | os.PathLike, *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """Open the run's database read-only.
 
     ``path``: the manifest (``leam.duckdb.json``, what the pipeline's rules get): the database it
     names must exist and be that build; or a database file itself (then nothing is checked but
     that it opens). Raises :class:`DatabaseError` with the file, the reason and the fix.
+    ``threads``: DuckDB's worker threads (default: one per core). With more than one, a float
+    ``avg``/``stddev_samp`` adds its values in an order that changes from query to query, so the
+    last digits do too; ``threads=1`` gives the same bytes every time.
     """
     path = Path(path)
     build = None
@@ -171,13 +174,16 @@ def connect(path: str | os.PathLike) -> duckdb.DuckDBPyConnection:
                 f"{db_path} is not the database aggregate wrote (build {found}, {path} "
                 f"says {build}): it was replaced by hand; rerun with `--forcerun aggregate`"
             )
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
     return con
 
 
 def export_csv(source: str | os.PathLike, view: str, out_path: str | os.PathLike) -> int:
     """Write table or view ``view`` of the run's database (``source`` as for :func:`connect`) to
-    ``out_path`` as CSV with a header, atomically, in the view's own order; returns the row count."""
-    con = connect(source)
+    ``out_path`` as CSV with a header, atomically, in the view's own order; returns the row count.
+    Computed on one thread, so the same database gives the same bytes (see :func:`connect`)."""
+    con = connect(source, threads=1)
     try:
         known = {
             n
