@@ -180,9 +180,10 @@ def link_weights(workdir: Path) -> None:
     (workdir / NPM_DIR).symlink_to(REPO / NPM_DIR, target_is_directory=True)
 
 
-def snakemake(workdir: Path, *args: str, cores: str | None = "2") -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in ``workdir`` with its config.yaml, 2 cores (None: no --cores)."""
-    cmd = [
+def snakemake_cmd(workdir: Path, *args: str, cores: str | None = "2") -> list[str]:
+    """The command running the repository's Snakefile in ``workdir`` with its config.yaml, 2 cores
+    (None: no --cores)."""
+    return [
         SNAKEMAKE,
         "--snakefile",
         str(REPO / "workflow" / "Snakefile"),
@@ -193,7 +194,11 @@ def snakemake(workdir: Path, *args: str, cores: str | None = "2") -> subprocess.
         str(workdir / "config.yaml"),
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def snakemake(workdir: Path, *args: str, cores: str | None = "2") -> subprocess.CompletedProcess:
+    """Run :func:`snakemake_cmd` to the end, output captured."""
+    return subprocess.run(snakemake_cmd(workdir, *args, cores=cores), capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="session")

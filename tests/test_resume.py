@@ -12,7 +12,14 @@ import time
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, assert_same_results, assert_same_views, copy_photos, link_weights, snakemake
+from conftest import (
+    assert_same_results,
+    assert_same_views,
+    copy_photos,
+    link_weights,
+    snakemake,
+    snakemake_cmd,
+)
 
 from leam.database import connect, manifest_path, stale_temporaries
 from leam.io import sha256_file
@@ -31,17 +38,7 @@ def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     for low, high in ((2, 12), (4, 25)):
         wait = float(rng.uniform(low, high))
         proc = subprocess.Popen(
-            [
-                SNAKEMAKE,
-                "--snakefile",
-                str(REPO / "workflow" / "Snakefile"),
-                "--directory",
-                str(d),
-                "--cores",
-                "2",
-                "--configfile",
-                str(d / "config.yaml"),
-            ],
+            snakemake_cmd(d),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -74,21 +71,7 @@ def test_a_killed_aggregate_keeps_the_last_database(pipeline_run, tmp_path):
     db = d / "results" / "default" / "leam.duckdb"
     before = sha256_file(db)
     proc = subprocess.Popen(
-        [
-            SNAKEMAKE,
-            "--snakefile",
-            str(REPO / "workflow" / "Snakefile"),
-            "--directory",
-            str(d),
-            "--cores",
-            "2",
-            "--configfile",
-            str(d / "config.yaml"),
-            "--forcerun",
-            "aggregate",
-            "--until",
-            "aggregate",
-        ],
+        snakemake_cmd(d, "--forcerun", "aggregate", "--until", "aggregate"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -310,7 +310,12 @@ def atlas_occlusion(
                 before = (u_pos @ u_h).mean()
                 u_occ = model.embed(occ)  # (M, D)
                 after = (u_occ @ u_pos.T).mean(1)  # (M,)
-                for (method, size, k), c in zip(meta, after.tolist(), strict=True):
+                measured = [
+                    (method, size, k, float(before) - c, None)
+                    for (method, size, k), c in zip(meta, after.tolist(), strict=True)
+                ]
+                unmeasured = [(method, size, k, None, why) for method, size, k, why in skipped]
+                for method, size, k, drop, why in measured + unmeasured:
                     rows.append(
                         {
                             "model": name,
@@ -320,24 +325,10 @@ def atlas_occlusion(
                             "size_pct": float(size),
                             "n_occluded": k,
                             "n_positives": len(positives),
-                            "drop": float(before) - c,
-                            "skipped": None,
+                            "drop": drop,
+                            "skipped": why,
                         }
                     )
-                rows += [
-                    {
-                        "model": name,
-                        "identity": identity,
-                        "image": h,
-                        "method": method,
-                        "size_pct": float(size),
-                        "n_occluded": k,
-                        "n_positives": len(positives),
-                        "drop": None,
-                        "skipped": why,
-                    }
-                    for method, size, k, why in skipped
-                ]
     return rows
 
 
