@@ -225,3 +225,36 @@ def test_positives_per_anchor_draws_a_seeded_subset():
     )
     assert sorted({(r["anchor"], r["positive"]) for r in rows}) == choose_pairs(sorted(maps), 1, seed=0, identity="x")
     assert len(rows) == len(frames) * 2
+
+
+def test_random_pixels_are_drawn_inside_each_target_models_window():
+    """#14: random pixels over the whole frame include rows a windowed target never sees, which
+    made random occlusion look weaker than it is. Each target now gets its own draw inside its
+    window; a whole-frame (chip) target keeps the old draw exactly."""
+    from leam.occlude import window_pixels
+
+    whole = random_mask((30, 30), 17, (0, "id", "a", 1.0))
+    assert torch.equal(whole, random_mask((30, 30), 17, (0, "id", "a", 1.0), (0, 0, 30, 30)))
+    inside = random_mask((30, 30), 50, (0, "id", "a", 1.0), (-4, 10, 20, 40))  # reaches past the frame
+    ys, xs = np.nonzero(inside.numpy())
+    assert len(ys) == 50 and ys.min() >= 10 and xs.max() < 20
+    assert len(window_pixels((30, 30), (-4, 10, 20, 40))) == 20 * 20
+    frames = _frames(3, s=40)
+    rng = np.random.default_rng(1)
+    sources = {("s", "l"): {(a, p): torch.from_numpy(rng.random((40, 40))) for a in frames for p in frames if a != p}}
+    chip = FaceModel("chip", MeanColour().eval(), (40, 40), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), {})
+    arc = FaceModel("arc", MeanColour().eval(), (40, 40), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), {}, alignment="arcface")
+    win = arc.window(40)
+    assert win != (0, 0, 40, 40)
+    rows = occlude_pairs(frames, sources, {"chip": chip, "arc": arc}, identity="x", sizes=(5,), seed=0)
+    for r in (r for r in rows if r["method"] == "random"):
+        model, window = (chip, None) if r["model"] == "chip" else (arc, win)
+        mask = random_mask((40, 40), r["n_occluded"], (0, "x", r["anchor"], 5.0), window)
+        if window is not None:
+            ys, xs = np.nonzero(mask.numpy())
+            assert ys.min() >= max(0, win[1]) and ys.max() < min(40, win[3])
+            assert xs.min() >= max(0, win[0]) and xs.max() < min(40, win[2])
+        occ = torch.from_numpy(frames[r["anchor"]].copy())
+        occ[mask] = 0
+        e = model.embed(torch.stack([occ, torch.from_numpy(frames[r["positive"]])]))
+        assert r["cosine_after"] == pytest.approx(float(e[0] @ e[1]), abs=1e-6)

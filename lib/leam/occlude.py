@@ -7,10 +7,10 @@ frame are set to black:
 
 * ``leam``: the highest pixels of a source model's LEAM map of (a, p) at its source layer
   (normalised and resized to the frame; ties by pixel index), for each source model;
-* ``random``: as many pixels drawn uniformly without replacement, seeded by
-  (seed, identity, anchor, size), so a rerun draws the same pixels. One draw per anchor and size
-  serves all of the anchor's positives and every source (a random mask depends on neither): the
-  occluded anchor is embedded once.
+* ``random``: as many pixels drawn uniformly without replacement among the pixels the target
+  model sees (its window of the frame: the whole frame for ``chip`` models), seeded by
+  (seed, identity, anchor, size), so a rerun draws the same pixels. One draw per anchor, size and
+  window serves all of the anchor's positives and every source (a random mask depends on neither).
 
 Each target model (every configured model: transfer) embeds the occluded anchor and the intact
 positive; the drop is cos(f(a), f(p)) - cos(f(a_occluded), f(p)). The paper took one source
@@ -44,6 +44,7 @@ __all__ = [
     "n_occluded",
     "top_mask",
     "random_mask",
+    "window_pixels",
     "choose_pairs",
     "occlude_pairs",
     "own_maps",
@@ -70,8 +71,24 @@ def n_occluded(size_pct: float, n_pixels: int) -> int:
     return max(1, -(-n_pixels * q // 10000))
 
 
-def random_mask(shape: tuple[int, int], k: int, key: Sequence) -> torch.Tensor:
-    """(S, S) bool with exactly k True pixels, uniformly drawn, seeded by ``key``.
+def window_pixels(shape: tuple[int, int], window: tuple[int, int, int, int] | None) -> np.ndarray:
+    """Row-major indices of the (S, S) frame's pixels inside ``window`` (x0, y0, x1, y1), clipped
+    to the frame; every pixel for None (a whole-frame window gives ``arange(S * S)``)."""
+    h, w = shape
+    if window is None:
+        return np.arange(h * w)
+    x0, y0, x1, y1 = window
+    ys, xs = np.arange(max(0, y0), min(h, y1)), np.arange(max(0, x0), min(w, x1))
+    return (ys[:, None] * w + xs[None, :]).ravel()
+
+
+def random_mask(
+    shape: tuple[int, int], k: int, key: Sequence, window: tuple[int, int, int, int] | None = None
+) -> torch.Tensor:
+    """(S, S) bool with exactly k True pixels, drawn uniformly without replacement among the pixels
+    of ``window`` (a target model's view of the frame: :meth:`leam.models.FaceModel.window`; None,
+    or a whole-frame window: every pixel), seeded by ``key``: the same key and window draw the same
+    pixels, and a whole-frame window draws what an unwindowed mask did.
 
     ``key``: (seed, names...); numbers after the seed are keyed by their value (1 and 1.0 alike).
     """
@@ -80,7 +97,10 @@ def random_mask(shape: tuple[int, int], k: int, key: Sequence) -> torch.Tensor:
         return f"{float(v):.12g}" if isinstance(v, (int, float, np.integer, np.floating)) else str(v)
 
     seed = [int(key[0])] + [zlib.crc32(part(v).encode()) for v in key[1:]]
-    idx = np.random.default_rng(seed).choice(shape[0] * shape[1], size=k, replace=False)
+    pool = window_pixels(shape, window)
+    if k > len(pool):
+        raise ValueError(f"cannot draw {k} pixels from a window of {len(pool)}")
+    idx = pool[np.random.default_rng(seed).choice(len(pool), size=k, replace=False)]
     m = np.zeros(shape[0] * shape[1], bool)
     m[idx] = True
     return torch.from_numpy(m.reshape(shape))
@@ -156,8 +176,11 @@ def occlude_pairs(
     ranking}}, a ranking being the pair's (K,) top pixel indices in rank order (extract's rankings,
     K >= the largest size's pixel count) or its (S, S) normalised frame map. The pairs are those
     every source has (:func:`choose_pairs` of them).
-    The random draws do not depend on the source: each is embedded once and its rows repeated under
-    every source, so each (source, target) has its own random baseline on the same pairs.
+    Random pixels are drawn inside each target's window (:meth:`leam.models.FaceModel.window`):
+    pixels a target never sees would make random occlusion look weaker than it is. A draw depends
+    on (anchor, size, window), not on the source: it is embedded once per target and its row is
+    repeated under every source, so each (source, target) cell has its random baseline on the same
+    pairs (cells are analysed one by one, never pooled over sources).
     """
     common = set.intersection(*(set(m) for m in sources.values())) if sources else set()
     pairs = choose_pairs(sorted(common), positives_per_anchor, seed=seed, identity=identity)
@@ -168,10 +191,13 @@ def occlude_pairs(
     intact = torch.from_numpy(np.stack([frames[i] for i in images]))
     anchors = sorted({a for a, _ in pairs})
     k_max = max(n_occluded(size, s * s) for size in sizes)
+    windows = {name: model.window(s) for name, model in targets.items()}
     # (P, K) rankings, -1 past a map's relevant pixels
     ranks = {src: torch.stack([_ranking(maps[p], k_max) for p in pairs]) for src, maps in sources.items()}
     occluded: list[torch.Tensor] = []
-    meta: list[tuple] = []  # (source, anchor, positive, method, size, k, index of the occluded frame or None, skipped)
+    # (source, anchor, positive, method, size, k, index of the LEAM-occluded frame or None, skipped)
+    meta: list[tuple] = []
+    rand: dict[tuple, int] = {}  # (window, anchor, size) -> index of the randomly occluded frame
 
     def occlude(a: str, mask: torch.Tensor) -> int:
         f = torch.from_numpy(frames[a].copy())
@@ -181,7 +207,9 @@ def occlude_pairs(
 
     for size in sizes:
         k = n_occluded(size, s * s)
-        rand = {a: occlude(a, random_mask((s, s), k, (seed, identity, a, size))) for a in anchors}
+        for w in sorted(set(windows.values())):
+            for a in anchors:
+                rand[(w, a, size)] = occlude(a, random_mask((s, s), k, (seed, identity, a, size), w))
         for src, rank in ranks.items():
             for j, (a, p) in enumerate(pairs):
                 top = rank[j, :k]
@@ -192,15 +220,21 @@ def occlude_pairs(
                 mask = torch.zeros(s * s, dtype=torch.bool)
                 mask[top] = True
                 meta.append((src, a, p, "leam", size, k, occlude(a, mask.reshape(s, s)), None))
-                meta.append((src, a, p, "random", size, k, rand[a], None))
+                meta.append((src, a, p, "random", size, k, None, None))
     occ = torch.stack(occluded)
-    which = torch.tensor([m[6] if m[6] is not None else 0 for m in meta])
     rows = []
     for name, model in targets.items():
+        # the frames this target sees: every LEAM occlusion and the random draws inside its window
+        which = [
+            0 if why else (i if method == "leam" else rand[(windows[name], a, size)])
+            for _, a, _, method, size, _, i, why in meta
+        ]
+        needed = sorted(set(which))
+        slot = {j: n for n, j in enumerate(needed)}
         unit = dict(zip(images, model.embed(intact), strict=True))
         before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
-        u_occ = model.embed(occ)  # (M, D)
-        after = (u_occ[which] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
+        u_occ = model.embed(occ[needed])  # (M, D)
+        after = (u_occ[[slot[j] for j in which]] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
         for ((src_model, src_layer), a, p, method, size, k, _, why), c in zip(meta, after, strict=True):
             cosine_after = None if why else c
             rows.append(
@@ -283,10 +317,13 @@ def atlas_occlusion(
             }
             positives = [p for p in imgs if p != h]
             s = frames[identity][h].shape[0]
-            occluded, meta, skipped = [], [], []
+            windows = {name: model.window(s) for name, model in targets.items()}
+            occluded: list[torch.Tensor] = []
+            meta: list[tuple] = []
+            skipped: list[tuple] = []
             for size in sizes:
                 k = n_occluded(size, s * s)
-                masks = {}
+                masks: dict = {}
                 for name, m in candidates.items():
                     if m is None:
                         continue
@@ -296,7 +333,8 @@ def atlas_occlusion(
                         )
                         continue
                     masks[name] = top_mask(m[None], k)[0]
-                masks["random"] = random_mask((s, s), k, (seed, identity, h, "atlas", size))
+                for w in sorted(set(windows.values())):  # random pixels inside each target's window
+                    masks[("random", w)] = random_mask((s, s), k, (seed, identity, h, "atlas", size), w)
                 for method, mask in masks.items():
                     f = torch.from_numpy(frames[identity][h].copy())
                     f[mask] = 0
@@ -308,11 +346,18 @@ def atlas_occlusion(
                 unit = model.embed(torch.from_numpy(np.stack([frames[identity][i] for i in ids])))
                 u_h, u_pos = unit[0], unit[1:]  # (D,), (n - 1, D)
                 before = (u_pos @ u_h).mean()
-                u_occ = model.embed(occ)  # (M, D)
+                seen = [j for j, (m, _, _) in enumerate(meta) if not isinstance(m, tuple) or m[1] == windows[name]]
+                u_occ = model.embed(occ[seen])  # (M, D): the occlusions this target sees
                 after = (u_occ @ u_pos.T).mean(1)  # (M,)
                 measured = [
-                    (method, size, k, float(before) - c, None)
-                    for (method, size, k), c in zip(meta, after.tolist(), strict=True)
+                    (
+                        meta[j][0] if isinstance(meta[j][0], str) else "random",
+                        meta[j][1],
+                        meta[j][2],
+                        float(before) - c,
+                        None,
+                    )
+                    for j, c in zip(seen, after.tolist(), strict=True)
                 ]
                 unmeasured = [(method, size, k, None, why) for method, size, k, why in skipped]
                 for method, size, k, drop, why in measured + unmeasured:
