@@ -5,7 +5,7 @@ The hand computations follow the definitions of the ``leam.aggregate`` docstring
 * ``abs_pct`` = 100 pixels / n_pixels, ``rel_pct`` = 100 pixels / n_selected (NULL if n_selected = 0);
 * mean shares are means of per-map shares (NULLs ignored), pooled shares are shares of summed pixels;
 * ``identity_variation``: sample std (ddof = 1), mean, min, max, CV = 100 std / mean;
-* ``cosine_same``: the ordered same-identity pairs; ``cosine_different``: every unordered pair of
+* ``cosine_same``: the same-identity pairs (n: unordered); ``cosine_different``: every unordered pair of
   images of different identities within a model.
 
 Two databases: a seeded random one (2 models x 2 layers, 2 identities with 3 and 2 images, a
@@ -315,7 +315,7 @@ def hand_cosine_same(pair_rows) -> pd.DataFrame:
         out.append(
             {
                 "model": model,
-                "n_pairs": len(cos),
+                "n_pairs": len(cos) // 2,  # unordered: each ordered pair has its mirror
                 "mean_cosine": cos.mean(),
                 "std_cosine": np.std(cos, ddof=1) if len(cos) > 1 else np.nan,
             }
@@ -847,8 +847,8 @@ def test_closed_form_cosines(trivial_db):
     con = trivial_db
     # same: x (i1, i2) = 0.5 twice, y (j1, j2) = -0.5 twice; solo: (i1, i2) = 0 twice
     got = con.execute("SELECT * FROM cosine_same ORDER BY model").fetchall()
-    assert got[0][:3] == ("m", 4, 0.0) and got[0][3] == pytest.approx(math.sqrt(1 / 3), rel=RTOL)
-    assert got[1] == ("solo", 2, 0.0, 0.0)
+    assert got[0][:3] == ("m", 2, 0.0) and got[0][3] == pytest.approx(math.sqrt(1 / 3), rel=RTOL)
+    assert got[1] == ("solo", 1, 0.0, 0.0)  # unordered photo pairs
     # different (x < y): i1-j1 0, i1-j2 -0.5, i2-j1 0.5, i2-j2 -1 -> mean -0.25, sample std sqrt(5/12)
     got = con.execute("SELECT * FROM cosine_different").fetchall()
     assert len(got) == 1 and got[0][:3] == ("m", 4, -0.25)

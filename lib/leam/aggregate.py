@@ -34,7 +34,8 @@ Views (shares in percent; absent classes of a parser are simply missing rows):
   (Table 21 / Fig. 8: per target model), ``atlas_summary`` (own / identity / population / random);
 * with metadata: ``occlusion_by_group`` (gender, ethnicity; Tables 22-23), ``demographic_tests``
   (Mann-Whitney U between groups), ``occlusion_by_age_gap`` (Fig. 10);
-* ``cosine_same``: per model, the ordered same-identity pairs' cosine (mean, std, n);
+* ``cosine_same``: per model, the same-identity photo pairs' cosine (mean, std, n unordered pairs:
+  each ordered pair's mirror has the same cosine);
   ``cosine_different``: per model, every unordered pair of images of different identities;
   ``cosine_summary``: both side by side;
 * ``verification``: per model, on every unordered pair of accepted photos: mean cosine same vs
@@ -55,6 +56,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from .baselines import centre_baseline
 from .catalog import comment_database
 from .classes import CLASSES, class_column
 from .database import building, scalar
@@ -214,7 +216,7 @@ def create_cosine_views(con: duckdb.DuckDBPyConnection) -> None:
     ``verification`` and ``suspect_labels``."""
     con.execute("""
         CREATE OR REPLACE VIEW cosine_same AS
-        SELECT model, count(*) AS n_pairs, avg(cosine) AS mean_cosine, stddev_samp(cosine) AS std_cosine
+        SELECT model, count(*) // 2 AS n_pairs, avg(cosine) AS mean_cosine, stddev_samp(cosine) AS std_cosine
         FROM pairs GROUP BY model ORDER BY model""")
     con.execute("""
         CREATE OR REPLACE VIEW cosine_different AS
@@ -336,6 +338,27 @@ def create_analysis_views(con: duckdb.DuckDBPyConnection) -> None:
         ORDER BY source_model, model, method, size_pct""")
 
 
+def create_findings(con: duckdb.DuckDBPyConnection, *, seed: int = 0) -> dict[tuple[str, str], str]:
+    """Tables ``findings_rows`` and ``identity_profile_rows`` (:func:`leam.findings.compute_findings`)
+    and their sorted views ``findings`` and ``identity_profiles``; returns their column docs."""
+    from .findings import FINDINGS_COLUMNS, PROFILE_COLUMNS, compute_findings
+
+    found, profiles = compute_findings(con, seed=seed)  # noqa: F841 (used by duckdb)
+    con.execute("CREATE OR REPLACE TABLE findings_rows AS SELECT * FROM found")
+    con.execute("CREATE OR REPLACE TABLE identity_profile_rows AS SELECT * FROM profiles")
+    con.execute("""
+        CREATE OR REPLACE VIEW findings AS SELECT * EXCLUDE (ord) FROM findings_rows
+        ORDER BY ord, model, source_model NULLS FIRST, selection NULLS FIRST, layer_idx NULLS FIRST,
+                 size_pct NULLS FIRST""")
+    con.execute("""
+        CREATE OR REPLACE VIEW identity_profiles AS SELECT * FROM identity_profile_rows
+        ORDER BY model, identity, "class"
+        """)
+    return {("findings", c): d for c, d in FINDINGS_COLUMNS.items()} | {
+        ("identity_profiles", c): d for c, d in PROFILE_COLUMNS.items()
+    }
+
+
 def create_demographic_views(con: duckdb.DuckDBPyConnection) -> None:
     """Views joining occlusion drops with identity metadata and ages (paper Tables 22-23, Fig. 9-11)."""
     con.execute("""
@@ -406,6 +429,9 @@ def build_database(
     downloads: Sequence[str] | str = (),
     memory_mb: float | None = None,
     threads: int | None = None,
+    labels: Sequence[str] = (),
+    size: int | None = None,
+    seed: int = 0,
 ) -> None:
     """Write ``db_path`` afresh from the Parquet outputs of the earlier stages, and its manifest
     ``<db_path>.json``: built beside the previous database, which stays readable until the new one
@@ -414,7 +440,9 @@ def build_database(
     ``memory_mb``: DuckDB's memory limit: it writes table blocks to the database file and spills
     beyond it (None: DuckDB's default, 80 % of the machine); ``threads``: DuckDB's threads (None:
     every core). With 1 thread and 128 MB, the job's peak RSS went 253 -> 267 MB from 5 to 20
-    people; with every core and DuckDB's default, 264 -> 358 MB.
+    people; with every core and DuckDB's default, 264 -> 358 MB. ``labels``/``size``: the parse
+    stage's label files and the frame size, for the centre baseline (:mod:`leam.baselines`);
+    ``seed``: seeds the findings' bootstrap and permutations (:mod:`leam.findings`).
     """
     db_path = Path(db_path)
     with building(db_path) as con:
@@ -450,6 +478,15 @@ def build_database(
                 empty = _empty_table(schema)  # noqa: F841
                 con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
         create_analysis_views(con)
+        if labels and size:
+            wanted: dict[tuple[str, str], set[int]] = {}
+            for ident, image, n in con.execute(
+                "SELECT DISTINCT identity, anchor, n_selected FROM counts WHERE selection = 'top1' AND n_selected > 0"
+            ).fetchall():
+                wanted.setdefault((ident, image), set()).add(int(n))
+            centre = centre_baseline(labels, wanted, size)  # noqa: F841 (used by duckdb)
+            con.execute("CREATE TABLE centre_baseline AS SELECT * FROM centre")
+        docs |= create_findings(con, seed=seed)
         downloads = [downloads] if isinstance(downloads, (str, os.PathLike)) else list(downloads)
         if downloads:
             con.execute(f"CREATE TABLE downloads AS SELECT * FROM read_parquet({_files(downloads)})")

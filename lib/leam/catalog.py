@@ -78,7 +78,7 @@ COLUMNS = {
     "n_images": "held-out photos (atlas) or accepted photos (verification), count",
     "mean_cosine": "mean cosine similarity of the embeddings",
     "std_cosine": "sample standard deviation of the cosine",
-    "same_pairs": "ordered same-identity pairs, count",
+    "same_pairs": "unordered same-identity photo pairs, count",
     "same_mean": "mean cosine of same-identity pairs",
     "same_std": "sample standard deviation of the same-identity cosine",
     "different_pairs": "unordered different-identity photo pairs, count",
@@ -130,7 +130,7 @@ VIEWS = {
     ),
     "identity_share": "Table 7: class shares per model, identity and selection",
     "identity_variation": "Table 8: per model, identity, selection and class, the spread of per-map rel_pct",
-    "cosine_same": "per model: cosine of the ordered same-identity pairs",
+    "cosine_same": "per model: cosine of the unordered same-identity photo pairs",
     "cosine_different": "per model: cosine of every unordered pair of photos of different identities",
     "cosine_summary": "cosine_same and cosine_different side by side, per model",
     "verification": "per model, on every unordered pair of accepted photos: does the model work on these photos?",
@@ -148,6 +148,14 @@ VIEWS = {
     "occlusion_by_group": "Tables 22-23: drop by gender and ethnicity (with metadata)",
     "occlusion_by_age_gap": "Fig. 10: drop at every size by anchor-positive age gap (with metadata)",
     "download_summary": "URLs of the list by outcome and reason, count",
+    "findings": (
+        "every finding per model (and layer, source, size where it has them): effect over identities, 95 % "
+        "cluster-bootstrap interval, sign-flip p-value, verdict, and the model-free control beside it"
+    ),
+    "identity_profiles": (
+        "per model, identity and class: the identity's top-1 % class share minus the other identities', "
+        "Welch's test, Benjamini-Hochberg q"
+    ),
 }
 
 #: what each table is
@@ -166,6 +174,12 @@ TABLES = {
     "identity_meta": "identity metadata (gender, ethnicity)",
     "image_meta": "per-photo metadata (age)",
     "leam_build": "id and time of this build (the manifest leam.duckdb.json names the same id)",
+    "centre_baseline": (
+        "per photo and pixel count n: class shares of the n pixels nearest the frame centre and of a centred "
+        "Gaussian (the control of the central-face finding)"
+    ),
+    "findings_rows": "the findings (view findings sorts them)",
+    "identity_profile_rows": "per-identity class-share deviations (view identity_profiles sorts them)",
 }
 
 

@@ -25,12 +25,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .baselines import GEOMETRY, landmark_maps, match_support
 from .counting import selection_sizes
 from .io import ParquetSink, iter_parquet
 from .maps import Ranking, decode_maps, rank_below
 from .similarity import bhattacharyya, coarsen, emd_exact
 
-__all__ = ["read_image_maps", "image_layers", "select", "compare_model", "COMPARE_SCHEMA"]
+__all__ = ["read_image_maps", "image_layers", "select", "compare_model", "GEOMETRY", "COMPARE_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,51 @@ def _skip_reason(a: tuple[str, str], b: tuple[str, str], empty: set) -> str | No
     return f"all-zero map: {', '.join(gone)}" if gone else None
 
 
+def _compare_layer(sink, images, maps, *, model, layer, li, selection, size, grid, different_per_image, seed, batch):
+    """Compare rows of one layer and selection: (n, S, S) ``maps`` of sorted ``images`` keys."""
+    index = {k: i for i, k in enumerate(images)}
+    empty = {images[i] for i in np.flatnonzero(maps.reshape(len(maps), -1).max(1) <= 0)}
+    if empty:
+        log.warning(
+            "%s %s %s: %d of %d images have an all-zero map (no pixel selected): their pairs are recorded as skipped",
+            model,
+            layer,
+            selection,
+            len(empty),
+            len(images),
+        )
+    same, diff = _pairs(images, different_per_image, seed)
+    for kind, pairs in (("same", same), ("different", diff)):
+        for b0 in range(0, len(pairs), batch):
+            part = pairs[b0 : b0 + batch]
+            p = torch.from_numpy(maps[[index[a] for a, _ in part]]).double()
+            q = torch.from_numpy(maps[[index[b] for _, b in part]]).double()
+            why = [_skip_reason(a, b, empty) for a, b in part]
+            bc = bhattacharyya(p, q).tolist()
+            pc, qc = coarsen(p, grid).numpy(), coarsen(q, grid).numpy()
+            emd = [None if w else emd_exact(x, y, size) for x, y, w in zip(pc, qc, why, strict=True)]
+            sink.add(
+                [
+                    {
+                        "model": model,
+                        "layer": layer,
+                        "layer_idx": li,
+                        "selection": selection,
+                        "kind": kind,
+                        "identity_a": a[0],
+                        "image_a": a[1],
+                        "identity_b": b[0],
+                        "image_b": b[1],
+                        "bc": None if w else float(bc_i),
+                        "emd": e,
+                        "skipped": w,
+                    }
+                    for (a, b), bc_i, e, w in zip(part, bc, emd, why, strict=True)
+                ]
+            )
+    log.info("%s %s %s: %d same-identity, %d different-identity pairs", model, layer, selection, len(same), len(diff))
+
+
 def compare_model(
     image_maps_paths,
     out_path: str,
@@ -140,14 +186,21 @@ def compare_model(
     different_per_image: int = 5,
     seed: int = 0,
     batch: int = 256,
+    aligned_paths=(),
 ) -> int:
     """Compare stage for one model: BC and EMD of same- and different-identity image maps.
 
     ``image_maps_paths``: the model's image-maps files (every shard; :mod:`leam.summaries`). One
     layer and selection is in memory at a time (n images x S x S float32) and pairs are compared
-    ``batch`` at a time. Returns the number of rows written.
+    ``batch`` at a time. ``aligned_paths``: the align stage's files; when given, the same pairs are
+    also compared on model-free landmark maps exactly as sparse as each LEAM map
+    (:func:`leam.baselines.landmark_maps`, :func:`leam.baselines.match_support`), rows with
+    selection ``geometry:<selection>``: the geometry baseline of the BC/EMD finding.
+    Returns the number of rows written.
     """
     layers = image_layers(image_maps_paths)
+    common = dict(model=model, size=size, grid=grid, different_per_image=different_per_image, seed=seed, batch=batch)
+    free: tuple[list, np.ndarray] | None = None  # (images, landmark maps), made once
     with ParquetSink(out_path, COMPARE_SCHEMA, row_group_size=65536) as sink:
         for selection in selections:
             for li, layer in layers:
@@ -157,53 +210,10 @@ def compare_model(
                         "%s %s: no %s image maps (was extract run with this selection?)", model, layer, selection
                     )
                     continue
-                index = {k: i for i, k in enumerate(images)}
-                empty = {images[i] for i in np.flatnonzero(maps.reshape(len(maps), -1).max(1) <= 0)}
-                if empty:
-                    log.warning(
-                        "%s %s %s: %d of %d images have an all-zero map (no pixel selected): their pairs "
-                        "are recorded as skipped",
-                        model,
-                        layer,
-                        selection,
-                        len(empty),
-                        len(images),
-                    )
-                same, diff = _pairs(images, different_per_image, seed)
-                for kind, pairs in (("same", same), ("different", diff)):
-                    for b0 in range(0, len(pairs), batch):
-                        part = pairs[b0 : b0 + batch]
-                        p = torch.from_numpy(maps[[index[a] for a, _ in part]]).double()
-                        q = torch.from_numpy(maps[[index[b] for _, b in part]]).double()
-                        why = [_skip_reason(a, b, empty) for a, b in part]
-                        bc = bhattacharyya(p, q).tolist()
-                        pc, qc = coarsen(p, grid).numpy(), coarsen(q, grid).numpy()
-                        emd = [None if w else emd_exact(x, y, size) for x, y, w in zip(pc, qc, why, strict=True)]
-                        sink.add(
-                            [
-                                {
-                                    "model": model,
-                                    "layer": layer,
-                                    "layer_idx": li,
-                                    "selection": selection,
-                                    "kind": kind,
-                                    "identity_a": a[0],
-                                    "image_a": a[1],
-                                    "identity_b": b[0],
-                                    "image_b": b[1],
-                                    "bc": None if w else float(bc_i),
-                                    "emd": e,
-                                    "skipped": w,
-                                }
-                                for (a, b), bc_i, e, w in zip(part, bc, emd, why, strict=True)
-                            ]
-                        )
-                log.info(
-                    "%s %s %s: %d same-identity, %d different-identity pairs",
-                    model,
-                    layer,
-                    selection,
-                    len(same),
-                    len(diff),
-                )
+                _compare_layer(sink, images, maps, layer=layer, li=li, selection=selection, **common)
+                if aligned_paths:
+                    if free is None or free[0] != images:
+                        free = (images, landmark_maps(aligned_paths, images, size))
+                    geo = match_support(free[1], maps)
+                    _compare_layer(sink, images, geo, layer=layer, li=li, selection=GEOMETRY + selection, **common)
     return sink.rows

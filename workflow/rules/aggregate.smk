@@ -8,6 +8,7 @@ rule aggregate:
         embeddings=shard_outputs(rules.extract.output.embeddings, model=MODELS),
         faces=shard_outputs(rules.detect.output.faces),
         aligned=shard_outputs(rules.align.output.aligned),
+        labels=shard_outputs(rules.parse.output.labels),  # the centre baseline of the central-face finding
         compare=expand(rules.compare.output.compare, model=MODELS),
         occlusion=shard_outputs(rules.occlude.output.occlusion, model=MODELS),
         atlas=shard_outputs(rules.occlude.output.atlas, model=MODELS),
@@ -32,6 +33,8 @@ rule aggregate:
         db=lambda wildcards, output: output.manifest.removesuffix(".json"),
         models={m: config["models"][m] for m in MODELS},
         levels=config["count"]["levels"],
+        size=config["align"]["size"],
+        seed=config["seed"],  # the findings' bootstrap and permutations
         metadata=config["metadata"],
         # DuckDB's buffer pool: table blocks go to the database file, so memory stays flat with the
         # study's size (benchmarks/scale.py); more only speeds up very large joins

@@ -36,6 +36,8 @@ def results(path):
 
 # the views written as CSV by the tables rule (and shown in `snakemake --report`)
 TABLES = [
+    "findings",
+    "identity_profiles",
     "threshold_table",
     "class_share_layer",
     "compare_table",

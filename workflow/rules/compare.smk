@@ -4,6 +4,7 @@
 rule compare:
     input:
         image_maps=shard_outputs(rules.extract.output.image_maps, model="{model}"),
+        aligned=shard_outputs(rules.align.output.aligned),  # landmarks: the geometry baseline's maps
     output:
         compare=results("compare/model={model}/compare.parquet"),
     log:

@@ -18,4 +18,7 @@ build_database(
     levels=snakemake.params.levels,
     memory_mb=snakemake.params.duckdb_memory_mb,
     threads=snakemake.threads,
+    labels=snakemake.input.labels,
+    size=snakemake.params.size,
+    seed=snakemake.params.seed,
 )

@@ -11,4 +11,5 @@ compare_model(
     grid=snakemake.params.grid,
     different_per_image=snakemake.params.different_per_image,
     seed=snakemake.params.seed,
+    aligned_paths=snakemake.input.aligned,
 )
