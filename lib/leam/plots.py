@@ -13,6 +13,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.cm  # noqa: E402
+import matplotlib.colors  # noqa: E402
 import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -22,6 +24,7 @@ import torch  # noqa: E402
 
 from . import database  # noqa: E402
 from .align import decode_png  # noqa: E402
+from .classes import CLASS_NAMES  # noqa: E402
 from .io import atomic_path, iter_parquet  # noqa: E402
 from .maps import decode_map, map_window, to_frame, top_indices  # noqa: E402
 
@@ -30,6 +33,9 @@ __all__ = [
     "threshold_figure",
     "occlusion_figure",
     "atlas_figure",
+    "person_figure",
+    "overlay",
+    "CMAP",
     "compare_figure",
     "demographics_figure",
     "explain_figures",
@@ -51,6 +57,22 @@ METHOD_STYLE = {
 
 #: raster figures' resolution (PNG); every figure is also written as vector PDF beside it
 DPI = 300
+
+#: the colour map of LEAM overlays (config ``figures.cmap``): perceptually uniform, so equal steps of
+#: relevance look equal; ``jet`` is not, and its blue wash hides dark skin
+CMAP = "inferno"
+
+
+def overlay(ax, frame: np.ndarray, relevance: np.ndarray, cmap: str = CMAP):
+    """Draw ``frame`` (S, S, 3) uint8 and over it ``relevance`` (S, S) in [0, 1] in ``cmap``, each
+    pixel's opacity its relevance (0.85 at 1): irrelevant pixels leave the face as it is, dark skin
+    included. Returns a mappable for a colorbar."""
+    ax.imshow(frame)
+    v = np.clip(np.nan_to_num(relevance), 0, 1)
+    rgba = plt.get_cmap(cmap)(v)
+    rgba[..., 3] = 0.85 * v
+    ax.imshow(rgba)
+    return matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap)
 
 
 def _save(fig, path: str | os.PathLike) -> list[str]:
@@ -86,7 +108,7 @@ def _errorbar(ax, x, mean, std, n, method: str, label: str | None = None) -> Non
 
 
 def layers_figure(
-    maps, aligned, out_path: str | os.PathLike, *, identity: str | None = None, pairs=None
+    maps, aligned, out_path: str | os.PathLike, *, identity: str | None = None, pairs=None, cmap: str = CMAP
 ) -> tuple[str, str, str]:
     """Fig. 4 analogue: the anchor, the positive, and the LEAM map of every layer over the anchor.
 
@@ -122,27 +144,25 @@ def layers_figure(
     frames = {r["image"]: decode_png(r["frame_png"]) for r in rows_of(aligned, identity).to_pylist()}
     size = frames[anchor].shape[0]
     panels = [("anchor", anchor, None), ("positive", positive, None)] + [(r["layer"], anchor, r) for r in rows]
-    cols = min(6, len(panels))
+    cols = min(4, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(
-        nrows, cols, figsize=(2.1 * cols + 0.8, 2.55 * nrows + 0.4), squeeze=False, layout="constrained"
+        nrows, cols, figsize=(2.0 * cols + 0.9, 2.3 * nrows + 0.5), squeeze=False, layout="constrained"
     )
     for ax in axes.ravel():
         ax.axis("off")
     shown = None
     for ax, (title, name, r) in zip(axes.ravel(), panels, strict=False):
-        ax.imshow(frames[name])
         if r is None:
-            ax.set_title(f"{title}\n{name}", fontsize=7)
+            ax.imshow(frames[name])
+            ax.set_title(f"{title}\n{name}", fontsize=10)
             continue
         raw = torch.from_numpy(decode_map(r).copy())
-        shown = ax.imshow(
-            to_frame(raw[None], size, map_window(r, size))[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1
-        )
-        ax.set_title(f"{title}\n{r['height']}x{r['width']} px map", fontsize=7)
+        shown = overlay(ax, frames[name], to_frame(raw[None], size, map_window(r, size))[0].numpy(), cmap)
+        ax.set_title(f"{title}\n{r['height']}x{r['width']} px map", fontsize=10)
     if shown is not None:
         fig.colorbar(shown, ax=axes, shrink=0.7, label="LEAM relevance (min-max normalised per map)")
-    fig.suptitle(f"LEAM, {model}: {identity}, anchor {anchor} vs positive {positive}", fontsize=9)
+    fig.suptitle(f"LEAM, {model}: {identity}, anchor {anchor} vs positive {positive}", fontsize=11)
     _save(fig, out_path)
     log.info("wrote %s (%s: %s vs %s)", out_path, identity, anchor, positive)
     return identity, anchor, positive
@@ -154,10 +174,13 @@ def threshold_figure(db_path: str | os.PathLike, model: str, out_path: str | os.
     try:
         df = con.execute(
             """
-            SELECT class, level, mean_rel_pct FROM class_share_model
-            WHERE model = ? AND level IS NOT NULL ORDER BY class_id, level""",
+            SELECT class, level, avg(rel_pct) AS mean_rel_pct, stddev_samp(rel_pct) AS std_rel_pct,
+                   count(rel_pct) AS n_maps
+            FROM counts_long WHERE model = ? AND level IS NOT NULL
+            GROUP BY class_id, class, level ORDER BY class_id, level""",
             [model],
         ).df()
+        parser = database.scalar(con, "SELECT string_agg(DISTINCT parser, ', ') FROM counts WHERE model = ?", [model])
         full = con.execute(
             """SELECT class, mean_rel_pct FROM class_share_model
                               WHERE model = ? AND selection = 'full'""",
@@ -165,19 +188,28 @@ def threshold_figure(db_path: str | os.PathLike, model: str, out_path: str | os.
         ).df()
     finally:
         con.close()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.6), layout="constrained")
     for cls, g in df.groupby("class", sort=False):
+        if not (g["mean_rel_pct"].fillna(0) > 0).any():
+            continue  # a class this parser never labels in these maps
+        n = g["n_maps"].clip(lower=1).to_numpy()
+        sem = g["std_rel_pct"].fillna(0).to_numpy() / np.sqrt(n)
         (line,) = ax.plot(g["level"], g["mean_rel_pct"], marker="o", ms=3, label=cls)
+        ax.fill_between(
+            g["level"], g["mean_rel_pct"] - sem, g["mean_rel_pct"] + sem, color=line.get_color(), alpha=0.15
+        )
         f = full.loc[full["class"] == cls, "mean_rel_pct"]
         if len(f):
-            ax.axhline(float(f.iloc[0]), color=line.get_color(), lw=0.6, ls=":")
+            ax.axhline(float(f.iloc[0]), color=line.get_color(), lw=0.7, ls=":")
+    ax.plot([], [], color="0.4", lw=0.7, ls=":", label="(dotted) full activation")
+    ax.fill_between([], [], [], color="0.4", alpha=0.15, label="(band) mean ± s.e. over maps")
     ax.set_xscale("log")
-    ax.set_xlabel("top-k % of activated pixels (dotted: full activation, value >= threshold)")
+    ax.set_xticks([0.01, 0.1, 1, 10, 100], ["0.01", "0.1", "1", "10", "100"])
+    ax.set_xlabel("top-k % of the activated pixels")
     ax.set_ylabel("share of selected pixels, % (mean over maps)")
-    ax.set_title(f"{model}: class share vs relevance threshold (all layers)")
-    ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{model}: class share vs relevance threshold (all layers; parser: {parser})", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     _save(fig, out_path)
     log.info("wrote %s", out_path)
 
@@ -318,6 +350,82 @@ def atlas_figure(db_path, out_path) -> None:
     _save(fig, out_path)
 
 
+def person_figure(db_path, out_path, size_pct: float = 1.0) -> None:
+    """Do persons have their own patterns? One row per model: left, each identity's top-1 % class
+    share minus the other identities' (percentage points; * where Benjamini-Hochberg q < 0.05,
+    view ``identity_profiles``); right, each identity's held-out photos occluded at ``size_pct`` %
+    with their own map, their identity's atlas, the population atlas and random pixels: mean cosine
+    drop with a 95 % interval over the identity's photos (mean ± 1.96 s.e.)."""
+    prof = _query(db_path, "SELECT * FROM identity_profiles")
+    atl = _query(
+        db_path,
+        """SELECT model, identity, method, avg(drop) AS mean, stddev_samp(drop) AS std, count(drop) AS n
+           FROM atlas WHERE size_pct = ? AND drop IS NOT NULL GROUP BY ALL ORDER BY ALL""",
+        [size_pct],
+    )
+    models = sorted(set(prof["model"]) | set(atl["model"]))
+    n = max(1, len(models))
+    fig, axes = plt.subplots(n, 2, figsize=(12, 3.4 * n + 0.6), squeeze=False, layout="constrained")
+    if not models:
+        _empty(axes[0, 0], "no identity has two usable photos: nothing to compare")
+        axes[0, 1].axis("off")
+    for row, model in zip(axes, models, strict=False):
+        ax = row[0]
+        p = prof[prof.model == model]
+        if p.empty:
+            _empty(ax, "no class profiles")
+        else:
+            classes = [c for c in CLASS_NAMES if c in set(p["class"])]  # FaRL's order
+            idents = sorted(p["identity"].unique())
+            grid = p.pivot_table(index="identity", columns="class", values="deviation").reindex(
+                index=idents, columns=classes
+            )
+            sig = p.pivot_table(index="identity", columns="class", values="significant", aggfunc="max").reindex(
+                index=idents, columns=classes
+            )
+            lim = max(1.0, float(np.nanmax(np.abs(grid.to_numpy()))))
+            im = ax.imshow(grid.to_numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+            for i in range(len(idents)):
+                for j in range(len(classes)):
+                    if sig.iat[i, j] is True or sig.iat[i, j] == 1:
+                        ax.text(j, i, "*", ha="center", va="center", fontsize=11)
+            ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+            ax.set_yticks(range(len(idents)), idents, fontsize=7)
+            fig.colorbar(im, ax=ax, shrink=0.9, label="identity - others, pp")
+        ax.set_title(f"{model}: top-1 % class share, identity vs the others (* q < 0.05)", fontsize=9)
+        ax = row[1]
+        a = atl[atl.model == model]
+        if a.empty:
+            _empty(ax, "no atlas results")
+        else:
+            idents = sorted(a["identity"].unique())
+            methods = [m for m in ("own", "identity", "population", "random") if m in set(a["method"])]
+            for k, method in enumerate(methods):
+                g = a[a.method == method].set_index("identity").reindex(idents)
+                half = 1.96 * g["std"].fillna(0) / np.sqrt(g["n"].clip(lower=1))
+                st = METHOD_STYLE[method]
+                x = np.arange(len(idents)) + (k - (len(methods) - 1) / 2) * 0.16
+                ax.errorbar(
+                    x,
+                    g["mean"],
+                    yerr=half,
+                    color=st["color"],
+                    marker=st["marker"],
+                    ls="none",
+                    ms=4,
+                    capsize=2,
+                    label=st["label"],
+                )
+            ax.set_xticks(range(len(idents)), idents, rotation=30, ha="right", fontsize=7)
+            ax.set_ylabel(f"cosine drop at {size_pct:g} % (95 % CI)")
+            ax.axhline(0, color="0.6", lw=0.6)
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3, axis="y")
+        ax.set_title(f"{model}: held-out photos occluded with whose pixels?", fontsize=9)
+    _save(fig, out_path)
+    log.info("wrote %s", out_path)
+
+
 def compare_figure(db_path, out_path, selection: str = "top1") -> None:
     """Bhattacharyya coefficient (BC) and earth mover's distance (EMD) of image maps per layer, same vs
     different identity (Tables 3-6): one column per model (its own layers), mean ± s.e."""
@@ -424,6 +532,8 @@ def explain_figures(
     window: tuple[int, int, int, int] | None = None,
     full_threshold: float = 0.01,
     prefix: str = "",
+    cmap: str = CMAP,
+    positive_label: str = "positive (B)",
 ) -> list[str]:
     """Figures of one pair for ``leam explain`` (PNG + PDF each, named ``{prefix}overlay``,
     ``{prefix}layers``, ``{prefix}topk``): A, B and every layer's map over A; the per-layer grid;
@@ -433,7 +543,6 @@ def explain_figures(
     window: the frame box the model saw (None: the whole frame); full_threshold: ``count.full_threshold``
     (the "activated" pixels whose top ``top`` % are drawn).
     """
-    from .classes import CLASS_NAMES
     from .counting import selection_sizes
 
     out_dir = Path(out_dir)
@@ -451,12 +560,11 @@ def explain_figures(
     axes[0].imshow(frame_a)
     axes[0].set_title("anchor (A)", fontsize=7)
     axes[1].imshow(frame_b)
-    axes[1].set_title("positive (B),\naligned to A", fontsize=7)
+    axes[1].set_title(f"{positive_label},\naligned to A", fontsize=7)
     shown = None
     for ax, k in zip(axes[2:], names, strict=False):
-        ax.imshow(frame_a)
-        shown = ax.imshow(frames[k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        ax.set_title(f"LEAM {k}", fontsize=7)
+        shown = overlay(ax, frame_a, frames[k], cmap)
+        ax.set_title(f"LEAM {k}", fontsize=8)
     for ax in axes:
         ax.axis("off")
     if shown is not None:
@@ -472,9 +580,8 @@ def explain_figures(
         ax.axis("off")
     shown = None
     for ax, k in zip(axes.ravel(), names, strict=False):
-        ax.imshow(frame_a)
-        shown = ax.imshow(frames[k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        ax.set_title(f"{k} ({maps[k].shape[-2]}x{maps[k].shape[-1]})", fontsize=7)
+        shown = overlay(ax, frame_a, frames[k], cmap)
+        ax.set_title(f"{k} ({maps[k].shape[-2]}x{maps[k].shape[-1]})", fontsize=9)
     if shown is not None:
         fig.colorbar(shown, ax=axes, shrink=0.8, label="LEAM relevance (min-max normalised)")
     fig.suptitle(title, fontsize=8)

@@ -12,169 +12,440 @@ import base64
 import datetime
 import html
 import logging
+import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
+import numpy as np
 import pandas as pd
 
 from . import database
+from .findings import POOLED
 from .io import write_text
+from .stats import N_RESAMPLES
 
-__all__ = ["Finding", "findings", "build_report", "report_figures"]
+__all__ = ["findings_section", "build_report", "report_figures"]
 
 log = logging.getLogger(__name__)
 
-CENTRAL = ("nose", "right eye", "left eye", "right eyebrow", "left eyebrow")
+VERDICT_CLASS = {"holds": "yes", "reversed": "no"}  # anything else: "not established with N people"
 
-
-@dataclass
-class Finding:
-    """One acceptance finding: ``holds`` is True / False, or None when this run cannot measure it."""
-
-    key: str
-    title: str
-    paper: str
-    holds: bool | None
-    detail: str
-    rows: list[dict] = field(default_factory=list)
+#: what the report calls the finding groups, in order, with the finding keys each shows
+SECTIONS = (
+    ("finding-cosine", "The models recognise these people", ("cosine",)),
+    ("finding-maps", "LEAM maps of one person are more alike than maps of two people", ("maps_bc", "maps_emd")),
+    ("finding-central", "The most relevant pixels are central: nose, eyes, brows", ("central", "central_nose")),
+    ("finding-occlusion", "Occluding LEAM pixels hurts more than random pixels", ("occlusion",)),
+    ("finding-transfer", "Does a model's own map hurt it most? (transfer)", ("transfer",)),
+    (
+        "finding-person",
+        "Do persons have their own patterns? (identity atlas, class profiles)",
+        ("atlas_identity", "atlas_own", "atlas_population", "profiles"),
+    ),
+)
 
 
 def _df(con, sql, params=()):
     return con.execute(sql, list(params)).df()
 
 
-def findings(con: duckdb.DuckDBPyConnection) -> list[Finding]:
-    """The four acceptance findings of the mission, measured on the database."""
+def _num(v, digits: int = 3, sign: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _p(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.3f}" if v >= 0.001 else "< 0.001"
+
+
+def _ci(effect, low, high, digits: int = 3) -> str:
+    return f"{_num(effect, digits, True)} [{_num(low, digits, True)}, {_num(high, digits, True)}]"
+
+
+def _verdict_cell(v) -> str:
+    if not v:
+        return "<td>-</td>"
+    return f"<td class='v {VERDICT_CLASS.get(v, 'na')}'>{html.escape(v)}</td>"
+
+
+def _html_table(header: list[str], rows: list[list[str]], tid: str, caption: str) -> str:
+    """A table of already formatted cells (a cell starting with '<td' is taken as it is)."""
+    if not rows:
+        return (
+            f"<figure class='table' id='{tid}'><figcaption>{html.escape(caption)}</figcaption>"
+            "<p class='empty'>(not measured in this run)</p></figure>"
+        )
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(c if c.startswith("<td") else f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return (
+        f"<figure class='table' id='{tid}'><figcaption>{html.escape(caption)}</figcaption>"
+        f"<table class='t'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></figure>"
+    )
+
+
+def _effect_row(r: dict, digits: int = 3, control: bool = True) -> list[str]:
+    cells = [
+        _num(r["a_mean"], digits),
+        _num(r["b_mean"], digits),
+        _ci(r["effect"], r["ci_low"], r["ci_high"], digits),
+        _p(r["p_value"]),
+        str(r["n_identities"]),
+        f"{r['n_a']} / {r['n_b']}",
+        _verdict_cell(r["verdict"]),
+    ]
+    if control:
+        cells += [
+            _num(r["control_effect"], digits, True),
+            _ci(r["excess"], r["excess_ci_low"], r["excess_ci_high"], digits) if r["excess"] is not None else "-",
+            _verdict_cell(r["excess_verdict"]),
+        ]
+    return cells
+
+
+EFFECT_HEADER = ["A", "B", "effect A - B [95 % CI]", "p", "people", "n A / n B", "verdict"]
+CONTROL_HEADER = ["control effect", "above the control [95 % CI]", "verdict above the control"]
+
+
+def _layer_pivot(rows: list[dict], value: str, tid: str, caption: str, digits: int = 3) -> str:
+    """Per model (rows) and layer position (columns, shallowest first; each cell names its layer):
+    the effect (or excess) with its interval, coloured by verdict."""
+    prefix = "" if value == "effect" else "excess_"
+    per_model = {
+        m: sorted((r for r in rows if r["model"] == m and r["layer_idx"] >= 0), key=lambda r: r["layer_idx"])
+        for m in sorted({r["model"] for r in rows})
+    }
+    width = max((len(v) for v in per_model.values()), default=0)
     out = []
-    cs = _df(
-        con, "SELECT model, same_mean, different_mean, same_pairs, different_pairs FROM cosine_summary ORDER BY model"
-    )
-    ok = cs.dropna(subset=["same_mean", "different_mean"])
-    out.append(
-        Finding(
-            "cosine",
-            "Same-identity cosine > different-identity cosine (the model works)",
-            "implicit in the paper: every model recognises (same-identity scores above different-identity ones)",
-            bool((ok["same_mean"] > ok["different_mean"]).all()) if len(ok) else None,
-            "; ".join(
-                f"{r.model}: {r.same_mean:.4f} ({r.same_pairs} same pairs) vs {r.different_mean:.4f} "
-                f"({r.different_pairs} different pairs)"
-                for r in ok.itertuples()
+    for model, cells_of in per_model.items():
+        cells = [model]
+        for cell in cells_of:
+            if cell[value] is None:
+                cells.append(f"<td><small>{html.escape(cell['layer'])}</small><br>-</td>")
+                continue
+            v = cell[f"{prefix}verdict"]
+            cells.append(
+                f"<td class='v {VERDICT_CLASS.get(v, 'na')}' title='{html.escape(v)}'>"
+                f"<small>{html.escape(cell['layer'])}</small><br>"
+                f"{_ci(cell[value], cell[prefix + 'ci_low'], cell[prefix + 'ci_high'], digits)}</td>"
             )
-            or "no pairs of both kinds",
-            cs.to_dict("records"),
-        )
+        out.append(cells + ["-"] * (width + 1 - len(cells)))
+    return _html_table(["model"] + [f"layer {i + 1}" for i in range(width)], out, tid, caption)
+
+
+def _size_label(v: float) -> str:
+    return f"{v:g} %"
+
+
+def findings_section(con, items: list[tuple[str, str]]) -> list[str]:
+    """The findings, first on the page: per finding and model the effect over people with its 95 %
+    interval, p-value, people, verdict and control (from the ``findings`` view)."""
+    rows = _df(con, "SELECT * FROM findings").replace({np.nan: None}).to_dict("records")
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["finding"], []).append(r)
+    n_people = database.scalar(
+        con, "SELECT count(DISTINCT identity) FROM (SELECT identity FROM pairs GROUP BY identity)"
     )
-    cmp = _df(
-        con,
-        """SELECT model, avg(bc_same) AS bc_same, avg(bc_different) AS bc_different,
-                             avg(emd_same) AS emd_same, avg(emd_different) AS emd_different
-                      FROM compare_table WHERE selection = 'top1' GROUP BY model ORDER BY model""",
-    )
-    both = cmp.dropna(subset=["bc_same", "bc_different"])
-    if len(both):
-        holds = bool(((both["bc_same"] > both["bc_different"]) & (both["emd_same"] < both["emd_different"])).all())
-        detail = "; ".join(
-            f"{r.model}: BC {r.bc_same:.3f} vs {r.bc_different:.3f}, EMD {r.emd_same:.2f} vs "
-            f"{r.emd_different:.2f} frame px (same vs different, top 1 %, mean over layers)"
-            for r in both.itertuples()
-        )
-    else:
-        holds = None
-        detail = (
-            "not measurable on this run: different-identity map pairs need at least two identities with two "
-            "or more usable photos (LEAM needs a positive of the same person)"
-        )
-        if len(cmp):
-            detail += "; same-identity only: " + "; ".join(
-                f"{r.model}: BC {r.bc_same:.3f}, EMD {r.emd_same:.2f} px" for r in cmp.itertuples()
+    parts = [
+        "<h2 id='findings'>Findings: effects over people, with 95 % intervals and controls</h2>",
+        "<p class='how'>How to read: each finding is an effect, side A minus side B, computed per person first "
+        "(the mean over that person's pairs or photos), then averaged over the people (every person weighs the "
+        "same). The 95 % interval comes from a cluster bootstrap over people (people resampled with all their "
+        f"pairs, {N_RESAMPLES} resamples, seeded) and p from a sign-flip permutation test of the per-person "
+        "effects: pairs share photos and people, so people, not pairs, are the unit. <b>holds</b>: the interval "
+        "excludes 0 in the claimed direction and the test agrees (p &lt; 0.05); <b>reversed</b>: both say the "
+        "other way; <b>not established with N people</b>: the interval contains 0 or the test cannot rule out "
+        "chance (with 6 people the smallest p is 2/64: every person must agree in sign). "
+        f"This run has {n_people} people with a same-identity pair. Where a "
+        "model-free control exists it stands beside the finding, and 'above the control' is the part of the "
+        "effect the control does not explain.</p>",
+        "<p class='how'>Counts: <b>unordered</b> pairs for cosine, BC and EMD (both are symmetric; a pair of "
+        "photos counts once); <b>ordered</b> (anchor, positive) pairs for LEAM maps, class counts and occlusion "
+        "(the map is the anchor's). <b>Top k %</b> is relative to a map's <i>activated</i> pixels (relevance "
+        "&ge; the full-activation threshold) in class counts and BC/EMD, as in the paper's Appendix B, and to "
+        "<i>all</i> pixels of the frame in occlusion, as in the paper's Table 9.</p>",
+    ]
+    # verdict summary at the top: the main row of each finding per model (pooled layers, 1 %, top 1 %)
+    summary = []
+    for key, title, keys in SECTIONS:
+        main = [
+            r
+            for r in rows
+            if r["finding"] == keys[0]
+            and (
+                r["layer"] in (None, POOLED) or r["finding"] in ("occlusion", "transfer") or keys[0].startswith("atlas")
             )
-    out.append(
-        Finding(
-            "maps",
-            "LEAM maps of one person are more alike than of two people (BC higher, EMD lower)",
-            "BC 0.32-0.57 same vs 0.04-0.13 different (Tables 3-4); EMD higher for different (Tables 5-6)",
-            holds,
-            detail,
-            cmp.to_dict("records"),
+            and (r["size_pct"] is None or r["size_pct"] == 1)
+            and (r["selection"] in (None, "top1"))
+        ]
+        verdicts = ", ".join(
+            f"{r['model']}{' <- ' + r['source_model'] if r['finding'] == 'occlusion' else ''}: {r['verdict']}"
+            + (f" (above the control: {r['excess_verdict']})" if r["excess_verdict"] else "")
+            for r in main
         )
-    )
-    # pooled over every source and target model (occlusion_table has one row per source x target)
-    occ = _df(
-        con,
-        """SELECT avg(drop) FILTER (WHERE method = 'leam') AS leam_drop,
-                             avg(drop) FILTER (WHERE method = 'random') AS random_drop,
-                             count(drop) FILTER (WHERE method = 'leam') AS n_leam
-                      FROM occlusion WHERE size_pct = 1 HAVING count(drop) > 0""",
-    )
-    if len(occ) and occ["leam_drop"].notna().all():
-        r = occ.iloc[0]
+        summary.append(f"<li><a href='#{key}'>{html.escape(title)}</a>: {html.escape(verdicts) or 'not measured'}</li>")
+    parts.append("<ul class='summary'>" + "".join(summary) + "</ul>")
+    for key, title, _ in SECTIONS:
+        parts.append(f"<h3 id='{key}'>{html.escape(title)}</h3>")
+        items.append((key, title))
+        parts += _SECTION_RENDERERS[key](by, items)
+    return parts
+
+
+def _paper(rows: list[dict]) -> str:
+    return f"<p class='meta'>paper: {html.escape(rows[0]['paper'])}</p>" if rows else ""
+
+
+def _render_cosine(by, items) -> list[str]:
+    rows = by.get("cosine", [])
+    body = [[r["model"]] + _effect_row(r, 4, control=False) for r in rows]
+    items.append(("table-finding-cosine", "Cosine, same vs different identity"))
+    return [
+        _html_table(
+            ["model"] + EFFECT_HEADER,
+            body,
+            "table-finding-cosine",
+            "Cosine of photo pairs: A same identity, B different identity (n: unordered photo pairs)",
+        ),
+        _paper(rows),
+    ]
+
+
+def _render_maps(by, items) -> list[str]:
+    out = []
+    for finding, measure in (("maps_bc", "BC"), ("maps_emd", "EMD")):
+        rows = [r for r in by.get(finding, []) if r["selection"] == "top1"]
+        pooled = [r for r in rows if r["layer"] == POOLED]
+        body = [[r["model"]] + _effect_row(r, 3) for r in pooled]
+        tid = f"table-finding-{finding}"
+        unit = "frame px" if measure == "EMD" else "1 = identical maps"
         out.append(
-            Finding(
-                "occlusion",
-                "Occluding the top 1 % LEAM pixels drops the cosine more than 1 % random pixels",
-                "0.1148 vs 0.0286 (Table 9, IR_CASIA conv1 pixels, mean over 9 models)",
-                bool(r["leam_drop"] > r["random_drop"]),
-                f"LEAM {r['leam_drop']:.4f} vs random {r['random_drop']:.4f} ({int(r['n_leam'])} pair x source x "
-                "target occlusions each, mean over every source and target model)",
-                occ.to_dict("records"),
+            _html_table(
+                ["model"] + EFFECT_HEADER + CONTROL_HEADER,
+                body,
+                tid,
+                f"{measure} ({unit}) of image maps at top 1 %, all layers (a person's mean over layers first): "
+                f"A same identity, B different identity; claim: {'A > B' if measure == 'BC' else 'A < B'}; "
+                "control: the geometry baseline (the same pairs compared on model-free maps of each photo's "
+                "aligned landmarks, as sparse as the LEAM maps: frames of one person share their alignment)",
             )
         )
-    else:
-        out.append(
-            Finding(
-                "occlusion",
-                "Occluding the top 1 % LEAM pixels drops the cosine more than 1 % random pixels",
-                "0.1148 vs 0.0286 (Table 9)",
-                None,
-                "no occlusion results at 1 % in this run",
+        items.append((tid, f"{measure}, same vs different identity"))
+        for value, what in (("effect", "effect"), ("excess", "effect above the geometry baseline")):
+            tid = f"table-finding-{finding}-{value}-layers"
+            out.append(
+                _layer_pivot(
+                    [r for r in rows if r["layer"] != POOLED],
+                    value,
+                    tid,
+                    f"{measure} per layer, {what}: same - different identity [95 % CI], coloured by verdict",
+                )
             )
-        )
-    share = _df(
-        con,
-        f"""SELECT model, selection, sum(mean_rel_pct) AS central FROM class_share_model
-                         WHERE class IN ({", ".join("'" + c + "'" for c in CENTRAL)})
-                           AND selection IN ('top1', 'top100')
-                         GROUP BY model, selection ORDER BY model, selection""",
-    )
-    piv = share.pivot(index="model", columns="selection", values="central") if len(share) else pd.DataFrame()
-    if {"top1", "top100"} <= set(piv.columns):
-        out.append(
-            Finding(
-                "central",
-                "The top 1 % pixels hold more nose, eyes and brows than all activated pixels",
-                "nose 10.8 % at 100 % -> 20-30 % at <= 1 % (Appendix B)",
-                bool((piv["top1"] > piv["top100"]).all()),
-                "; ".join(
-                    f"{m}: nose + eyes + brows {r.top1:.2f} % of the top 1 % vs {r.top100:.2f} % of all "
-                    "activated pixels"
-                    for m, r in piv.iterrows()
-                ),
-                share.to_dict("records"),
-            )
-        )
-    else:
-        out.append(
-            Finding(
-                "central",
-                "The top 1 % pixels hold more nose, eyes and brows than all activated pixels",
-                "nose 10.8 % -> 20-30 % (Appendix B)",
-                None,
-                "no counts",
-            )
-        )
+            items.append((tid, f"{measure} per layer: {what}"))
+        out.append(_paper(rows))
     return out
 
 
+def _render_central(by, items) -> list[str]:
+    body = []
+    for finding, name in (("central", "nose + eyes + brows"), ("central_nose", "nose")):
+        for r in by.get(finding, []):
+            if r["layer"] != POOLED:
+                continue
+            centre = None if r["control_effect"] is None else r["control_effect"] + r["b_mean"]
+            body.append(
+                [r["model"], name]
+                + _effect_row(r, 2, control=False)
+                + [
+                    _num(centre, 2),
+                    _ci(r["excess"], r["excess_ci_low"], r["excess_ci_high"], 2),
+                    _verdict_cell(r["excess_verdict"]),
+                ]
+            )
+    tid = "table-finding-central"
+    items.append((tid, "Central classes, top 1 % vs all activated pixels"))
+    rows = by.get("central_nose", [])
+    return [
+        _html_table(
+            ["model", "classes"]
+            + EFFECT_HEADER
+            + ["centre baseline, %", "LEAM top 1 % - centre baseline [95 % CI]", "verdict vs the centre"],
+            body,
+            tid,
+            "Share (%) of the selected pixels: A the top 1 % of a map's activated pixels, B all its activated "
+            "pixels (all layers; n: maps of ordered pairs). Centre baseline: the same number of pixels nearest "
+            "the frame centre of the same photo, a control any centred blob passes: LEAM's top 1 % is 'central' "
+            "only where it beats it.",
+        ),
+        _paper(rows) + _paper(by.get("central", [])),
+    ]
+
+
+def _render_occlusion(by, items) -> list[str]:
+    rows = by.get("occlusion", [])
+    out = []
+    one = [r for r in rows if r["size_pct"] == 1]
+    body = [
+        [r["model"], r["source_model"], r["cell"]] + _effect_row(r, 4, control=False)
+        for r in sorted(one, key=lambda r: (r["model"], r["cell"] != "self", r["source_model"]))
+    ]
+    tid = "table-finding-occlusion"
+    out.append(
+        _html_table(
+            ["target model", "source of the pixels", "cell"] + EFFECT_HEADER,
+            body,
+            tid,
+            "Cosine drop at 1 % of the frame's pixels: A the source model's top LEAM pixels, B as many random "
+            "pixels inside the target model's window (n: ordered pairs); each (source, target) cell on its own, "
+            "self and transfer apart",
+        )
+    )
+    items.append((tid, "Occlusion at 1 %: LEAM vs random, per source and target"))
+    sizes = sorted({r["size_pct"] for r in rows})
+    piv = []
+    for r0 in sorted({(r["model"], r["source_model"]) for r in rows}):
+        cells = [r0[0], r0[1]]
+        got = {r["size_pct"]: r for r in rows if (r["model"], r["source_model"]) == r0}
+        for sz in sizes:
+            r = got.get(sz)
+            cells.append(
+                "-"
+                if r is None
+                else f"<td class='v {VERDICT_CLASS.get(r['verdict'], 'na')}' title='{html.escape(r['verdict'])}'>"
+                f"{_num(r['effect'], 4, True)}</td>"
+            )
+        piv.append(cells)
+    tid = "table-finding-occlusion-sizes"
+    out.append(
+        _html_table(
+            ["target", "source"] + [_size_label(s) for s in sizes],
+            piv,
+            tid,
+            "LEAM drop - random drop at every size (% of the frame), coloured by verdict (hover for it)",
+        )
+    )
+    items.append((tid, "Occlusion at every size"))
+    out.append(_paper(rows))
+    return out
+
+
+def _render_transfer(by, items) -> list[str]:
+    rows = [r for r in by.get("transfer", []) if r["size_pct"] in (1.0, 5.0)]
+    body = [[r["model"], _size_label(r["size_pct"])] + _effect_row(r, 4, control=False) for r in rows]
+    tid = "table-finding-transfer"
+    items.append((tid, "Transfer: own pixels vs the other models' pixels"))
+    return [
+        _html_table(
+            ["target model", "size"] + EFFECT_HEADER,
+            body,
+            tid,
+            "Cosine drop of a target model: A with its own top LEAM pixels, B with the other source models' "
+            "(mean over them), on the pairs every source has; claim: A > B",
+        ),
+        _paper(by.get("transfer", [])),
+    ]
+
+
+def _person_verdict(r: dict | None) -> tuple[str, str]:
+    if r is None:
+        return "na", "not measured (needs two people with two or more photos)"
+    if r["verdict"] == "holds":
+        return "yes", "person-specific pixels: holds (the identity's atlas beats the population's)"
+    if r["verdict"] == "reversed":
+        return "no", "the population pattern does better than the person's own atlas"
+    return "na", f"person-specific pixels: {r['verdict']}; the population pattern does as well"
+
+
+def _render_person(by, items) -> list[str]:
+    out = []
+    for r in sorted((r for r in by.get("atlas_identity", []) if r["size_pct"] == 1), key=lambda r: r["model"]):
+        cls, text = _person_verdict(r)
+        out.append(
+            f"<div class='finding {cls}'><div class='verdict'>{html.escape(r['model'])} (pixels from "
+            f"{html.escape(str(r['source_model']))} {html.escape(str(r['layer']))}, 1 % of the frame): "
+            f"{html.escape(text)}</div><div>identity atlas - population atlas: "
+            f"{_ci(r['effect'], r['ci_low'], r['ci_high'], 4)} cosine drop, p {_p(r['p_value'])}, "
+            f"{r['n_identities']} people, {r['n_a']} held-out photos</div></div>"
+        )
+    body = []
+    for finding in ("atlas_identity", "atlas_own", "atlas_population"):
+        for r in by.get(finding, []):
+            if r["size_pct"] in (1.0, 5.0):
+                body.append(
+                    [r["model"], _size_label(r["size_pct"]), f"{r['a_label']} vs {r['b_label']}"]
+                    + _effect_row(r, 4, control=False)
+                )
+    tid = "table-finding-atlas"
+    out.append(
+        _html_table(
+            ["target model", "size", "A vs B"] + EFFECT_HEADER,
+            body,
+            tid,
+            "Leave-one-photo-out occlusion of held-out photos (n: held-out photos): cosine drop with A's pixels "
+            "minus B's, paired per photo",
+        )
+    )
+    items.append((tid, "Identity atlas: own / identity / population / random"))
+    prof = by.get("profiles", [])
+    body = [
+        [
+            r["model"],
+            _num(r["effect"], 2),
+            _p(r["p_value"]),
+            str(r["n_identities"]),
+            str(r["n_a"]),
+            _verdict_cell(r["verdict"]),
+        ]
+        for r in prof
+    ]
+    tid = "table-finding-profiles"
+    out.append(
+        _html_table(
+            ["model", "pseudo-F (between / within)", "p", "people", "photos", "verdict"],
+            body,
+            tid,
+            "Are class profiles at top 1 % more alike within a person than between people? Per photo the mean "
+            "class shares of its maps; pseudo-F of identity groups; p from permuting identity labels (holds: p < 0.05)",
+        )
+    )
+    items.append((tid, "Class profiles: between- vs within-identity"))
+    out.append(_paper(by.get("atlas_identity", [])))
+    return out
+
+
+_SECTION_RENDERERS = {
+    "finding-cosine": _render_cosine,
+    "finding-maps": _render_maps,
+    "finding-central": _render_central,
+    "finding-occlusion": _render_occlusion,
+    "finding-transfer": _render_transfer,
+    "finding-person": _render_person,
+}
+
+
 def _table(df: pd.DataFrame, tid: str, caption: str, digits: int = 4) -> str:
+    """A DataFrame as a table: floats with ``digits`` decimals, integers as integers, missing as '-'."""
     if df.empty:
         body = "<p class='empty'>(no rows in this run)</p>"
     else:
         # missing values as "-": pandas' na_rep covers NaN but not the <NA> of nullable integer columns
         nullable_int = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) and df[c].isna().any()]
         df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), "-") for c in nullable_int})
+        # float columns holding whole numbers only (counts after a pivot) are shown as integers
+        whole = [
+            c
+            for c in df.columns
+            if pd.api.types.is_float_dtype(df[c])
+            and df[c].notna().any()
+            and (df[c].dropna() % 1 == 0).all()
+            and str(c).startswith("n_")
+        ]
+        df = df.assign(**{c: df[c].astype("Int64") for c in whole})
         body = df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="-", border=0, classes="t")
     return f"<figure class='table' id='{tid}'><figcaption>{html.escape(caption)}</figcaption>{body}</figure>"
 
@@ -197,6 +468,8 @@ table.t th,table.t td{padding:2px 8px;border-bottom:1px solid #eee;text-align:ri
 table.t th{background:#f6f6f6} .finding{padding:.6em .9em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}
 .yes{border-color:#2a9d3a} .no{border-color:#c0392b} .na{border-color:#999}
 .verdict{font-weight:600} .empty{color:#888}
+td.v.yes{background:#e3f4e5} td.v.no{background:#f9e0dd} td.v.na{background:#f1f1f1}
+.how{font-size:.92em;color:#333} ul.summary li{margin:.2em 0} h3{margin-top:1.4em}
 """
 
 
@@ -225,99 +498,18 @@ def build_report(
     """
     con = database.connect(db_path)
     try:
-        found = findings(con)
         items: list[tuple[str, str]] = []
-        parts = []
-        verdict = {True: ("yes", "holds"), False: ("no", "does not hold"), None: ("na", "not measurable here")}
-        parts.append("<h2 id='findings'>The paper's findings, measured on this run</h2>")
+        parts: list[str] = []
         for c in caveats or []:
             parts.append(f"<p class='meta caveat'>Caveat: {html.escape(c)}</p>")
-        for f in found:
-            cls, word = verdict[f.holds]
-            parts.append(
-                f"<div class='finding {cls}' id='finding-{f.key}'><div class='verdict'>{html.escape(f.title)}: "
-                f"{word}</div><div>{html.escape(f.detail)}</div><div class='meta'>paper: "
-                f"{html.escape(f.paper)}</div></div>"
-            )
-        atlas = _df(
-            con,
-            """SELECT model, method, size_pct, n_images, n_skipped, mean_drop FROM atlas_summary
-                            WHERE size_pct IN (1, 5) ORDER BY model, size_pct, method""",
-        )
-        parts.append(
-            "<h2 id='atlas'>Identity atlas: do one person's LEAM pixels carry over to their other photos?</h2>"
-        )
-        parts.append(
-            "<p>Each photo is held out of its identity and occluded with the pixels chosen by its own map, by "
-            "its identity's atlas (the other photos' maps, in the identity's aligned frame), by the population "
-            "atlas (every other identity) and at random; cosine drop averaged over its positives.</p>"
-        )
-        parts.append(_table(atlas, "table-atlas", "Atlas occlusion: mean cosine drop at 1 % and 5 %"))
-        if len(atlas) and "population" not in set(atlas["method"]):
-            parts.append(
-                "<p class='meta'>No population atlas in this run: it needs a second identity with two or "
-                "more usable photos.</p>"
-            )
-        items.append(("table-atlas", "Atlas occlusion"))
+        parts += findings_section(con, items)
         parts.append("<h2 id='figures'>Figures</h2>")
         for i, (caption, path) in enumerate(figures.items(), 1):
             fid = f"figure-{i}"
             parts.append(_img(path, fid, caption))
             items.append((fid, caption))
         parts.append("<h2 id='tables'>Tables</h2>")
-        tables = [
-            (
-                "table-cosine",
-                "Cosine similarity, same vs different identity",
-                "SELECT * FROM cosine_summary ORDER BY model",
-            ),
-            (
-                "table-verification",
-                "Does each model recognise these people? Every pair of accepted photos: mean cosine "
-                "same vs different identity, ROC AUC (area under the curve) and rank-1 identification",
-                "SELECT * FROM verification ORDER BY model",
-            ),
-            (
-                "table-suspect",
-                "Photos that may be filed under the wrong person: mean cosine to the other photos of "
-                "their identity below the midpoint of the mean same- and different-identity cosines, per model",
-                "SELECT * FROM suspect_labels",
-            ),
-            (
-                "table-threshold",
-                "Class share of the selected pixels (mean over maps, %), by threshold (Appendix B)",
-                "SELECT model, class, full_activation, top0_1, top1, top5, top10, top100 FROM threshold_table "
-                "WHERE full_activation IS NOT NULL ORDER BY model, top1 DESC",
-            ),
-            (
-                "table-compare",
-                "BC and EMD per layer, same vs different identity (Tables 3-6)",
-                "SELECT model, layer, selection, bc_same, bc_different, emd_same, emd_different, "
-                "n_same, n_different, n_skipped FROM compare_table ORDER BY model, selection, layer_idx",
-            ),
-            (
-                "table-occlusion",
-                "Cosine drop, LEAM-guided vs random occlusion (Table 9)",
-                "SELECT * FROM occlusion_table ORDER BY source_model, model, size_pct",
-            ),
-            (
-                "table-occlusion-models",
-                "Transfer at 1 %: cosine drop per source and target model (Table 21)",
-                "SELECT source_model, source_layer, model AS target_model, method, n_pairs, n_skipped, mean_drop "
-                "FROM occlusion_by_model WHERE size_pct = 1 ORDER BY source_model, model, method",
-            ),
-        ]
-        if database.scalar(con, "SELECT count(*) FROM identity_meta"):
-            tables.append(
-                (
-                    "table-demographics",
-                    "Mann-Whitney U between demographic groups (Tables 22-23)",
-                    "SELECT * FROM demographic_tests ORDER BY factor, method, size_pct",
-                )
-            )
-        for tid, caption, sql in tables:
-            parts.append(_table(_df(con, sql), tid, caption))
-            items.append((tid, caption))
+        parts += _tables(con, items)
         parts.append("<h2 id='inputs'>Inputs</h2>")
         models = _df(
             con,
@@ -343,28 +535,26 @@ def build_report(
             parts.append(_table(df, tid, caption))
             items.append((tid, caption))
         n_pairs = database.scalar(con, "SELECT count(*) FROM pairs")
-        n_maps = database.scalar(
-            con, "SELECT count(*) FROM (SELECT DISTINCT model, layer, anchor, positive, identity FROM counts)"
-        )
+        n_people = database.scalar(con, "SELECT count(DISTINCT identity) FROM pairs")
+        n_models = database.scalar(con, "SELECT count(DISTINCT model) FROM pairs")
+        parser = database.scalar(con, "SELECT string_agg(DISTINCT parser, ', ') FROM counts") or "-"
+        verdicts = _df(con, "SELECT finding, model, verdict FROM findings WHERE layer IS NULL OR layer = 'all layers'")
     finally:
         con.close()
     toc = "".join(f"<li><a href='#{i}'>{html.escape(c)}</a></li>" for i, c in items)
     page = (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p class='meta'>LEAM (arXiv 2509.17457) reproduced by leam; {n_pairs} ordered same-identity pairs, "
-        f"{n_maps} maps; generated {datetime.date.today()} from {html.escape(str(db_path))}.</p>"
+        f"<p class='meta'>LEAM (arXiv 2509.17457) reproduced by leam: {n_people} people with a same-identity "
+        f"pair, {n_models} models, {n_pairs} LEAM maps' ordered (anchor, positive) pairs over all models "
+        f"({n_pairs // max(n_models, 1)} per model); classes from the '{html.escape(parser)}' parser; generated "
+        f"{datetime.date.today()} from {html.escape(str(db_path))}.</p>"
         f"<p class='meta' id='abbreviations'>{ABBREVIATIONS}</p>"
         f"<nav id='contents'><h2>Contents</h2><ol>{toc}</ol></nav>" + "".join(parts) + "</body></html>"
     )
     write_text(page, out_path)
-    for f in found:
-        log.info(
-            "finding %s: %s (%s)",
-            f.key,
-            {True: "holds", False: "does not hold", None: "not measurable"}[f.holds],
-            f.detail,
-        )
+    for r in verdicts.itertuples():
+        log.info("finding %s, %s: %s", r.finding, r.model, r.verdict)
     log.info(
         "wrote %s: %d figures, %d tables",
         out_path,
@@ -372,6 +562,124 @@ def build_report(
         sum(i.startswith("table-") for i, _ in items),
     )
     return items
+
+
+def _pivot(df: pd.DataFrame, index: list[str], column: str, value: str) -> pd.DataFrame:
+    """``df`` long -> wide: one row per ``index``, one column per value of ``column`` (in order)."""
+    if df.empty:
+        return df
+    order = list(dict.fromkeys(df[column]))
+    wide = df.pivot_table(index=index, columns=column, values=value, aggfunc="first", sort=False)
+    wide = wide[[c for c in order if c in wide.columns]].reset_index()
+    wide.columns = [str(c) for c in wide.columns]
+    return wide
+
+
+def _tables(con, items: list[tuple[str, str]]) -> list[str]:
+    """The key views, pivoted (layers or sizes as columns), one table per model."""
+    parts = []
+
+    def add(df, tid, caption, digits=4):
+        parts.append(_table(df, tid, caption, digits))
+        items.append((tid, caption))
+
+    add(
+        _df(con, "SELECT * FROM cosine_summary ORDER BY model"),
+        "table-cosine",
+        "Cosine similarity, same vs different identity",
+    )
+    add(
+        _df(con, "SELECT * FROM verification ORDER BY model"),
+        "table-verification",
+        "Does each model recognise these people? Every unordered pair of accepted photos: mean cosine same vs "
+        "different identity, ROC AUC (area under the curve) and rank-1 identification",
+    )
+    add(
+        _df(con, "SELECT * FROM suspect_labels"),
+        "table-suspect",
+        "Photos that may be filed under the wrong person: mean cosine to the other photos of their identity "
+        "below the midpoint of the mean same- and different-identity cosines, per model",
+    )
+    models = [r[0] for r in con.execute("SELECT DISTINCT model FROM layers ORDER BY model").fetchall()]
+    cols = [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'threshold_table' "
+            "AND column_name LIKE 'top%' ORDER BY column_index"
+        ).fetchall()
+    ]
+    keep = [c for c in ("top0_1", "top1", "top5", "top10", "top100") if c in cols] or cols[:5]
+    for m in models:
+        df = _df(
+            con,
+            f"SELECT class, full_activation, {', '.join(keep) or 'NULL AS none'} FROM threshold_table "
+            "WHERE model = ? AND full_activation IS NOT NULL ORDER BY full_activation DESC",
+            [m],
+        )
+        add(
+            df,
+            f"table-threshold-{m}",
+            f"{m}: class share of the selected pixels (mean over maps, %, all layers pooled), full activation and "
+            "top-k % of the activated pixels (Appendix B)",
+            2,
+        )
+    cmp = _df(
+        con,
+        """SELECT model, layer, layer_idx, bc_same, bc_different, emd_same, emd_different, n_same, n_different,
+                  n_skipped, selection FROM compare_table WHERE selection IN ('top1', 'geometry:top1')
+           ORDER BY model, selection DESC, layer_idx""",
+    )
+    for m in models:
+        sub = cmp[cmp.model == m]
+        if sub.empty:
+            continue
+        long = sub.melt(
+            id_vars=["selection", "layer"],
+            value_vars=["bc_same", "bc_different", "emd_same", "emd_different", "n_same", "n_different", "n_skipped"],
+            var_name="measure",
+        )
+        wide = _pivot(long, ["selection", "measure"], "layer", "value")
+        for c in wide.columns[2:]:  # counts as integers, measures with 3 decimals
+            wide[c] = [
+                "-" if pd.isna(v) else (f"{int(v)}" if what.startswith("n_") else f"{v:.3f}")
+                for what, v in zip(wide["measure"], wide[c], strict=True)
+            ]
+        add(
+            wide,
+            f"table-compare-{m}",
+            f"{m}: BC and EMD (frame px) of image maps at top 1 %, same vs different identity, per layer (Tables "
+            "3-6); rows 'geometry:top1': the geometry baseline (model-free landmark maps as sparse as the LEAM "
+            "maps, the same pairs)",
+            3,
+        )
+    occ = _df(
+        con,
+        """SELECT model, source_model, method, size_pct, mean_drop FROM occlusion_by_model
+           ORDER BY model, source_model, method, size_pct""",
+    )
+    for m in models:
+        sub = occ[occ.model == m].assign(size=lambda d: d.size_pct.map(_size_label))
+        add(
+            _pivot(sub, ["source_model", "method"], "size", "mean_drop"),
+            f"table-occlusion-{m}",
+            f"{m} as the target: mean cosine drop per source of the pixels and method, by occluded share of the "
+            "frame (Table 9, Table 21)",
+        )
+    atl = _df(con, "SELECT model, method, size_pct, mean_drop FROM atlas_summary ORDER BY model, method, size_pct")
+    for m in models:
+        sub = atl[atl.model == m].assign(size=lambda d: d.size_pct.map(_size_label))
+        add(
+            _pivot(sub, ["method"], "size", "mean_drop"),
+            f"table-atlas-{m}",
+            f"{m} as the target: identity atlas, mean cosine drop of held-out photos per method and size",
+        )
+    if database.scalar(con, "SELECT count(*) FROM identity_meta"):
+        add(
+            _df(con, "SELECT * FROM demographic_tests ORDER BY factor, method, size_pct"),
+            "table-demographics",
+            "Mann-Whitney U between demographic groups (Tables 22-23)",
+        )
+    return parts
 
 
 def report_figures(models, files, *, demographics: bool) -> dict[str, str]:
@@ -385,6 +693,9 @@ def report_figures(models, files, *, demographics: bool) -> dict[str, str]:
         files.occlusion
     )
     out["Identity atlas: own / identity / population / random pixels"] = files.atlas
+    out["Do persons have their own patterns? Per identity: class-share deviation and atlas drops (95 % CI)"] = (
+        files.person
+    )
     if demographics:
         out["Cosine drop by gender, ethnicity and age gap (Fig. 9-10)"] = files.demographics
     return out

@@ -22,6 +22,7 @@ rule figures:
         "../envs/leam.yaml"
     params:
         identity=config["figures"]["example_identity"],
+        cmap=config["figures"]["cmap"],
     script:
         "../scripts/figures.py"
 
@@ -36,6 +37,8 @@ rule study_figures:
         occlusion_pdf=figure("occlusion.pdf", "occlusion", "all models"),
         atlas=figure("atlas.png", "atlas", "all models"),
         atlas_pdf=figure("atlas.pdf", "atlas", "all models"),
+        person=figure("person.png", "person", "all models"),
+        person_pdf=figure("person.pdf", "person", "all models"),
     log:
         logs("figures/study.log"),
     benchmark:

@@ -9,6 +9,7 @@ rule report:
         compare=rules.study_figures.output.compare,
         occlusion=rules.study_figures.output.occlusion,
         atlas=rules.study_figures.output.atlas,
+        person=rules.study_figures.output.person,
         demographics=rules.demographics_figure.output.demographics if HAVE_METADATA else [],
     output:
         html=report(results("report.html"), caption="../report/html.rst", category="leam report"),

@@ -8,5 +8,6 @@ layers_figure(
     snakemake.output.layers,
     identity=snakemake.params.identity,
     pairs=snakemake.input.pairs,
+    cmap=snakemake.params.cmap,
 )
 threshold_figure(snakemake.input.db, snakemake.wildcards.model, snakemake.output.threshold)
