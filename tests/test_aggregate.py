@@ -453,14 +453,14 @@ def test_counts_long(random_db, hand_long):
         "rel_pct",
     ]
     # absent classes of the landmarks parser have no rows at all
-    n_m1 = 2 * 8 * 3 * N_CLASSES
+    n_m1 = 2 * 8 * 3 * len(visible_classes("farl"))  # FaRL's 19 classes; 'unparsed' is not one of them
     n_m2 = 2 * 8 * 3 * len(visible_classes("landmarks"))
     assert len(view) == len(hand_long) == n_m1 + n_m2
     absent = sorted(set(range(N_CLASSES)) - set(visible_classes("landmarks")))
     assert not view[(view["model"] == "m2") & view["class_id"].isin(absent)].shape[0]
     # empty selections: rel_pct NULL, abs_pct 0
     empty = view[view["n_selected"] == 0]
-    assert len(empty) == (N_CLASSES + 8 * len(visible_classes("landmarks")))
+    assert len(empty) == (len(visible_classes("farl")) + 8 * len(visible_classes("landmarks")))
     assert empty["rel_pct"].isna().all() and (empty["abs_pct"] == 0).all()
     assert view.loc[view["n_selected"] > 0, "rel_pct"].notna().all()
     assert_frames(
@@ -511,7 +511,7 @@ def test_class_share_model(random_db, hand_long):
     hand = _group(hand_long, keys + ["class"], _share)
     assert (hand["n_maps"] == 16).all()
     assert not np.allclose(hand["mean_abs_pct"], hand["pooled_abs_pct"], rtol=1e-6)
-    assert len(hand) == 3 * (N_CLASSES + len(visible_classes("landmarks")))
+    assert len(hand) == 3 * (len(visible_classes("farl")) + len(visible_classes("landmarks")))
     assert_frames(view, hand, keys=keys, floats=SHARE_FLOATS, exact=["n_maps"])
 
 
@@ -527,7 +527,7 @@ def test_threshold_table(random_db, hand_long):
         row = rows.setdefault((r.model, r.class_id), {"model": r.model, "class_id": r.class_id, "class": r[3]})
         row["full_activation" if r.selection == "full" else r.selection] = r.mean_rel_pct
     hand = pd.DataFrame(list(rows.values()))
-    assert len(hand) == N_CLASSES + len(visible_classes("landmarks"))
+    assert len(hand) == len(visible_classes("farl")) + len(visible_classes("landmarks"))
     assert_frames(view, hand, keys=["model", "class_id"], floats=["full_activation", *level_cols], exact=[])
 
 
@@ -625,7 +625,7 @@ def test_cosine_same(random_db):
     view = _view(con, "cosine_same")
     assert list(view.columns) == ["model", "n_pairs", "mean_cosine", "std_cosine"]
     hand = hand_cosine_same(raw["pairs"])
-    assert list(hand["n_pairs"]) == [8, 8]
+    assert list(hand["n_pairs"]) == [4, 4]  # 8 ordered pairs each: 4 unordered
     assert_frames(view, hand, keys=["model"], floats=["mean_cosine", "std_cosine"], exact=["n_pairs"])
 
 
@@ -854,10 +854,10 @@ def test_closed_form_cosines(trivial_db):
     assert len(got) == 1 and got[0][:3] == ("m", 4, -0.25)
     assert got[0][3] == pytest.approx(math.sqrt(5 / 12), rel=RTOL)
     got = con.execute("SELECT * FROM cosine_summary ORDER BY model").fetchall()
-    assert got[0][0:2] == ("m", 4) and got[0][2] == 0.0 and got[0][3] == pytest.approx(math.sqrt(1 / 3), rel=RTOL)
+    assert got[0][0:2] == ("m", 2) and got[0][2] == 0.0 and got[0][3] == pytest.approx(math.sqrt(1 / 3), rel=RTOL)
     assert got[0][4:6] == (4, -0.25) and got[0][7] == 0.25
     assert got[0][6] == pytest.approx(math.sqrt(5 / 12), rel=RTOL)
-    assert got[1] == ("solo", 2, 0.0, 0.0, None, None, None, None)  # no different-identity pair
+    assert got[1] == ("solo", 1, 0.0, 0.0, None, None, None, None)  # no different-identity pair
 
 
 def test_closed_form_rejects(trivial_db):

@@ -1,13 +1,16 @@
-"""The 19 face-parsing classes of FaRL (pyfacer ``farl/celebm/448``), with the paper's names.
+"""The 19 face-parsing classes of FaRL (pyfacer ``farl/celebm/448``), with the paper's names, and
+leam's ``unparsed``.
 
-Ids and order are FaRL's, so label maps from any leam parser line up with FaRL's. "Right" and
-"left" are the subject's (anatomical) sides, as in the iBUG 68-point annotation: the subject's
-right eye is on the image's left and is dlib landmarks 36-41.
+Ids 0-18 and their order are FaRL's, so label maps from any leam parser line up with FaRL's. "Right"
+and "left" are the subject's (anatomical) sides, as in the iBUG 68-point annotation: the subject's
+right eye is on the image's left and is dlib landmarks 36-41. Id 19, ``unparsed``, is a pixel the
+parser cannot classify (the landmark parser cannot tell hair from background from neck): never
+counted as background, so no share of "background" is a guess.
 """
 
 from __future__ import annotations
 
-__all__ = ["CLASSES", "CLASS_NAMES", "FARL_TAGS", "N_CLASSES", "class_column", "CLASS_COLUMNS"]
+__all__ = ["CLASSES", "CLASS_NAMES", "FARL_TAGS", "N_CLASSES", "UNPARSED", "class_column", "CLASS_COLUMNS"]
 
 #: (id, FaRL tag, paper name); the FaRL tags are pyfacer's ``label_names`` for celebm/448.
 CLASSES: tuple[tuple[int, str, str], ...] = (
@@ -30,16 +33,20 @@ CLASSES: tuple[tuple[int, str, str], ...] = (
     (16, "hat", "hat"),
     (17, "earr", "earrings"),
     (18, "neck_l", "necklace"),
+    (19, "unparsed", "unparsed"),  # leam's: what the parser cannot classify
 )
 
 N_CLASSES = len(CLASSES)
-FARL_TAGS: tuple[str, ...] = tuple(tag for _, tag, _ in CLASSES)
+#: FaRL's own 19 tags (pyfacer's ``label_names``), ids 0-18
+FARL_TAGS: tuple[str, ...] = tuple(tag for i, tag, _ in CLASSES if i < 19)
+#: the id of pixels a parser cannot classify
+UNPARSED = 19
 CLASS_NAMES: tuple[str, ...] = tuple(name for _, _, name in CLASSES)
 
 
 def class_column(class_id: int) -> str:
     """Column name of a class in the wide counts table, e.g. ``c10_nose``."""
-    return f"c{class_id:02d}_{FARL_TAGS[class_id]}"
+    return f"c{class_id:02d}_{CLASSES[class_id][1]}"
 
 
 CLASS_COLUMNS: tuple[str, ...] = tuple(class_column(i) for i in range(N_CLASSES))

@@ -1,21 +1,26 @@
-"""Face parsing into FaRL's 19 classes, in the aligned frame.
+"""Face parsing into FaRL's 19 classes (and leam's ``unparsed``), in the aligned frame.
 
 ``landmarks`` (the offline default) needs nothing downloaded: it draws polygons from the 68 dlib
 landmarks (already in frame coordinates):
 
-* face: the jaw line (0-16) closed over the forehead, taken as the brow line (17-26) raised by
-  0.6 x the brow-to-eye-centre distance;
+* face (2): the jaw line (0-16) closed over the forehead. The forehead reaches an estimated
+  hairline: by the facial thirds (hairline to brows = brows to the nose base, landmark 33), the
+  brow line raised by the brow-to-nose-base height at the midline, tapering to 0.6 of it at the
+  temples (the hairline curves down at the sides);
 * right/left eyebrow (6/7): the brow points 17-21 / 22-26 and the same points lowered by
   0.08 x the inter-ocular distance (a band);
 * right/left eye (8/9): 36-41 / 42-47;
-* nose (10): bridge 27-30 widened by 0.18 x nose width on each side, over the nostril base 31-35;
+* nose (10): the bridge from the nasion (27), 0.55 x the inner-canthal distance (39-42) wide, to the
+  tip (30), where the wings (alae) reach 1.3 x the nostril-base width (31-35), over the nostril base
+  31-35 with the wings' outer edge;
 * upper lip (13): outer 48-54 over inner 60-64; lower lip (12): outer 54-59,48 over inner 64-67,60;
 * inner mouth (11): 60-67;
-* everything else: background (0).
+* everything else: **unparsed** (19): hair, background, neck, ears and clothes look alike to
+  landmarks, so those pixels get no FaRL class; in tables they are ``unparsed``, never background.
 
-It cannot see neck, clothes, ears, hair, eyeglasses, hat, earrings or necklace: those classes are
-*absent* (NULL in tables), not zero. Later polygons are painted over earlier ones in the order
-face, brows, eyes, nose, lips, inner mouth.
+It cannot see background, neck, clothes, ears, hair, eyeglasses, hat, earrings or necklace: those
+classes are *absent* (NULL in tables), not zero. Later polygons are painted over earlier ones in
+the order face, brows, eyes, nose, lips, inner mouth.
 
 ``farl`` is pyfacer's FaRL parser (``farl/celebm/448``, all 19 classes), run on the aligned frames
 with the five points it expects (eye centres, nose tip, mouth corners) taken from the 68 frame
@@ -36,7 +41,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .align import decode_png
-from .classes import FARL_TAGS
+from .classes import FARL_TAGS, UNPARSED
 from .io import write_parquet
 
 __all__ = ["LandmarkParser", "FarlParser", "PARSERS", "make_parser", "visible_classes", "parse_shard", "LABELS_SCHEMA"]
@@ -48,25 +53,45 @@ class LandmarkParser:
     """Offline parser: (68, 2) frame landmarks -> (S, S) uint8 label map with FaRL ids."""
 
     name = "landmarks"
-    visible = (0, 2, 6, 7, 8, 9, 10, 11, 12, 13)
+    visible = (2, 6, 7, 8, 9, 10, 11, 12, 13, UNPARSED)
+    #: what it cannot see, for tables and the report
+    cannot_see = "background, hair, neck, ears, clothes and accessories (their pixels are 'unparsed')"
 
     def polygons(self, pts: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """(class id, (K, 2) polygon) in painting order."""
         pts = np.asarray(pts, np.float64).reshape(68, 2)
         eye_r, eye_l = pts[36:42].mean(0), pts[42:48].mean(0)
         iod = np.linalg.norm(eye_l - eye_r)
-        brows = pts[17:27]
-        eye_y = (eye_r[1] + eye_l[1]) / 2
-        lift = 0.6 * (eye_y - brows[:, 1].mean())
         up = np.array([0.0, -1.0])
-        forehead = brows[::-1] + lift * up
-        face = np.vstack([pts[0:17], forehead])
+        right = (eye_l - eye_r) / max(iod, 1e-9)  # image x along the eyes
+        brows = pts[17:27]
+        # facial thirds: hairline above the brows by the brows-to-nose-base height, less at the temples
+        third = max(0.0, float(pts[33, 1] - brows[:, 1].mean()))
+        centre = brows[:, 0].mean()
+        half = max(float(np.ptp(brows[:, 0])) / 2, 1e-9)
+        taper = 1.0 - 0.4 * np.clip(np.abs(brows[::-1, 0] - centre) / half, 0, 1) ** 2
+        forehead = brows[::-1] + (third * taper)[:, None] * up
+        face = np.vstack([pts[0:17], pts[16:17] + 0.6 * third * up, forehead, pts[0:1] + 0.6 * third * up])
         band = 0.08 * iod
         brow_r = np.vstack([pts[17:22], pts[21:16:-1] - band * up])
         brow_l = np.vstack([pts[22:27], pts[26:21:-1] - band * up])
-        nose_w = np.linalg.norm(pts[35] - pts[31])
-        side = np.array([1.0, 0.0]) * 0.18 * nose_w
-        nose = np.vstack([pts[27:31] - side, pts[31:36], pts[30:26:-1] + side])
+        icd = np.linalg.norm(pts[42] - pts[39])
+        base_w = np.linalg.norm(pts[35] - pts[31])
+        mid = (pts[31] + pts[35]) / 2
+        root = 0.275 * icd * right  # half the bridge width at the nasion
+        wing = 0.65 * base_w * right  # half the alar width at the tip's height
+        tip = pts[30] - (pts[30] - mid) @ right * right  # the tip, on the nose's midline
+        nose = np.vstack(
+            [
+                pts[27] - root,
+                tip - wing,
+                pts[31] - 0.15 * base_w * right,
+                pts[31:36],
+                pts[35] + 0.15 * base_w * right,
+                tip + wing,
+                pts[27] + root,
+            ]
+        )
         upper_lip = np.vstack([pts[48:55], pts[64:59:-1]])
         lower_lip = np.vstack([pts[54:60], pts[48:49], pts[60:61], pts[67:63:-1]])
         inner = pts[60:68]
@@ -84,7 +109,7 @@ class LandmarkParser:
 
     def __call__(self, landmarks: np.ndarray, size: int) -> np.ndarray:
         """(68, 2) landmarks in frame pixels (centres at integers) -> (size, size) uint8 labels."""
-        img = Image.new("L", (size, size), 0)
+        img = Image.new("L", (size, size), UNPARSED)
         draw = ImageDraw.Draw(img)  # ImageDraw puts pixel centres at integer coordinates, as leam does
         for cid, poly in self.polygons(landmarks):
             draw.polygon([(float(x), float(y)) for x, y in poly], fill=cid)
@@ -100,6 +125,7 @@ class FarlParser:
 
     name = "farl"
     visible = tuple(range(19))
+    cannot_see = "nothing of its 19 classes"
 
     def __init__(self, weights: str | os.PathLike, device: str | torch.device = "cpu"):
         with warnings.catch_warnings():
