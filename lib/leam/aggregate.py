@@ -60,6 +60,7 @@ from .baselines import centre_baseline
 from .catalog import comment_database
 from .classes import CLASSES, class_column
 from .database import building, scalar
+from .parsing import PARSERS, visible_classes
 
 __all__ = ["build_database", "create_views", "level_column", "safe_names"]
 
@@ -134,12 +135,13 @@ def create_views(
         100.0 * sum(pixels) / sum(n_pixels) AS pooled_abs_pct"""
     con.execute(f"""
         CREATE OR REPLACE VIEW class_share_layer AS
-        SELECT model, layer, any_value(layer_idx) AS layer_idx, selection, level, class_id, class, {share}
+        SELECT model, any_value(parser) AS parser, layer, any_value(layer_idx) AS layer_idx, selection, level,
+               class_id, class, {share}
         FROM counts_long GROUP BY model, layer, selection, level, class_id, class
         ORDER BY model, layer_idx, level NULLS FIRST, class_id""")
     con.execute(f"""
         CREATE OR REPLACE VIEW class_share_model AS
-        SELECT model, selection, level, class_id, class, {share}
+        SELECT model, any_value(parser) AS parser, selection, level, class_id, class, {share}
         FROM counts_long GROUP BY model, selection, level, class_id, class
         ORDER BY model, level NULLS FIRST, class_id""")
     level_cols = ",\n".join(
@@ -147,7 +149,7 @@ def create_views(
     )
     con.execute(f"""
         CREATE OR REPLACE VIEW threshold_table AS
-        SELECT model, class_id, class,
+        SELECT model, any_value(parser) AS parser, class_id, class,
                max(CASE WHEN selection = 'full' THEN mean_rel_pct END) AS full_activation,
                {level_cols}
         FROM class_share_model GROUP BY model, class_id, class ORDER BY model, class_id""")
@@ -169,7 +171,7 @@ def create_views(
             ORDER BY layer, level NULLS FIRST, class_id""")
     con.execute(f"""
         CREATE OR REPLACE VIEW identity_share AS
-        SELECT model, identity, selection, level, class_id, class, {share}
+        SELECT model, any_value(parser) AS parser, identity, selection, level, class_id, class, {share}
         FROM counts_long GROUP BY model, identity, selection, level, class_id, class
         ORDER BY model, identity, level NULLS FIRST, class_id""")
     con.execute("""
@@ -460,6 +462,12 @@ def build_database(
         con.executemany(
             "INSERT INTO classes VALUES (?, ?, ?, ?)", [(i, tag, name, class_column(i)) for i, tag, name in CLASSES]
         )
+        con.execute("CREATE TABLE parsers (parser VARCHAR, classes VARCHAR, cannot_see VARCHAR)")
+        for (name,) in con.execute("SELECT DISTINCT parser FROM counts ORDER BY parser").fetchall():
+            con.execute(
+                "INSERT INTO parsers VALUES (?, ?, ?)",
+                [name, ", ".join(CLASSES[c][2] for c in visible_classes(name)), PARSERS[name].cannot_see],
+            )
         con.execute("CREATE TABLE layers (model VARCHAR, layer VARCHAR, layer_idx INTEGER, module VARCHAR)")
         rows = [
             (m, layer, i, path) for m, spec in models.items() for i, (layer, path) in enumerate(spec["layers"].items())

@@ -24,7 +24,7 @@ COLUMNS = {
     "image": "photo file name",
     "anchor": "anchor photo of the pair (its map is the one computed)",
     "positive": "positive photo of the pair (same identity)",
-    "parser": "face parser that labelled the pixels",
+    "parser": "face parser that labelled the pixels (table parsers: what it can and cannot see)",
     "selection": (
         "map pixels counted: 'full' (normalised relevance >= count.full_threshold) or 'top<k>' (the k % most "
         "relevant activated pixels)"
@@ -173,6 +173,7 @@ TABLES = {
     "downloads": "every URL of the list: outcome, reason, file",
     "identity_meta": "identity metadata (gender, ethnicity)",
     "image_meta": "per-photo metadata (age)",
+    "parsers": "the face parser(s) of the run: the classes each names and what it cannot see",
     "leam_build": "id and time of this build (the manifest leam.duckdb.json names the same id)",
     "centre_baseline": (
         "per photo and pixel count n: class shares of the n pixels nearest the frame centre and of a centred "
