@@ -56,6 +56,9 @@ def test_report_has_every_figure_and_table_it_lists(pipeline_run):
         assert img.size[0] > 300 and img.size[1] > 150
     for key in ("cosine", "maps", "occlusion", "central", "transfer", "person"):
         assert f"id='finding-{key}'" in html
+    # the paper's own model beside the paper's numbers (Appendix B, Table 21)
+    assert "id='paper-IR_CASIA'" in html and "id='table-paper-IR_CASIA-occlusion'" in html
+    assert "<td>0.1655</td>" in html and "<td>29.72</td>" in html
     # one person with pairs (obama): nothing can be established, and the page says so
     assert "not established with 1 person" in html and "<td class='v yes'" not in html
     # missing values read as "-" in every table (the compare table has no different-identity rows here)

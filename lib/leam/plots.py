@@ -275,25 +275,38 @@ def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None
         )
     low = bottom.subplots(1, 2 if len(sources) > 1 else 1, squeeze=False)[0]
     ax2 = low[0]
-    markers = "os^vD<>p*h"
-    for i, model in enumerate(targets):
+    for i, model in enumerate(targets):  # binned means: a scatter of every pair overplots
         for method in ("leam", "random"):
             p = pts[(pts["model"] == model) & (pts["method"] == method)]
-            ax2.scatter(
-                p["cosine_before"],
-                p["drop"],
-                s=10,
-                marker=markers[i % len(markers)],
-                alpha=0.6,
-                color=METHOD_STYLE[method]["color"],
-                label=f"{model}, {METHOD_STYLE[method]['label']}",
+            if len(p) < 2:
+                continue
+            edges = np.unique(np.quantile(p["cosine_before"], np.linspace(0, 1, min(6, len(p)) + 1)))
+            which = np.clip(np.searchsorted(edges, p["cosine_before"], side="right") - 1, 0, len(edges) - 2)
+            g = p.assign(bin=which).groupby("bin")
+            mean, std, n = g["drop"].mean(), g["drop"].std().fillna(0), g["drop"].count()
+            x = g["cosine_before"].mean()
+            ax2.errorbar(
+                x,
+                mean,
+                yerr=std / np.sqrt(n),
+                color=f"C{i}",
+                ls=METHOD_STYLE[method]["ls"],
+                marker=METHOD_STYLE[method]["marker"],
+                ms=4,
+                capsize=2,
+                lw=1.2,
             )
-    ax2.set_title("drop at 1 % vs unoccluded cosine (Fig. 11)", fontsize=9)
-    ax2.set_xlabel("cosine before occlusion")
-    ax2.set_ylabel("cosine drop")
+    for i, model in enumerate(targets):
+        ax2.plot([], [], color=f"C{i}", lw=6, label=model)
+    for method in ("leam", "random"):
+        st = METHOD_STYLE[method]
+        ax2.plot([], [], color="0.3", ls=st["ls"], marker=st["marker"], label=st["label"])
+    ax2.set_title("drop at 1 % vs unoccluded cosine, binned by sextiles of the cosine (Fig. 11)", fontsize=9)
+    ax2.set_xlabel("cosine before occlusion (bin mean)")
+    ax2.set_ylabel("cosine drop (mean ± s.e. per bin)")
     ax2.grid(alpha=0.3)
     if len(pts):
-        ax2.legend(fontsize=6, ncol=2)
+        ax2.legend(fontsize=7, ncol=2)
     if len(sources) > 1:
         at1 = every[every["size_pct"] == 1].pivot_table(
             index=["source_model", "model"], columns="method", values="mean_drop"

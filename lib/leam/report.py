@@ -22,6 +22,8 @@ import pandas as pd
 from . import database
 from .findings import POOLED
 from .io import write_text
+from .paper import BC_RANGE, IR_CASIA_OCCLUSION, IR_CASIA_SHARES, OCCLUSION_SIZES
+from .paper import LEVELS as PAPER_LEVELS
 from .stats import N_RESAMPLES
 
 __all__ = ["findings_section", "build_report", "report_figures"]
@@ -418,6 +420,113 @@ def _render_person(by, items) -> list[str]:
     return out
 
 
+def paper_section(con, items: list[tuple[str, str]], model: str = "IR_CASIA") -> list[str]:
+    """The run's IR_CASIA beside the paper's IR_CASIA rows (:mod:`leam.paper`): class shares at top
+    1 % and all activated pixels (Appendix B / Tables 10-11), the nose finding, and occlusion of
+    IR_CASIA with its own first-convolution pixels (Table 21); empty when the run has no such model."""
+    if not database.scalar(con, "SELECT count(*) FROM layers WHERE model = ?", [model]):
+        return []
+    parts = [
+        f"<h2 id='paper-{model}'>{html.escape(model)} beside the paper's {html.escape(model)}</h2>",
+        "<p class='how'>The paper's own model (facenet 20180408-102900, Inception-ResNet-v1 trained on "
+        "CASIA-WebFace) on this run's photos, next to the paper's numbers for it on 1000 IMDb-Face people. "
+        "The same quantities on both sides; the photos, the number of people and the face parser differ "
+        "(the paper: FaRL, 19 classes).</p>",
+    ]
+    shares = _df(
+        con,
+        """SELECT class, max(CASE WHEN selection = 'top1' THEN mean_rel_pct END) AS top1,
+                  max(CASE WHEN selection = 'full' THEN mean_rel_pct END) AS full_
+           FROM class_share_model WHERE model = ? GROUP BY class""",
+        [model],
+    ).set_index("class")
+    i1, i100 = PAPER_LEVELS.index(1), PAPER_LEVELS.index(100)
+    rows = []
+    unseen = [c for c in IR_CASIA_SHARES if c not in shares.index]
+    for c, v in IR_CASIA_SHARES.items():
+        if c in shares.index:
+            rows.append(
+                [c, _num(v[i1], 2), _num(shares.at[c, "top1"], 2), _num(v[i100], 2), _num(shares.at[c, "full_"], 2)]
+            )
+    if "unparsed" in shares.index:
+        rows.append(
+            [
+                f"unparsed here; in the paper {', '.join(unseen)}",
+                _num(sum(IR_CASIA_SHARES[c][i1] for c in unseen), 2),
+                _num(shares.at["unparsed", "top1"], 2),
+                _num(sum(IR_CASIA_SHARES[c][i100] for c in unseen), 2),
+                _num(shares.at["unparsed", "full_"], 2),
+            ]
+        )
+    tid = f"table-paper-{model}-shares"
+    parts.append(
+        _html_table(
+            ["class", "paper, top 1 %", "this run, top 1 %", "paper, all activated", "this run, all activated"],
+            rows,
+            tid,
+            f"{model}: % of the selected pixels per class, mean over maps, all nine layers pooled (paper: Appendix "
+            "B's IR_CASIA table = Tables 10 and 11)",
+        )
+    )
+    items.append((tid, f"{model} class shares beside the paper's"))
+    found = _df(con, "SELECT * FROM findings WHERE model = ?", [model]).replace({np.nan: None}).to_dict("records")
+    nose = [r for r in found if r["finding"] == "central_nose" and r["layer"] == POOLED]
+    if nose:
+        r = nose[0]
+        parts.append(
+            f"<p>Nose, top 1 % minus all activated pixels: paper {IR_CASIA_SHARES['nose'][i1]:.2f} - "
+            f"{IR_CASIA_SHARES['nose'][i100]:.2f} = "
+            f"{IR_CASIA_SHARES['nose'][i1] - IR_CASIA_SHARES['nose'][i100]:+.2f} points; this run "
+            f"{_num(r['a_mean'], 2)} - {_num(r['b_mean'], 2)} = {_ci(r['effect'], r['ci_low'], r['ci_high'], 2)} "
+            f"points over {r['n_identities']} people ({html.escape(r['verdict'])}).</p>"
+        )
+    occ = {r["size_pct"]: r for r in found if r["finding"] == "occlusion" and r["source_model"] == model}
+    rows = []
+    for size, pl, pr in zip(OCCLUSION_SIZES, IR_CASIA_OCCLUSION["leam"], IR_CASIA_OCCLUSION["random"], strict=True):
+        r = occ.get(float(size))
+        rows.append(
+            [_size_label(size), f"{pl:.4f}", f"{pr:.4f}", f"{pl - pr:+.4f}"]
+            + (
+                [
+                    _num(r["a_mean"], 4),
+                    _num(r["b_mean"], 4),
+                    _ci(r["effect"], r["ci_low"], r["ci_high"], 4),
+                    _verdict_cell(r["verdict"]),
+                ]
+                if r
+                else ["-", "-", "-", "-"]
+            )
+        )
+    tid = f"table-paper-{model}-occlusion"
+    parts.append(
+        _html_table(
+            [
+                "size",
+                "paper LEAM",
+                "paper random",
+                "paper LEAM - random",
+                "this run LEAM",
+                "this run random",
+                "this run LEAM - random [95 % CI]",
+                "verdict",
+            ],
+            rows,
+            tid,
+            f"{model} occluded with its own first convolution's top LEAM pixels vs random pixels: mean cosine drop "
+            "(paper: Table 21's IR_CASIA column, random pixels over the whole image; this run: random pixels inside "
+            f"the model's window, which for {model} is the whole frame)",
+        )
+    )
+    items.append((tid, f"{model} occlusion beside the paper's"))
+    parts.append(
+        "<p class='meta'>BC and EMD: the paper shows none for IR_CASIA (Tables 3-6 are the six IResNets only, "
+        f"BC same {BC_RANGE['same'][0]:.2f}-{BC_RANGE['same'][1]:.2f} vs different "
+        f"{BC_RANGE['different'][0]:.2f}-{BC_RANGE['different'][1]:.2f}); this run's IR_CASIA rows are in the "
+        "findings above.</p>"
+    )
+    return parts
+
+
 _SECTION_RENDERERS = {
     "finding-cosine": _render_cosine,
     "finding-maps": _render_maps,
@@ -503,6 +612,7 @@ def build_report(
         for c in caveats or []:
             parts.append(f"<p class='meta caveat'>Caveat: {html.escape(c)}</p>")
         parts += findings_section(con, items)
+        parts += paper_section(con, items)
         parts.append("<h2 id='figures'>Figures</h2>")
         for i, (caption, path) in enumerate(figures.items(), 1):
             fid = f"figure-{i}"
@@ -537,7 +647,8 @@ def build_report(
         n_pairs = database.scalar(con, "SELECT count(*) FROM pairs")
         n_people = database.scalar(con, "SELECT count(DISTINCT identity) FROM pairs")
         n_models = database.scalar(con, "SELECT count(DISTINCT model) FROM pairs")
-        parser = database.scalar(con, "SELECT string_agg(DISTINCT parser, ', ') FROM counts") or "-"
+        parsers = con.execute("SELECT parser, cannot_see FROM parsers ORDER BY parser").fetchall()
+        parser = "; ".join(f"'{p}' (it cannot see {cannot})" for p, cannot in parsers) or "-"
         verdicts = _df(con, "SELECT finding, model, verdict FROM findings WHERE layer IS NULL OR layer = 'all layers'")
     finally:
         con.close()
@@ -547,7 +658,7 @@ def build_report(
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p class='meta'>LEAM (arXiv 2509.17457) reproduced by leam: {n_people} people with a same-identity "
         f"pair, {n_models} models, {n_pairs} LEAM maps' ordered (anchor, positive) pairs over all models "
-        f"({n_pairs // max(n_models, 1)} per model); classes from the '{html.escape(parser)}' parser; generated "
+        f"({n_pairs // max(n_models, 1)} per model); face classes from the {html.escape(parser)} parser; generated "
         f"{datetime.date.today()} from {html.escape(str(db_path))}.</p>"
         f"<p class='meta' id='abbreviations'>{ABBREVIATIONS}</p>"
         f"<nav id='contents'><h2>Contents</h2><ol>{toc}</ol></nav>" + "".join(parts) + "</body></html>"
@@ -601,6 +712,10 @@ def _tables(con, items: list[tuple[str, str]]) -> list[str]:
         "below the midpoint of the mean same- and different-identity cosines, per model",
     )
     models = [r[0] for r in con.execute("SELECT DISTINCT model FROM layers ORDER BY model").fetchall()]
+    parser = "; ".join(
+        f"'{p}' (it cannot see {cannot})"
+        for p, cannot in con.execute("SELECT parser, cannot_see FROM parsers ORDER BY parser").fetchall()
+    )
     cols = [
         r[0]
         for r in con.execute(
@@ -620,7 +735,7 @@ def _tables(con, items: list[tuple[str, str]]) -> list[str]:
             df,
             f"table-threshold-{m}",
             f"{m}: class share of the selected pixels (mean over maps, %, all layers pooled), full activation and "
-            "top-k % of the activated pixels (Appendix B)",
+            f"top-k % of the activated pixels (Appendix B); classes from the {parser} parser",
             2,
         )
     cmp = _df(
