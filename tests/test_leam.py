@@ -193,3 +193,35 @@ def test_single_image_identity_has_no_pairs():
     with LEAM(model, {"c": "conv_c"}) as leam:
         out = leam.explain(torch.randn(1, 3, 16, 16))
     assert len(out.anchor) == 0 and out.embeddings.shape == (1, 5)
+
+
+def test_the_maps_graph_runs_without_onednn_on_the_cpu_and_embeddings_keep_it():
+    """#21 case 9: oneDNN's convolution backward varies with the CPU and its load (an Intel Xeon
+    beside four busy processes gave other maps on every run); the graph forward and its backward now
+    run on PyTorch's native kernels, the no-graph embedding keeps oneDNN."""
+    import torch.nn as nn
+
+    from leam.cam import LEAM
+
+    seen: list[tuple[bool, bool]] = []  # (grad enabled, oneDNN enabled) at every forward
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4 * 6 * 6, 5)
+
+        def forward(self, x):
+            seen.append((torch.is_grad_enabled(), torch.backends.mkldnn.enabled))
+            return self.fc(self.conv(x).flatten(1))
+
+    model = Spy().eval().requires_grad_(False)
+    x = torch.rand(3, 3, 8, 8)
+    before = torch.backends.mkldnn.enabled
+    with LEAM(model, {"c": "conv"}) as leam:
+        out = leam.explain(x)
+    assert torch.backends.mkldnn.enabled == before  # restored
+    assert {s for s in seen if s[0]} == {(True, False)} and {s for s in seen if not s[0]} == {(False, before)}
+    with LEAM(model, {"c": "conv"}, deterministic=False) as leam:
+        fast = leam.explain(x)
+    torch.testing.assert_close(fast.maps["c"], out.maps["c"], rtol=1e-5, atol=1e-6)

@@ -22,6 +22,16 @@ The minimum work is n forwards and n (n - 1) activation-gradient backwards from 
 the earliest layer (each pair needs its own cotangent, and the ReLU on the gradient forbids
 combining them); ``benchmarks/extract.py`` measures that bare cost beside this engine.
 
+Same bytes on every CPU and under any load: on the CPU the graph forward and the backward run with
+oneDNN (mkldnn) off. oneDNN's convolution backward picks its algorithm and its split of the work
+at run time, by the CPU's instruction set and the load of the machine; on a 2-core Intel Xeon
+(AVX-512) beside four busy processes its maps differed from run to run in the last bits (and so
+every map-derived file), while ``MKL_DYNAMIC`` / ``OMP_DYNAMIC`` off, an AVX2 cap and oneDNN's own
+deterministic flag did not help and oneDNN off did (``shared/DEPS.md``, 2026-12-05). PyTorch's
+native convolution (im2col + GEMM on a fixed thread count) computes each image's input gradient on
+its own, in a fixed order. The no-graph forwards (embeddings), identical under load, keep oneDNN.
+``deterministic=False`` keeps oneDNN everywhere (faster where it is: depthwise convolutions).
+
 Maps are returned raw (layer resolution, >= 0, not normalised) and/or handed, chunk by chunk and
 still on the device, to a consumer (e.g. :class:`leam.counting.MapCounter`: normalise, resize to
 the frame, count classes) so that a large identity never holds all its maps at once.
@@ -47,6 +57,18 @@ log = logging.getLogger(__name__)
 
 #: strict fp32 (default; TF32 off on CUDA), TF32 matmuls/convolutions (CUDA), bf16 autocast
 PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    """oneDNN off for the block, then as it was (``torch.backends.mkldnn.flags`` would also touch
+    its TF32 setting, and warn)."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -91,6 +113,8 @@ class LEAM:
         precision: ``fp32`` (strict), ``tf32`` (CUDA TF32 convolutions and matmuls) or ``bf16``
             (autocast forward in bfloat16; maps are computed in float32 from its activations).
         channels_last: run the model in channels-last memory format.
+        deterministic: on the CPU, run the graph forward and the backward with oneDNN off, so the
+            maps are the same bytes on any CPU and under any load (default); False keeps oneDNN.
 
     Use as a context manager (hooks are removed, the training flag and the TF32 / memory-format
     settings restored on exit)::
@@ -109,6 +133,7 @@ class LEAM:
         batched: bool | None = None,
         precision: str = "fp32",
         channels_last: bool = False,
+        deterministic: bool = True,
     ):
         if not layers:
             raise ValueError("LEAM needs at least one layer")
@@ -121,6 +146,7 @@ class LEAM:
         self.batched = batched
         self.precision = precision
         self.channels_last = channels_last
+        self.deterministic = deterministic
         self._rec = ActivationRecorder(model, self.layers, cut=True)
         self._bytes_per_image: float | None = None
         self._saved_tf32: tuple[bool, bool] | None = None
@@ -156,6 +182,13 @@ class LEAM:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _graph_kernels(self):
+        """The kernels of the graph forward and its backward: on the CPU with ``deterministic``,
+        oneDNN off (its backward's algorithm and split vary with the CPU and the load), else as set."""
+        if self.deterministic and self.device.type == "cpu":
+            return _onednn_off()
+        return contextlib.nullcontext()
+
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -187,7 +220,7 @@ class LEAM:
         """Forward with hooks: (embeddings (a, D) in the graph, {layer: activation})."""
         self._rec.reset()
         self._rec.cut = True
-        with torch.enable_grad(), self._autocast():
+        with torch.enable_grad(), self._autocast(), self._graph_kernels():
             e = self.model(x)
             missing = [n for n in self.layers if n not in self._rec.activations]
             if missing:
@@ -198,7 +231,8 @@ class LEAM:
             log.debug("layers are not all downstream of %s; backward runs to the input", self._rec.order[0])
             self._rec.reset()
             self._rec.cut = False
-            e = self.model(x.detach().requires_grad_(True))
+            with self._graph_kernels():
+                e = self.model(x.detach().requires_grad_(True))
             return _at_least_fp32(e), dict(self._rec.activations)
 
     def _measure(self, x1: torch.Tensor) -> float:
@@ -250,6 +284,10 @@ class LEAM:
 
     def _round_maps(self, e_a, targets, acts_f, v) -> list[torch.Tensor]:
         """Maps of every layer for cotangents v (r, a, D) -> list of (r a, h, w), one per layer."""
+        with self._graph_kernels():
+            return self._round_maps_unflagged(e_a, targets, acts_f, v)
+
+    def _round_maps_unflagged(self, e_a, targets, acts_f, v) -> list[torch.Tensor]:
         if self._batched and len(v) > 1:
             grads = torch.autograd.grad(e_a, targets, grad_outputs=v, retain_graph=True, is_grads_batched=True)
             per_round = [[g[j] for g in grads] for j in range(len(v))]
