@@ -140,6 +140,26 @@ def test_compare_stage_by_hand(tmp_path):
     assert read_parquet(tmp_path / "c2.parquet").equals(table)
 
 
+def test_emd_grid_0_is_the_exact_emd_at_full_resolution(tmp_path):
+    """compare.emd_grid 0: EMD on the maps' supports, equal to POT's EMD on every frame pixel."""
+    import ot
+
+    rng = np.random.default_rng(1)
+    maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]})
+    files = _image_maps_files(tmp_path, maps, 16, ("top1",))
+    compare_model(
+        files, tmp_path / "c.parquet", model="m", size=16, selections=("top1",), grid=0, different_per_image=2, seed=0
+    )
+    df = read_parquet(tmp_path / "c.parquet").to_pandas()
+    yy, xx = np.meshgrid(np.arange(16.0), np.arange(16.0), indexing="ij")
+    cost = ot.dist(np.stack([xx.ravel(), yy.ravel()], 1), metric="euclidean")
+    for r in df.itertuples():
+        p = _image_distribution(maps, r.layer, r.identity_a, r.image_a, 16, r.selection)
+        q = _image_distribution(maps, r.layer, r.identity_b, r.image_b, 16, r.selection)
+        want = ot.emd2(p.ravel() / p.sum(), q.ravel() / q.sum(), cost, numItermax=10**6)
+        assert r.emd == pytest.approx(want, rel=1e-5)
+
+
 def test_all_zero_maps_are_recorded_as_skipped_not_a_crash(tmp_path):
     """#12 case 8: deep layers give all-zero maps; compare used to fail inside POT's emd2 (NaN sums)."""
     import duckdb

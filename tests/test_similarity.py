@@ -7,7 +7,15 @@ import ot
 import pytest
 import torch
 
-from leam.similarity import bhattacharyya, coarsen, emd_exact, emd_sinkhorn, ground_cost, to_distribution
+from leam.similarity import (
+    bhattacharyya,
+    coarsen,
+    emd_exact,
+    emd_sinkhorn,
+    emd_sparse,
+    ground_cost,
+    to_distribution,
+)
 
 
 def _delta(g: int, i: int, j: int) -> np.ndarray:
@@ -78,3 +86,55 @@ def test_sinkhorn_is_close_to_exact():
     # entropic smoothing adds transport, so the fast value is above the exact one, but close
     assert (fast >= exact - 1e-6).all()
     np.testing.assert_allclose(fast, exact, rtol=0.05)
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+def test_emd_sparse_equals_pot_on_the_dense_grid(cancel):
+    rng = np.random.default_rng(4)
+    h = w = 12
+    yy, xx = np.mgrid[0:h, 0:w]
+    m = ot.dist(np.stack([xx.ravel(), yy.ravel()], 1).astype(float), metric="euclidean")  # all pixel centres
+    for density in (0.05, 0.3, 1.0):
+        for _ in range(3):
+            p = rng.random((h, w)) * (rng.random((h, w)) < density)
+            q = rng.random((h, w)) * (rng.random((h, w)) < density)
+            p[0, 0] += 0.1  # never all zero
+            q[h - 1, 2] += 0.1
+            dense = ot.emd2(p.ravel() / p.sum(), q.ravel() / q.sum(), m, numItermax=1_000_000)
+            assert emd_sparse(p, q, cancel=cancel) == pytest.approx(dense, abs=1e-9)
+            # scale-free, and the grid == frame case of emd_exact
+            assert emd_sparse(3 * p, q, cancel=cancel) == pytest.approx(dense, abs=1e-9)
+            assert emd_exact(p / p.sum(), q / q.sum(), frame=w) == pytest.approx(dense, abs=1e-9)
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+def test_emd_sparse_closed_forms(cancel):
+    p, q = np.zeros((2, 20, 30))
+    p[2, 5] = 1.0
+    q[2 + 4, 5 + 3] = 7.0  # a delta moved by (3, 4) pixels, any mass
+    assert emd_sparse(p, q, cancel=cancel) == pytest.approx(5.0, abs=1e-12)
+    assert emd_sparse(p, p, cancel=cancel) == pytest.approx(0.0, abs=1e-12)
+    # two half-deltas: one stays, the other moves (3, 4) -> half of 5
+    p, q = np.zeros((2, 20, 30))
+    p[1, 1] = p[10, 10] = 1.0
+    q[1, 1] = q[13, 14] = 1.0
+    assert emd_sparse(p, q, cancel=cancel) == pytest.approx(2.5, abs=1e-12)
+    # two half-deltas each moved 6 along x: 6
+    p, q = np.zeros((2, 20, 30))
+    p[0, 0] = p[5, 0] = 1.0
+    q[0, 6] = q[5, 6] = 1.0
+    assert emd_sparse(p, q, cancel=cancel) == pytest.approx(6.0, abs=1e-12)
+
+
+def test_emd_sparse_rejects_bad_maps():
+    p = np.zeros((8, 8))
+    q = np.zeros((8, 8))
+    q[3, 3] = 1
+    with pytest.raises(ValueError, match="all zero"):
+        emd_sparse(p, q)
+    with pytest.raises(ValueError, match="all zero"):
+        emd_sparse(q, p)
+    with pytest.raises(ValueError, match="negative"):
+        emd_sparse(q - 0.1, q)
+    with pytest.raises(ValueError, match="shape"):
+        emd_sparse(q, np.ones((8, 9)))

@@ -19,7 +19,7 @@ rule compare:
     params:
         size=config["align"]["size"],
         selections=config["compare"]["selections"],
-        grid=config["compare"]["grid"],
+        grid=config["compare"]["emd_grid"],
         different_per_image=config["compare"]["different_per_image"],
         seed=config["seed"],
     script:
