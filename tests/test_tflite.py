@@ -342,6 +342,32 @@ def test_torch_equals_litert_on_real_photos(tflite_bytes, chips112):
 
 
 @needs_file
+def test_fused_prelu_is_bit_identical_to_the_stored_split(tflite_bytes, chips112):
+    """TOCO stored each PReLU as RELU(x) + c (x - ABS(x)); the module runs it as one prelu with
+    slope 2c (2.2x faster forwards): the same bytes, forward and input gradient."""
+    from leam.models.tflite import TFLiteGraph
+
+    m = read_tflite(tflite_bytes)
+    fused, split = TFLiteGraph(m).eval(), TFLiteGraph(m, fuse_prelu=False).eval()
+    assert sum(op.op == "PRELU" for op, _ in fused._steps) == 33
+    assert not any(op.op == "PRELU" for op, _ in split._steps)
+    x = torch.from_numpy((chips112[:6] - 127.5) / 128).permute(0, 3, 1, 2).contiguous()
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    ys = [fused(xs[0]), split(xs[1])]
+    assert torch.equal(ys[0], ys[1])
+    gs = [torch.autograd.grad(y.square().sum(), xi)[0] for y, xi in zip(ys, xs, strict=True)]
+    assert torch.equal(gs[0], gs[1])
+    # with oneDNN off (LEAM's graph) depthwise convolutions run as a sum over the taps: the same numbers
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        y_taps = fused(x)
+    finally:
+        torch.backends.mkldnn.enabled = before
+    torch.testing.assert_close(y_taps, ys[0].detach(), rtol=1e-5, atol=1e-4)
+
+
+@needs_file
 def test_config_entry_layers_gradients_and_batch(tflite_bytes):
     model = load_model("mobilefacenet", MOBILEFACENET, base_dir=REPO)
     assert list(MOBILEFACENET["layers"].values()) == conv_layers(model.module)[:9]

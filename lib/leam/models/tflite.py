@@ -346,11 +346,14 @@ _OP_PARTS = {
 
 class TFLiteConv2d(TFConv2d):
     """:class:`TFConv2d` (NHWC in, (B, C, H, W) conv + bias out) whose depthwise convolutions run as
-    a sum over the kernel taps for float64 on the CPU, where torch's grouped convolution loops over
-    the channels one by one (about 10x slower for MobileFaceNet; same numbers up to rounding)."""
+    a sum over the kernel taps on the CPU wherever oneDNN does not run them: in float64, and with
+    oneDNN off (LEAM's graph forward, :mod:`leam.cam.leam`), where torch's grouped convolution loops
+    over the channels one by one (about 10x slower for MobileFaceNet; same numbers up to rounding;
+    elementwise, so the same bytes on any CPU)."""
 
     def forward(self, x_nhwc: torch.Tensor) -> torch.Tensor:
-        if self.groups == 1 or x_nhwc.dtype != torch.float64 or x_nhwc.device.type != "cpu":
+        native = x_nhwc.dtype == torch.float64 or not torch.backends.mkldnn.enabled
+        if self.groups == 1 or not native or x_nhwc.device.type != "cpu":
             return super().forward(x_nhwc)
         x = x_nhwc.permute(0, 3, 1, 2)
         kh, kw = self.weight.shape[-2:]
@@ -425,7 +428,9 @@ class TFLiteGraph(nn.Module):
     (float constants of the other ops, as buffers), ``input_name`` and ``output_name``.
     """
 
-    def __init__(self, model: TFLiteModel, output: str | None = None, *, source: str = "model.tflite"):
+    def __init__(
+        self, model: TFLiteModel, output: str | None = None, *, source: str = "model.tflite", fuse_prelu: bool = True
+    ):
         super().__init__()
         unsupported = sorted({op.op for op in model.operators} - set(SUPPORTED))
         if unsupported:
@@ -484,6 +489,53 @@ class TFLiteGraph(nn.Module):
                 self._steps.append((op, self._reshape_target(model, op, where)))
             else:
                 self._steps.append((op, None))
+        if fuse_prelu:
+            self._steps = self._fuse_prelu(self._steps, out)
+
+    def _fuse_prelu(self, steps: list, out: int) -> list:
+        """Replace TOCO's PReLU split, ``RELU(x) + c * (x - ABS(x))`` (5 elementwise passes over the
+        activation), by one ``PRELU`` step with slope 2c (one pass, torch's ``prelu`` on the NCHW
+        tensor). Bit-identical: x - |x| is exactly 2x for x < 0 and 0 otherwise, and 2c is exact.
+        Only where the intermediate tensors feed nothing else."""
+        uses: dict[int, int] = defaultdict(int)
+        for op, _ in steps:
+            for t in op.inputs:
+                uses[t] += 1
+        uses[out] += 1
+        made = {op.outputs[0]: (op, extra) for op, extra in steps}
+        drop: set[int] = set()
+        fused: dict[int, tuple] = {}
+        for op, extra in steps:
+            if op.op != "ADD" or extra != "NONE" or len(op.inputs) != 2:
+                continue
+            parts = [made.get(t) for t in op.inputs]
+            relu = next((p for p in parts if p and p[0].op == "RELU"), None)
+            mul = next((p for p in parts if p and p[0].op == "MUL" and p[1] == "NONE"), None)
+            if relu is None or mul is None:
+                continue
+            x = relu[0].inputs[0]
+            c = next((t for t in mul[0].inputs if t in self._const), None)
+            sub = next((made.get(t) for t in mul[0].inputs if t not in self._const), None)
+            if c is None or sub is None or sub[0].op != "SUB" or sub[1] != "NONE" or sub[0].inputs[0] != x:
+                continue
+            ab = made.get(sub[0].inputs[1])
+            if ab is None or ab[0].op != "ABS" or ab[0].inputs[0] != x:
+                continue
+            inner = [relu[0], mul[0], sub[0], ab[0]]
+            if any(uses[o.outputs[0]] != 1 for o in inner):
+                continue
+            slope = getattr(self.consts, self._const[c]).reshape(-1) * 2
+            key = f"prelu{op.index}"
+            self.consts.register_buffer(key, slope)
+            fused[op.index] = (x, key)
+            drop |= {o.index for o in inner}
+        return [
+            (TFLiteOperator(op.index, "PRELU", (fused[op.index][0],), op.outputs), fused[op.index][1])
+            if op.index in fused
+            else (op, extra)
+            for op, extra in steps
+            if op.index not in drop
+        ]
 
     def _add_conv(self, model: TFLiteModel, op: TFLiteOperator, name: str, where: str) -> None:
         x, w = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
@@ -539,6 +591,10 @@ class TFLiteGraph(nn.Module):
             if op.op in _CONV_OPS:  # the module holds the weights and returns NCHW (the tensor hooks see)
                 conv = getattr(self, self._conv_modules[op.index])
                 env[op.outputs[0]] = _FUSED[extra](conv(env[op.inputs[0]]).permute(0, 2, 3, 1))
+                continue
+            if op.op == "PRELU":  # fused RELU(x) + c (x - ABS(x)): prelu on the NCHW view
+                x = env[op.inputs[0]].permute(0, 3, 1, 2)
+                env[op.outputs[0]] = F.prelu(x, getattr(self.consts, extra)).permute(0, 2, 3, 1)
                 continue
             args = [self._value(env, t) for t in op.inputs if t >= 0]
             if op.op in _ELEMENTWISE:
