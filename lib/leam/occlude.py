@@ -437,6 +437,7 @@ def occlude_stage(
     device: str = "auto",
     frame_padding: float = 0.25,
     positives_per_anchor: int | None = None,
+    atlas_sizes: Sequence[float] | None = None,
 ) -> None:
     """Occlude stage for one shard: source rankings + frames in, occlusion and atlas tables out.
 
@@ -445,7 +446,8 @@ def occlude_stage(
     read from ``own_maps_path`` (its image-maps file of this shard); ``models``: the target models;
     ``population``: (sum, count) of the first source's own maps over the whole run
     (:func:`population_sum`); ``frame_padding``: ``align.padding`` (places each target model's
-    window); ``positives_per_anchor``: see :func:`choose_pairs` (None: every pair, as the paper).
+    window); ``positives_per_anchor``: see :func:`choose_pairs` (None: every pair, as the paper);
+    ``atlas_sizes``: the atlas's sizes (None: ``sizes``).
     One identity's frames are in memory at a time.
     """
     dev = pick_device(device)
@@ -487,7 +489,7 @@ def occlude_stage(
                 targets,
                 population_sum=pop_sum,
                 population_count=pop_n,
-                sizes=sizes,
+                sizes=sizes if atlas_sizes is None else atlas_sizes,
                 seed=seed,
             )
             for r in part:

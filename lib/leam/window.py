@@ -17,6 +17,10 @@ onto it, zero outside. The window follows the alignment the model was trained wi
   MobileFace (an insightface-style 112-px model) separates the dlib-johns people far better in it
   (AUC 0.998 vs 0.882 with the chip; ``benchmarks/alignment.py``).
 
+* ``facenet``: facenet's MTCNN box with its 32-px margin at 160 px (:data:`FACENET_MARGIN`), the box
+  placed on dlib's mean face (:data:`FACENET_SHIFT`); at 150 px / padding 0.25 the box
+  (12, 22, 138, 148): the face larger than in the chip, the top of the forehead out.
+
 Both directions are the same resize the chip alignment always used: crop (pad with black) at
 frame resolution, then ``F.interpolate`` bilinear, half-pixel centres (antialiased when shrinking
 photos, plain when growing maps), so ``chip`` is exactly the frame resize.
@@ -31,7 +35,15 @@ import torch.nn.functional as F
 __all__ = ["ALIGNMENTS", "ARCFACE_112", "DLIB_MEAN_FACE", "chip_points", "input_window", "crop", "paste"]
 
 #: alignments a model can declare
-ALIGNMENTS = ("chip", "arcface")
+ALIGNMENTS = ("chip", "arcface", "facenet")
+
+#: facenet's crop (davidsandberg/facenet ``align_dataset_mtcnn``, the crop its models were trained and
+#: evaluated on): the MTCNN face box with a 32 px margin at a 160 px output, i.e. the box is 128 of
+#: the 160 px. leam places the box on dlib's mean face: MTCNN's box spans, across, the outer brow
+#: ends and, down, from the brows to the chin, which is dlib's mean-face square (brows to lower lip)
+#: moved down by ``FACENET_SHIFT`` of its side
+FACENET_MARGIN = 32 / 160
+FACENET_SHIFT = 0.1
 
 #: insightface's ``arcface_dst``: left eye, right eye, nose tip, left and right mouth corner of a
 #: 112 x 112 crop (pixel centres at integers)
@@ -171,6 +183,12 @@ def input_window(
     """
     if alignment == "chip":
         return (0, 0, size, size)
+    if alignment == "facenet":
+        unit = size / (2 * padding + 1)  # the mean-face square's side in frame pixels
+        side = unit / (1 - FACENET_MARGIN)  # the square with the margin on each side
+        cx, cy = size / 2, size / 2 + FACENET_SHIFT * unit
+        x0, y0 = cx - side / 2, cy - side / 2
+        return (int(round(x0)), int(round(y0)), int(round(x0 + side)), int(round(y0 + side)))
     if alignment != "arcface":
         raise ValueError(f"unknown alignment {alignment!r}; known: {', '.join(ALIGNMENTS)}")
     h, w = input_size

@@ -47,6 +47,7 @@ rule occlude:
         sources=OCCLUDE_SOURCES,
         positives_per_anchor=config["occlude"]["positives_per_anchor"],
         sizes=config["occlude"]["sizes"],
+        atlas_sizes=config["occlude"]["atlas_sizes"],
         seed=config["seed"],
         device=config["extract"]["device"],
         frame_padding=config["align"]["padding"],

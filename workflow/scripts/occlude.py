@@ -21,4 +21,5 @@ occlude_stage(
     device=snakemake.params.device,
     frame_padding=snakemake.params.frame_padding,
     positives_per_anchor=snakemake.params.positives_per_anchor,
+    atlas_sizes=snakemake.params.atlas_sizes,
 )
