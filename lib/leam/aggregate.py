@@ -434,6 +434,7 @@ def build_database(
     labels: Sequence[str] = (),
     size: int | None = None,
     seed: int = 0,
+    settings: dict | None = None,
 ) -> None:
     """Write ``db_path`` afresh from the Parquet outputs of the earlier stages, and its manifest
     ``<db_path>.json``: built beside the previous database, which stays readable until the new one
@@ -444,7 +445,8 @@ def build_database(
     every core). With 1 thread and 128 MB, the job's peak RSS went 253 -> 267 MB from 5 to 20
     people; with every core and DuckDB's default, 264 -> 358 MB. ``labels``/``size``: the parse
     stage's label files and the frame size, for the centre baseline (:mod:`leam.baselines`);
-    ``seed``: seeds the findings' bootstrap and permutations (:mod:`leam.findings`).
+    ``seed``: seeds the findings' bootstrap and permutations (:mod:`leam.findings`); ``settings``:
+    {config key: value} the report states (table ``settings``: e.g. ``compare.emd_grid``).
     """
     db_path = Path(db_path)
     with building(db_path) as con:
@@ -461,6 +463,10 @@ def build_database(
         con.execute("CREATE TABLE classes (class_id INTEGER, tag VARCHAR, name VARCHAR, col VARCHAR)")
         con.executemany(
             "INSERT INTO classes VALUES (?, ?, ?, ?)", [(i, tag, name, class_column(i)) for i, tag, name in CLASSES]
+        )
+        con.execute("CREATE TABLE settings (key VARCHAR, value VARCHAR)")
+        con.executemany(
+            "INSERT INTO settings VALUES (?, ?)", [(k, str(v)) for k, v in sorted((settings or {}).items())]
         )
         con.execute("CREATE TABLE parsers (parser VARCHAR, classes VARCHAR, cannot_see VARCHAR)")
         for (name,) in con.execute("SELECT DISTINCT parser FROM counts ORDER BY parser").fetchall():

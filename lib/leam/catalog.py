@@ -173,6 +173,7 @@ TABLES = {
     "downloads": "every URL of the list: outcome, reason, file",
     "identity_meta": "identity metadata (gender, ethnicity)",
     "image_meta": "per-photo metadata (age)",
+    "settings": "the config values the results depend on and the report states (key, value)",
     "parsers": "the face parser(s) of the run: the classes each names and what it cannot see",
     "leam_build": "id and time of this build (the manifest leam.duckdb.json names the same id)",
     "centre_baseline": (

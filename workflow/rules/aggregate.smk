@@ -35,6 +35,13 @@ rule aggregate:
         levels=config["count"]["levels"],
         size=config["align"]["size"],
         seed=config["seed"],  # the findings' bootstrap and permutations
+        settings={  # what the report states beside the numbers
+            "compare.emd_grid": config["compare"]["emd_grid"],
+            "compare.selections": ", ".join(config["compare"]["selections"]),
+            "count.topk_of": config["count"]["topk_of"],
+            "count.full_threshold": config["count"]["full_threshold"],
+            "occlude.positives_per_anchor": config["occlude"]["positives_per_anchor"],
+        },
         metadata=config["metadata"],
         # DuckDB's buffer pool: table blocks go to the database file, so memory stays flat with the
         # study's size (benchmarks/scale.py); more only speeds up very large joins

@@ -21,4 +21,5 @@ build_database(
     labels=snakemake.input.labels,
     size=snakemake.params.size,
     seed=snakemake.params.seed,
+    settings=dict(snakemake.params.settings),
 )
