@@ -116,32 +116,33 @@ def test_occlusion_sources_plan():
     from leam.config import occlusion_sources
 
     cfg = load_config(REPO / "config" / "config.yaml")
-    all3 = ["dlib_resnet", "mobileface", "faceres"]
-    assert occlusion_sources(cfg, all3) == (
-        [("dlib_resnet", "conv1"), ("mobileface", "conv1"), ("faceres", "conv1")],
-        [],
-    )
+    all4 = ["dlib_resnet", "IR_CASIA", "mobilefacenet", "mobileface"]
+    firsts = [("IR_CASIA", "conv2d_1a"), ("dlib_resnet", "conv1"), ("mobilefacenet", "conv0"), ("mobileface", "conv1")]
+    assert occlusion_sources(cfg, all4) == (firsts, [])
     # a source without weights is left out, loudly; none left: the first runnable model's first layer
-    assert occlusion_sources(cfg, ["dlib_resnet", "faceres"]) == (
-        [("dlib_resnet", "conv1"), ("faceres", "conv1")],
+    assert occlusion_sources(cfg, ["dlib_resnet", "IR_CASIA", "mobilefacenet"]) == (
+        firsts[:3],
         ["occlude.source_model mobileface is skipped (no weights)"],
     )
     cfg["occlude"]["source_model"] = "mobileface"
     cfg["occlude"]["source_layer"] = "s1_conv1"
-    assert occlusion_sources(cfg, all3) == ([("mobileface", "s1_conv1")], [])
-    assert occlusion_sources(cfg, ["faceres"]) == (
-        [("faceres", "conv1")],
-        ["occlude.source_model mobileface is skipped (no weights)", "the occlusion uses faceres's first layer instead"],
+    assert occlusion_sources(cfg, all4) == ([("mobileface", "s1_conv1")], [])
+    assert occlusion_sources(cfg, ["IR_CASIA"]) == (
+        [("IR_CASIA", "conv2d_1a")],
+        [
+            "occlude.source_model mobileface is skipped (no weights)",
+            "the occlusion uses IR_CASIA's first layer instead",
+        ],
     )
     cfg["occlude"]["source_model"] = ["dlib_resnet", "mobileface"]
     with pytest.raises(ConfigError, match="'s1_conv1' is not a layer of model dlib_resnet"):
-        occlusion_sources(cfg, all3)
-    cfg["occlude"]["source_model"] = ["IR_CASIA"]
-    with pytest.raises(ConfigError, match="'IR_CASIA' is not a configured model"):
-        occlusion_sources(cfg, all3)
+        occlusion_sources(cfg, all4)
+    cfg["occlude"]["source_model"] = ["IR_VGG"]
+    with pytest.raises(ConfigError, match="'IR_VGG' is not a configured model"):
+        occlusion_sources(cfg, all4)
     cfg["occlude"]["source_model"] = None
     cfg["occlude"]["source_layer"] = None
-    assert occlusion_sources(cfg, all3) == ([("dlib_resnet", "conv1")], [])
+    assert occlusion_sources(cfg, all4) == ([("dlib_resnet", "conv1")], [])
 
 
 def test_each_config_names_its_own_results_folder(tmp_path, cfg):

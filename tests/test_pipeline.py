@@ -151,15 +151,16 @@ def test_bad_input_is_recorded_and_costs_nothing_else(run):
     assert rejects[("biden", "notes.txt")][1].startswith("not-an-image")
     assert rejects[("nobody", "grey.png")] == ("rejected", "no-face")
     assert rejects[("obama", "32bit.png")][0] == "duplicate"
-    # every good photo was used: 5 of Obama (20 ordered pairs), 1 of Biden, by each of the 3 models
+    # every good photo was used: 5 of Obama (20 ordered pairs), 1 of Biden, by each of the 4 models
     assert con.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0] == 6
     assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == [
+        ("IR_CASIA", 20),
         ("dlib_resnet", 20),
-        ("faceres", 20),
         ("mobileface", 20),
+        ("mobilefacenet", 20),
     ]
     n_sel = len(selection_names(LEVELS))
-    assert con.execute("SELECT count(*) FROM counts").fetchone()[0] == 3 * 20 * 9 * n_sel
+    assert con.execute("SELECT count(*) FROM counts").fetchone()[0] == 4 * 20 * 9 * n_sel
 
 
 def test_a_wrong_input_dir_stops_before_any_job(run, tmp_path):
@@ -201,7 +202,7 @@ def test_a_study_config_has_exactly_its_models_its_own_results_and_is_named_in_m
     proc = snakemake(d, "-n", "--configfile", str(d / "study.yaml"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "model=only_dlib" in proc.stdout and "model=dlib_resnet" not in proc.stdout
-    assert "model=mobileface" not in proc.stdout and "model=faceres" not in proc.stdout
+    assert "model=mobileface" not in proc.stdout and "model=IR_CASIA" not in proc.stdout
     # named after its file, the study has its own results and logs; nothing of the default run's
     assert "results/study/leam.duckdb.json" in proc.stdout and "logs/study/extract/only_dlib" in proc.stdout
     assert "results/default" not in proc.stdout and "logs/default" not in proc.stdout
@@ -296,11 +297,11 @@ def test_the_papers_findings_are_measured(run):
     )
     assert same > diff
     assert central["top1"] > central["top100"]
-    # the transfer table: every source x every target, 2 positives of each of Obama's 5 anchors
+    # the transfer table: every source x every target, 1 positive of each of Obama's 5 anchors
     got = con.execute("""SELECT source_model, model, method, min(n_pairs), max(n_pairs) FROM occlusion_by_model
                          GROUP BY ALL ORDER BY ALL""").fetchall()
-    models = ("dlib_resnet", "faceres", "mobileface")
-    assert got == [(s, t, m, 10, 10) for s in models for t in models for m in ("leam", "random")]
+    models = ("IR_CASIA", "dlib_resnet", "mobileface", "mobilefacenet")
+    assert got == [(s, t, m, 5, 5) for s in models for t in models for m in ("leam", "random")]
 
 
 def test_rerun_is_a_no_op_and_outputs_are_deterministic(run):
@@ -352,12 +353,12 @@ def test_adding_a_model_runs_only_its_jobs(run):
             "compare": 1,
             "occlude": 1,
             "aggregate": 1,
-            "figures": 4,
+            "figures": 5,
             "study_figures": 1,
-            "tables": 8,
+            "tables": 10,
             "report": 1,
             "all": 1,
-            "total": 20,
+            "total": 23,
         }, out
         proc = snakemake(d)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -365,9 +366,10 @@ def test_adding_a_model_runs_only_its_jobs(run):
         con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
         assert con.execute("SELECT model, count(*) FROM pairs GROUP BY model ORDER BY model").fetchall() == [
             ("AF_R18", 20),
+            ("IR_CASIA", 20),
             ("dlib_resnet", 20),
-            ("faceres", 20),
             ("mobileface", 20),
+            ("mobilefacenet", 20),
         ]
         side = con.execute("""SELECT class, AF_R18, dlib_resnet FROM model_table WHERE selection = 'top1'
                               ORDER BY class_id""").fetchall()
@@ -399,9 +401,10 @@ def test_adding_a_model_runs_only_its_jobs(run):
     assert {p: sha(p) for p in (d / "results" / "default").glob("*/model=AF_R18/*.parquet")} == af
     con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
     assert con.execute("SELECT DISTINCT model FROM pairs ORDER BY model").fetchall() == [
+        ("IR_CASIA",),
         ("dlib_resnet",),
-        ("faceres",),
         ("mobileface",),
+        ("mobilefacenet",),
     ]
 
 

@@ -48,7 +48,7 @@ def test_report_has_every_figure_and_table_it_lists(pipeline_run):
     figures = [t for t in page.links if t.startswith("figure-")]
     tables = [t for t in page.links if t.startswith("table-")]
     # layers + threshold per model; compare, occlusion, atlas, person
-    assert len(figures) == 2 * 3 + 4 and len(tables) >= 9
+    assert len(figures) == 2 * 4 + 4 and len(tables) >= 9
     srcs = {fid: src for fid, src in page.images}
     for fid in figures:
         assert srcs[fid].startswith("data:image/png;base64,")
@@ -172,7 +172,8 @@ def test_cli_mistakes_are_one_line_never_a_traceback(sample_raw, tmp_path, capsy
     assert "are the same photo: the cosine is 1" in capsys.readouterr().err
     assert main(["layers", "nobody", *cfg]) == 2
     assert (
-        "model 'nobody' is not in the config; configured: dlib_resnet, mobileface, faceres" in capsys.readouterr().err
+        "model 'nobody' is not in the config; configured: dlib_resnet, IR_CASIA, mobilefacenet, mobileface"
+        in capsys.readouterr().err
     )
 
 
