@@ -375,7 +375,7 @@ def _person_verdict(r: dict | None) -> tuple[str, str]:
         return "yes", "person-specific pixels: holds (the identity's atlas beats the population's)"
     if r["verdict"] == "reversed":
         return "no", "the population pattern does better than the person's own atlas"
-    return "na", f"person-specific pixels: {r['verdict']}; the population pattern does as well"
+    return "na", f"person-specific pixels: {r['verdict']}"
 
 
 def _render_person(by, items, con) -> list[str]:
