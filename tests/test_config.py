@@ -168,3 +168,47 @@ def test_each_config_names_its_own_results_folder(tmp_path, cfg):
     bad["run"] = "../elsewhere"
     with pytest.raises(ConfigError, match=r"run: '../elsewhere' does not match"):
         validate_config(bad)
+
+
+def test_shards_are_capped_at_the_number_of_people(tmp_path):
+    """#21 case 8: shards: 200 with 5 people planned 195 empty shards' jobs; 100000 hung the dry run."""
+    import shutil
+
+    from conftest import snakemake
+
+    from leam.dataset import count_identities
+
+    cfg = load_config(REPO / "config" / "config.yaml")
+    assert count_identities(cfg, "data/sample") == 7  # obama, biden and the five johns
+    raw = tmp_path / "data" / "raw"
+    for person in ("John_Salley", "John_Savage", "John_Simm"):
+        shutil.copytree(REPO / "data" / "samples" / "dlib-johns" / person, raw / person)
+    (raw / ".hidden").mkdir()
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["input"] = {"dir": "data/raw", "sample": None}
+    cfg["shards"] = 100000
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(tmp_path, "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "leam: shards: 100000 is more than the 3 people of this run: using 3" in out
+    assert "faces/shard-002.parquet" in out and "faces/shard-003.parquet" not in out
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("detect.min_score", ".nan"), ("detect.near_duplicate_mad", ".inf"), ("count.levels", "[1, .nan]")],
+)
+def test_nan_and_infinity_are_config_errors_naming_the_key(tmp_path, key, value):
+    """#21 case 5: `min_score: .nan` passed validation and rejected every face as no-face;
+    `near_duplicate_mad: .inf` marked 12 of 17 photos duplicates."""
+    section, name = key.split(".")
+    text = (REPO / "config" / "config.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    p = tmp_path / "study.yaml"
+    cfg[section][name] = "PLACEHOLDER"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False).replace("PLACEHOLDER", value))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert f"{p} has 1 problem(s)" in msg and key in msg and "not a finite number" in msg

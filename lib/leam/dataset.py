@@ -32,6 +32,7 @@ from .io import atomic_path, sha256_file, write_text
 
 __all__ = [
     "SAMPLES",
+    "count_identities",
     "SampleFetchError",
     "fetch_sample_photos",
     "sample_caveats",
@@ -98,6 +99,29 @@ SAMPLES: dict[str, PipSample | ProjectSample] = {
         "numbers on them may be optimistic.",
     ),
 }
+
+
+def count_identities(cfg: dict, photo_dir: str | os.PathLike) -> int | None:
+    """How many people a run can have, known before any job: the sample sets' identities, the
+    folders of ``input.dir``, or ``download.identities`` for a URL list; None when unknown (a URL
+    list sampled without a limit, or a folder that does not exist yet)."""
+    sample = cfg["input"]["sample"]
+    if sample:
+        names: set[str] = set()
+        for n in [sample] if isinstance(sample, str) else sample:
+            s = SAMPLES.get(n)
+            if isinstance(s, PipSample):
+                names |= {ident for ident, _ in s.photos.values()}
+            elif isinstance(s, ProjectSample):
+                root = PROJECT_SAMPLES / s.folder
+                names |= {d.name for d in root.iterdir() if d.is_dir()} if root.is_dir() else set()
+        return len(names) or None
+    if cfg["input"]["urls"]:
+        return cfg["download"]["identities"] or None
+    root = Path(photo_dir)
+    if not root.is_dir():
+        return None
+    return sum(1 for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
 def sample_caveats(names: str | list[str] | None) -> list[str]:

@@ -8,7 +8,7 @@ import yaml
 from snakemake.logging import logger
 
 from leam.config import occlusion_sources, photo_dir, run_name, validate_config
-from leam.dataset import MANIFEST_NAME, input_problem, list_inputs, sample_caveats, shard_of
+from leam.dataset import MANIFEST_NAME, count_identities, input_problem, list_inputs, sample_caveats, shard_of
 from leam.models import check_weights, import_builder, missing_file_message
 from leam.occlude import n_occluded
 
@@ -80,7 +80,12 @@ os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 RAW = photo_dir(config)  # input.dir, or data/sample for input.sample
-SHARDS = [f"{s:03d}" for s in range(config["shards"])]
+# never more shards than people: an empty shard is a job that does nothing, and 100000 of them hang the DAG
+_people = count_identities(config, RAW)
+N_SHARDS = min(config["shards"], _people) if _people else config["shards"]
+if N_SHARDS < config["shards"]:
+    logger.warning(f"leam: shards: {config['shards']} is more than the {_people} people of this run: using {N_SHARDS}")
+SHARDS = [f"{s:03d}" for s in range(N_SHARDS)]
 # your own photos: a missing or empty input.dir stops here, before any job replaces the last results
 if not config["input"]["sample"] and not config["input"]["urls"] and (_msg := input_problem(RAW)):
     raise ValueError(_msg)
@@ -135,7 +140,7 @@ def _inputs_by_shard(stamp):
     """{shard: ([usable paths], [(identity, image, path, reason) of the unusable])} of input.dir,
     listed once for every shard's detect job; ``stamp`` (the sample/download manifest's mtime)
     lists again when a checkpoint rewrote the folder."""
-    n = config["shards"]
+    n = N_SHARDS
     out = {s: ([], []) for s in range(n)}
     entries, unusable = list_inputs(RAW)
     for e in entries:
