@@ -507,3 +507,34 @@ def test_pivot_columns_need_no_quoting():
         "2a": "x2a",
         "L1_0_CONV1": "l1_0_conv1_3",
     }
+
+
+def test_a_run_without_top1_shows_its_own_selection(tmp_path, monkeypatch):
+    """#21 case 6: with compare.selections [full, top5] the compare figure said "no map comparisons"
+    beside the rows the run had: figure and report now show the first selection compared."""
+    import duckdb
+
+    from leam import plots
+    from leam.aggregate import create_analysis_views
+    from leam.report import _main_selection
+
+    rng = np.random.default_rng(5)
+    maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]})
+    files = _image_maps_files(tmp_path, maps, 16, ("top5", "full"))
+    compare_model(
+        files, tmp_path / "c.parquet", model="m", size=16, selections=("top5", "full"), grid=8, different_per_image=2
+    )
+    db = tmp_path / "t.duckdb"
+    con = duckdb.connect(str(db))
+    compare = read_parquet(tmp_path / "c.parquet")  # noqa: F841 (DuckDB reads the local)
+    con.execute("CREATE TABLE compare AS SELECT * FROM compare")
+    for name, schema in (("occlusion", OCCLUSION_SCHEMA), ("atlas", ATLAS_SCHEMA)):
+        empty = schema.empty_table()  # noqa: F841
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
+    create_analysis_views(con)
+    assert _main_selection(con) == "full"
+    con.close()
+    said = []
+    monkeypatch.setattr(plots, "_empty", lambda ax, text: said.append(text))
+    plots.compare_figure(db, tmp_path / "compare.png")
+    assert said == [] and (tmp_path / "compare.png").stat().st_size > 0

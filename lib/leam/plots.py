@@ -439,9 +439,14 @@ def person_figure(db_path, out_path, size_pct: float = 1.0) -> None:
     log.info("wrote %s", out_path)
 
 
-def compare_figure(db_path, out_path, selection: str = "top1") -> None:
+def compare_figure(db_path, out_path, selection: str | None = None) -> None:
     """Bhattacharyya coefficient (BC) and earth mover's distance (EMD) of image maps per layer, same vs
-    different identity (Tables 3-6): one column per model (its own layers), mean ± s.e."""
+    different identity (Tables 3-6): one column per model (its own layers), mean ± s.e.
+    ``selection``: default top1, else the first selection the run compared (``compare.selections``)."""
+    if selection is None:
+        got = _query(db_path, "SELECT DISTINCT selection FROM compare WHERE selection NOT LIKE 'geometry:%'")
+        found = sorted(got["selection"]) if len(got) else []
+        selection = "top1" if "top1" in found or not found else found[0]
     df = _query(
         db_path, "SELECT * FROM compare_summary WHERE selection = ? ORDER BY model, layer_idx, kind", [selection]
     )

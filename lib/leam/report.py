@@ -218,6 +218,15 @@ def _render_cosine(by, items, con) -> list[str]:
     ]
 
 
+def _main_selection(con) -> str:
+    """The compare selection the report shows: top1 (the paper's), else the first compared."""
+    found = sorted(
+        r[0]
+        for r in con.execute("SELECT DISTINCT selection FROM compare WHERE selection NOT LIKE 'geometry:%'").fetchall()
+    )
+    return "top1" if "top1" in found or not found else found[0]
+
+
 def _setting(con, key: str) -> str | None:
     """A value of the run's ``settings`` table (None when absent)."""
     row = con.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
@@ -235,8 +244,9 @@ def _render_maps(by, items, con) -> list[str]:
         if grid
         else "on the compare stage's grid"
     )
+    selection = _main_selection(con)
     for finding, measure in (("maps_bc", "BC"), ("maps_emd", "EMD")):
-        rows = [r for r in by.get(finding, []) if r["selection"] == "top1"]
+        rows = [r for r in by.get(finding, []) if r["selection"] == selection]
         pooled = [r for r in rows if r["layer"] == POOLED]
         body = [[r["model"]] + _effect_row(r, 3) for r in pooled]
         tid = f"table-finding-{finding}"
@@ -246,7 +256,8 @@ def _render_maps(by, items, con) -> list[str]:
                 ["model"] + EFFECT_HEADER + CONTROL_HEADER,
                 body,
                 tid,
-                f"{measure} ({unit}) of image maps at top 1 %, all layers (a person's mean over layers first): "
+                f"{measure} ({unit}) of image maps, selection {selection}, all layers (a person's mean over layers "
+                "first): "
                 f"A same identity, B different identity; claim: {'A > B' if measure == 'BC' else 'A < B'}; "
                 "control: the geometry baseline (the same pairs compared on model-free maps of each photo's "
                 "aligned landmarks, as sparse as the LEAM maps: frames of one person share their alignment)",
@@ -756,8 +767,9 @@ def _tables(con, items: list[tuple[str, str]]) -> list[str]:
     cmp = _df(
         con,
         """SELECT model, layer, layer_idx, bc_same, bc_different, emd_same, emd_different, n_same, n_different,
-                  n_skipped, selection FROM compare_table WHERE selection IN ('top1', 'geometry:top1')
+                  n_skipped, selection FROM compare_table WHERE selection IN (?, ?)
            ORDER BY model, selection DESC, layer_idx""",
+        [_main_selection(con), "geometry:" + _main_selection(con)],
     )
     for m in models:
         sub = cmp[cmp.model == m]
@@ -777,7 +789,8 @@ def _tables(con, items: list[tuple[str, str]]) -> list[str]:
         add(
             wide,
             f"table-compare-{m}",
-            f"{m}: BC and EMD (frame px) of image maps at top 1 %, same vs different identity, per layer (Tables "
+            f"{m}: BC and EMD (frame px) of image maps ({_main_selection(con)}), same vs different identity, "
+            "per layer (Tables "
             "3-6); rows 'geometry:top1': the geometry baseline (model-free landmark maps as sparse as the LEAM "
             "maps, the same pairs)",
             3,
