@@ -484,6 +484,7 @@ def test_class_share_layer(random_db, hand_long):
     view = _view(con, "class_share_layer")
     assert list(view.columns) == [
         "model",
+        "parser",
         "layer",
         "layer_idx",
         "selection",
@@ -506,7 +507,7 @@ def test_class_share_layer(random_db, hand_long):
 def test_class_share_model(random_db, hand_long):
     con, _ = random_db
     view = _view(con, "class_share_model")
-    assert list(view.columns) == ["model", "selection", "level", "class_id", "class", "n_maps", *SHARE_FLOATS]
+    assert list(view.columns) == ["model", "parser", "selection", "level", "class_id", "class", "n_maps", *SHARE_FLOATS]
     keys = ["model", "selection", "level", "class_id"]
     hand = _group(hand_long, keys + ["class"], _share)
     assert (hand["n_maps"] == 16).all()
@@ -520,7 +521,7 @@ def test_threshold_table(random_db, hand_long):
     view = _view(con, "threshold_table")
     level_cols = [level_column(lv) for lv in LEVELS]
     assert level_cols == ["top1", "top100"]
-    assert list(view.columns) == ["model", "class_id", "class", "full_activation", *level_cols]
+    assert list(view.columns) == ["model", "parser", "class_id", "class", "full_activation", *level_cols]
     share = _group(hand_long, ["model", "selection", "class_id", "class"], _share)
     rows = {}
     for r in share.itertuples(index=False):
@@ -579,6 +580,7 @@ def test_identity_share(random_db, hand_long):
     view = _view(con, "identity_share")
     assert list(view.columns) == [
         "model",
+        "parser",
         "identity",
         "selection",
         "level",
@@ -803,7 +805,7 @@ def test_closed_form_shares(trivial_db):
 def test_closed_form_tables(trivial_db):
     con = trivial_db
     got = con.execute("SELECT * FROM threshold_table ORDER BY class_id").fetchall()
-    assert got == [("m", 2, "face", 62.5, 100.0, 75.0), ("m", 10, "nose", 37.5, 0.0, 25.0)]
+    assert got == [("m", "landmarks", 2, "face", 62.5, 100.0, 75.0), ("m", "landmarks", 10, "nose", 37.5, 0.0, 25.0)]
     got = con.execute("SELECT * FROM layer_table ORDER BY selection, class_id").fetchall()
     assert got == [
         ("m", "full", None, 2, "face", 62.5),

@@ -465,9 +465,8 @@ def build_database(
             "INSERT INTO classes VALUES (?, ?, ?, ?)", [(i, tag, name, class_column(i)) for i, tag, name in CLASSES]
         )
         con.execute("CREATE TABLE settings (key VARCHAR, value VARCHAR)")
-        con.executemany(
-            "INSERT INTO settings VALUES (?, ?)", [(k, str(v)) for k, v in sorted((settings or {}).items())]
-        )
+        for k, v in sorted((settings or {}).items()):
+            con.execute("INSERT INTO settings VALUES (?, ?)", [k, str(v)])
         con.execute("CREATE TABLE parsers (parser VARCHAR, classes VARCHAR, cannot_see VARCHAR)")
         for (name,) in con.execute("SELECT DISTINCT parser FROM counts ORDER BY parser").fetchall():
             con.execute(

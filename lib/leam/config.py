@@ -89,11 +89,27 @@ def validate_config(cfg: dict, *, source: str = "config/config.yaml") -> dict:
             what = f"{err.message}; allowed keys: {', '.join(sorted(err.schema.get('properties', {})))}"
         desc = _describe(schema, path)
         problems.append(f"{where}: {what}" + (f" ({desc})" if desc else ""))
+    problems += _non_finite(cfg, schema)
     if not problems:
         problems += _cross_checks(cfg)
     if problems:
         raise ConfigError(f"{source} has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
     return cfg
+
+
+def _non_finite(node: Any, schema: dict, path: tuple = ()) -> list[str]:
+    """Every number that is NaN or infinite (``.nan``, ``.inf`` in YAML): JSON Schema's bounds let
+    them through (a comparison with NaN is false), and they would silently reject every face or
+    mark every photo a duplicate."""
+    if isinstance(node, float) and not math.isfinite(node):
+        where = ".".join(str(p) for p in path)
+        desc = _describe(schema, list(path))
+        return [f"{where}: {node} is not a finite number" + (f" ({desc})" if desc else "")]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _non_finite(v, schema, (*path, k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _non_finite(v, schema, (*path, i))]
+    return []
 
 
 def run_name(cfg: dict, config_files: list[str], overrides: dict | None = None) -> str:
