@@ -78,7 +78,7 @@ def test_figures_are_vector_and_300_dpi_and_tables_match_the_views(run):
     d, _ = run
     figs = d / "results/default/figures"
     pngs = sorted(figs.glob("*.png"))
-    assert len(pngs) == 3 * 2 + 3  # layers + threshold per model; compare, occlusion, atlas
+    assert len(pngs) == 4 * 2 + 4  # layers + threshold per model; compare, occlusion, atlas, person
     for png in pngs:
         assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-", png
         with Image.open(png) as im:
@@ -118,7 +118,7 @@ def test_snakemake_report_holds_every_figure_and_table(run, tmp_path):
         + [p.name for p in (d / "results/default/tables").iterdir()]
         + ["report.html"]
     )
-    assert len(wanted) == 18 + 8 + 1
+    assert len(wanted) == 24 + 10 + 1  # 12 figures as PNG and PDF, 10 tables, the page
     assert not [w for w in wanted if w not in names], names
     html = (d / "results/default/report.html").read_text()
     assert "<b>BC</b>, Bhattacharyya coefficient" in html and "<b>EMD</b>, earth mover" in html
