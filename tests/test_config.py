@@ -212,3 +212,39 @@ def test_nan_and_infinity_are_config_errors_naming_the_key(tmp_path, key, value)
         load_config(p)
     msg = str(e.value)
     assert f"{p} has 1 problem(s)" in msg and key in msg and "not a finite number" in msg
+
+
+def test_a_study_model_entry_replaces_the_defaults_whole_through_snakemake(tmp_path):
+    """#21 case 1: a --configfile listing dlib_resnet with 3 layers ran 9 (Snakemake merged the
+    default's layers underneath); a study with fewer models stopped on occlude.source_model, a key
+    the user never wrote. Now the study's entry is the run's, and the sources default to its models."""
+    import shutil
+
+    from conftest import link_weights, snakemake
+
+    raw = tmp_path / "data" / "raw"
+    for person in ("John_Salley", "John_Savage"):
+        shutil.copytree(REPO / "data" / "samples" / "dlib-johns" / person, raw / person)
+    link_weights(tmp_path)
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(default, sort_keys=False))  # merged underneath
+    entry = copy.deepcopy(default["models"]["dlib_resnet"])
+    entry["layers"] = {"conv1": "conv1", "l2_0.conv2": "layer2.0.conv2", "l1_0.conv1": "layer1.0.conv1"}
+    study = {"input": {"dir": "data/raw", "sample": None}, "models": {"dlib_resnet": entry}}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    proc = snakemake(tmp_path, "--configfile", str(tmp_path / "study.yaml"), "--until", "preflight")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "model=IR_CASIA" not in out and "occlude.source_model" not in out
+    done = (tmp_path / "results/study/preflight/dlib_resnet.txt").read_text()
+    assert "3 layers" in done, done
+    cfg = copy.deepcopy(default)
+    from leam.config import resolve_models
+
+    got = resolve_models(cfg, [str(tmp_path / "study.yaml")])
+    assert list(got["models"]["dlib_resnet"]["layers"]) == ["conv1", "l2_0.conv2", "l1_0.conv1"]  # its order
+    assert got["occlude"]["source_model"] == ["dlib_resnet"]
+    study["models"]["dlib_resnet"]["layers"] = {}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    proc = snakemake(tmp_path, "--configfile", str(tmp_path / "study.yaml"), "-n")
+    assert proc.returncode != 0 and "models.dlib_resnet.layers" in proc.stdout + proc.stderr

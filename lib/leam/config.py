@@ -17,7 +17,16 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "occlusion_sources", "photo_dir", "run_name"]
+__all__ = [
+    "ConfigError",
+    "load_schema",
+    "validate_config",
+    "load_config",
+    "occlusion_sources",
+    "photo_dir",
+    "resolve_models",
+    "run_name",
+]
 
 
 class ConfigError(ValueError):
@@ -110,6 +119,32 @@ def _non_finite(node: Any, schema: dict, path: tuple = ()) -> list[str]:
     if isinstance(node, list):
         return [p for i, v in enumerate(node) for p in _non_finite(v, schema, (*path, i))]
     return []
+
+
+def resolve_models(cfg: dict, config_files: list[str]) -> dict:
+    """The run's config after Snakemake merged the ``--configfile`` files into config/config.yaml.
+
+    Snakemake merges nested keys one by one, so a study file's model entry would gain the default
+    entry's keys (its 9 layers under the study's 3). When the files list ``models``, the run has
+    exactly those entries, each as the last file listing it wrote it, whole; and keys that name
+    models default to the run's own: ``occlude.source_model``, unless a file sets it, keeps the
+    default's sources that are among the run's models (else null: the first model). Returns ``cfg``,
+    changed in place."""
+    files = [yaml.safe_load(Path(f).read_text()) or {} for f in config_files]
+    named: dict[str, Any] = {}
+    for data in files:
+        if isinstance(data, dict):
+            for m, entry in (data.get("models") or {}).items():
+                named[m] = copy.deepcopy(entry)
+    if not named:
+        return cfg
+    cfg["models"] = named
+    if not any(isinstance(d, dict) and "source_model" in (d.get("occlude") or {}) for d in files):
+        wanted = (cfg.get("occlude") or {}).get("source_model")
+        names = [wanted] if isinstance(wanted, str) else list(wanted or [])
+        kept = [m for m in names if m in named]
+        cfg.setdefault("occlude", {})["source_model"] = kept or None
+    return cfg
 
 
 def run_name(cfg: dict, config_files: list[str], overrides: dict | None = None) -> str:

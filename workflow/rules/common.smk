@@ -1,24 +1,18 @@
 # Configuration validation and input functions, included first by the Snakefile.
 import functools
 import os
-from pathlib import Path
-
-import yaml
 
 from snakemake.logging import logger
 
-from leam.config import occlusion_sources, photo_dir, run_name, validate_config
+from leam.config import occlusion_sources, photo_dir, resolve_models, run_name, validate_config
 from leam.dataset import MANIFEST_NAME, count_identities, input_problem, list_inputs, sample_caveats, shard_of
 from leam.models import check_weights, import_builder, missing_file_message
 from leam.occlude import n_occluded
 
-# With --configfile, the study's files say which models it has: the entries of config/config.yaml (which
-# Snakemake merges underneath) are dropped unless those files name them too; messages name them.
+# With --configfile, the study's files say which models it has, each entry whole (Snakemake merges
+# config/config.yaml underneath key by key), and model-naming keys default to those models; messages name them.
 _user_files = [str(f) for f in workflow.overwrite_configfiles]
-if _user_files:
-    _named = [m for f in _user_files for m in ((yaml.safe_load(Path(f).read_text()) or {}).get("models") or {})]
-    if _named:
-        config["models"] = {m: v for m, v in config.get("models", {}).items() if m in _named}
+resolve_models(config, _user_files)
 _SOURCE = " + ".join(_user_files) or "config/config.yaml"
 # for messages, in every job too (set here, not read from the user: no `envvars:` to assert)
 os.environ.update(LEAM_CONFIG=_SOURCE)
