@@ -759,3 +759,28 @@ def test_an_input_folder_without_photos_is_refused(tmp_path, monkeypatch):
     (flat / "ann").mkdir()
     (flat / "ann" / "a.jpg").write_bytes(b"x")
     assert input_problem(flat) is None
+
+
+def test_names_that_print_alike_are_one_person_and_two_such_folders_an_error(tmp_path):
+    """#21 case 4: folders 'José' in NFC and in NFD became two identities, their photos of one person
+    different-identity pairs, without a word."""
+    import unicodedata
+
+    import pytest
+
+    from leam.dataset import InputError, entries_from_paths, input_problem, list_inputs
+
+    nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    assert nfc != nfd
+    (tmp_path / "raw" / nfd).mkdir(parents=True)
+    (tmp_path / "raw" / nfd / "a.jpg").write_bytes(b"x")
+    entries, _ = list_inputs(tmp_path / "raw")
+    assert [e.identity for e in entries] == [nfc]  # the NFD folder's photos belong to the NFC name
+    assert [e.identity for e in entries_from_paths([e.path for e in entries])] == [nfc]
+    (tmp_path / "raw" / nfc).mkdir()
+    (tmp_path / "raw" / nfc / "b.jpg").write_bytes(b"x")
+    with pytest.raises(InputError, match="are one name written in two Unicode forms") as e:
+        list_inputs(tmp_path / "raw")
+    assert nfc in str(e.value) and nfd in str(e.value)
+    with pytest.raises(InputError):
+        input_problem(tmp_path / "raw")

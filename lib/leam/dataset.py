@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .io import atomic_path, sha256_file, write_text
 __all__ = [
     "SAMPLES",
     "count_identities",
+    "InputError",
     "SampleFetchError",
     "fetch_sample_photos",
     "sample_caveats",
@@ -285,20 +287,35 @@ def _kind_problem(path: Path) -> str | None:
     return "not-a-file: " + next((v for f, v in kind.items() if f(mode)), "not a regular file")
 
 
+class InputError(ValueError):
+    """The input folder cannot be studied as it is (the message says why and what to do)."""
+
+
 def list_inputs(raw_dir: str | os.PathLike) -> tuple[list[ImageEntry], list[Unusable]]:
     """The files under ``raw_dir/{identity}/`` (one level, hidden names skipped), sorted, and every
     other visible entry with the reason it cannot be used: a name with braces or a backslash, a
     dangling link, a FIFO, socket or device, a sub-folder, a file outside any person's folder.
 
     Files of any content are listed: the detect stage decides what is a usable photo and records
-    why the others are not.
+    why the others are not. Identities are the folder names in Unicode NFC (a name typed on macOS
+    arrives decomposed, NFD); two folders whose names differ only so raise :class:`InputError`.
     """
     raw_dir = Path(raw_dir)
     entries: list[ImageEntry] = []
     unusable: list[Unusable] = []
     if not raw_dir.is_dir():
         return entries, unusable
+    people: dict[str, str] = {}  # NFC name -> the folder name it came from
     for top in sorted(p for p in raw_dir.iterdir() if not p.name.startswith(".")):
+        if top.is_dir():
+            nfc = unicodedata.normalize("NFC", top.name)
+            if nfc in people and people[nfc] != top.name:
+                raise InputError(
+                    f"{raw_dir}: the folders {people[nfc]!r} and {top.name!r} are one name written in two "
+                    "Unicode forms (NFC and NFD, e.g. a precomposed 'é' and 'e' + accent): one person in two "
+                    "folders would become two identities; move the photos into one folder"
+                )
+            people[nfc] = top.name
         if not top.is_dir():
             if top.name != MANIFEST_NAME:
                 unusable.append(
@@ -319,10 +336,11 @@ def list_inputs(raw_dir: str | os.PathLike) -> tuple[list[ImageEntry], list[Unus
                 or (f"unusable-name: file {p}" if (p := _name_problem(f.name)) else None)
                 or _kind_problem(f)
             )
+            identity = unicodedata.normalize("NFC", top.name)  # names that print alike are one person
             if why:
-                unusable.append(Unusable(top.name, f.name, str(f), why))
+                unusable.append(Unusable(identity, f.name, str(f), why))
             else:
-                entries.append(ImageEntry(top.name, f.name, str(f)))
+                entries.append(ImageEntry(identity, f.name, str(f)))
     return entries, unusable
 
 
@@ -359,6 +377,7 @@ def shard_of(identity: str, n_shards: int) -> int:
 
 
 def entries_from_paths(paths) -> list[ImageEntry]:
-    """``.../{identity}/{image}`` paths -> :class:`ImageEntry` list sorted by (identity, image)."""
-    out = [ImageEntry(Path(p).parent.name, Path(p).name, str(p)) for p in paths]
+    """``.../{identity}/{image}`` paths -> :class:`ImageEntry` list sorted by (identity, image); the
+    identity in Unicode NFC, as :func:`list_inputs` names it."""
+    out = [ImageEntry(unicodedata.normalize("NFC", Path(p).parent.name), Path(p).name, str(p)) for p in paths]
     return sorted(out, key=lambda e: (e.identity, e.image))
