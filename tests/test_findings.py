@@ -324,3 +324,32 @@ def test_a_study_of_four_people_renders_and_says_not_established_where_the_inter
     for section in ("finding-cosine", "finding-maps", "finding-central", "finding-occlusion", "finding-person"):
         assert f"id='{section}'" in html
     assert html.index("id='findings'") < html.index("id='figures'")  # findings come first
+
+
+@pytest.mark.pipeline
+def test_a_study_without_a_comparable_pair_ends_with_a_report_that_says_why(tmp_path):
+    """#21 case 5: one photo per person (nobody with two usable photos) crashed study_figures
+    ('zip() argument 2 is shorter than argument 1') and the threshold figure; no report."""
+    import shutil
+
+    import yaml
+    from conftest import REPO, link_weights, snakemake
+
+    d = tmp_path / "run"
+    for person in ("John_Salley", "John_Savage", "John_Simm"):
+        (d / "data" / "raw" / person).mkdir(parents=True)
+        first = sorted((REPO / "data" / "samples" / "dlib-johns" / person).glob("*.jpg"))[0]
+        shutil.copy(first, d / "data" / "raw" / person / first.name)
+    link_weights(d)
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["input"] = {"dir": "data/raw", "sample": None}
+    cfg["models"] = {"dlib_resnet": cfg["models"]["dlib_resnet"]}
+    cfg["occlude"]["source_model"] = "dlib_resnet"
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(d)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    html = (d / "results/default/report.html").read_text()
+    assert "No finding can be measured in this run: 0 people have two or more usable photos" in html
+    con = duckdb.connect(str(d / "results/default/leam.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM findings").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM unpaired_identities").fetchone()[0] == 3

@@ -189,6 +189,11 @@ def threshold_figure(db_path: str | os.PathLike, model: str, out_path: str | os.
     finally:
         con.close()
     fig, ax = plt.subplots(figsize=(8, 4.6), layout="constrained")
+    if df.empty or not (df["mean_rel_pct"].fillna(0) > 0).any():
+        ax.axis("off")
+        _empty(ax, f"{model}: no LEAM maps in this run (no identity has two usable photos)")
+        _save(fig, out_path)
+        return
     for cls, g in df.groupby("class", sort=False):
         if not (g["mean_rel_pct"].fillna(0) > 0).any():
             continue  # a class this parser never labels in these maps
@@ -228,8 +233,9 @@ def _empty(ax, text: str) -> None:
 
 def _drop_panels(axes, df, models, methods, n_col: str) -> None:
     """One panel per target model: mean cosine drop ± s.e. vs occluded share (log scale), one curve
-    per method present (``df``: occlusion_by_model or atlas_summary rows; ``n_col``: its count)."""
-    for ax, model in zip(axes, models, strict=True):
+    per method present (``df``: occlusion_by_model or atlas_summary rows; ``n_col``: its count).
+    ``axes`` may outnumber ``models`` (an empty study has one empty panel)."""
+    for ax, model in zip(axes, models, strict=False):
         g = df[df["model"] == model]
         for method in methods:
             h = g[g["method"] == method]

@@ -172,6 +172,14 @@ def findings_section(con, items: list[tuple[str, str]]) -> list[str]:
         "&ge; the full-activation threshold) in class counts and BC/EMD, as in the paper's Appendix B, and to "
         "<i>all</i> pixels of the frame in occlusion, as in the paper's Table 9.</p>",
     ]
+    if n_people < 2:
+        parts.append(
+            f"<div class='finding na' id='why-no-findings'><div class='verdict'>No finding can be measured in this "
+            f"run: {n_people} {'person has' if n_people == 1 else 'people have'} two or more usable photos.</div>"
+            "<div>LEAM explains the similarity of two photos of one person, and every finding compares people "
+            "(at least two are needed for an interval, more for a verdict). The table 'People with fewer than two "
+            "usable photos' below, and 'Images not used', say why each person is out.</div></div>"
+        )
     # verdict summary at the top: the main row of each finding per model (pooled layers, 1 %, top 1 %)
     summary = []
     for key, title, keys in SECTIONS:
