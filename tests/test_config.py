@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -248,3 +249,48 @@ def test_a_study_model_entry_replaces_the_defaults_whole_through_snakemake(tmp_p
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     proc = snakemake(tmp_path, "--configfile", str(tmp_path / "study.yaml"), "-n")
     assert proc.returncode != 0 and "models.dlib_resnet.layers" in proc.stdout + proc.stderr
+
+
+def test_a_photo_replaced_by_an_older_copy_reruns_and_a_touch_does_not(tmp_path):
+    """#21 case 2: after `cp -p` (a backup restore) the rerun said "Nothing to be done" and the
+    database kept the old photo's sha256: reruns now follow each photo's sha256, not its mtime."""
+    import os
+    import shutil
+
+    from conftest import link_weights, snakemake
+
+    from leam.stamps import update_stamp
+
+    raw = tmp_path / "data" / "raw"
+    src = REPO / "data" / "samples" / "dlib-johns"
+    for person in ("John_Salley", "John_Savage"):
+        (raw / person).mkdir(parents=True)
+        for photo in sorted((src / person).glob("*.jpg"))[:2]:
+            shutil.copy2(photo, raw / person / photo.name)
+    link_weights(tmp_path)
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["input"] = {"dir": "data/raw", "sample": None}
+    cfg["models"] = {"dlib_resnet": cfg["models"]["dlib_resnet"]}
+    cfg["occlude"]["source_model"] = "dlib_resnet"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = snakemake(tmp_path, "--until", "detect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    faces = tmp_path / "results/default/faces/shard-000.parquet"
+    # a touch (or chmod) of a photo changes nothing
+    victim = sorted((raw / "John_Salley").glob("*.jpg"))[0]
+    os.utime(victim)
+    victim.chmod(0o600)
+    proc = snakemake(tmp_path, "-n", "--until", "detect")
+    out = proc.stdout + proc.stderr
+    assert "Nothing to be done" in out or re.search(r"^total\s+0$", out, re.M), out[-2000:]
+    # another photo copied over it, keeping its older timestamp (cp -p): detect reruns
+    other = sorted((src / "John_Salley").glob("*.jpg"))[5]
+    shutil.copy2(other, victim)  # copy2 keeps the source's (older) mtime
+    os.utime(victim, ns=(faces.stat().st_atime_ns, faces.stat().st_mtime_ns - 10**12))
+    assert victim.stat().st_mtime_ns < faces.stat().st_mtime_ns
+    proc = snakemake(tmp_path, "-n", "--until", "detect")
+    out = proc.stdout + proc.stderr
+    assert re.search(r"^detect\s+1$", out, re.M), out[-2000:]
+    # the stamp itself: content decides
+    stamp = tmp_path / "s.json"
+    assert update_stamp(stamp, {"a": victim}) is True and update_stamp(stamp, {"a": victim}) is False

@@ -6,7 +6,8 @@ from snakemake.logging import logger
 
 from leam.config import occlusion_sources, photo_dir, resolve_models, run_name, validate_config
 from leam.dataset import MANIFEST_NAME, count_identities, input_problem, list_inputs, sample_caveats, shard_of
-from leam.models import check_weights, import_builder, missing_file_message
+from leam.models import check_weights, import_builder, missing_file_message, weights_path
+from leam.stamps import update_stamp
 from leam.occlude import n_occluded
 
 # With --configfile, the study's files say which models it has, each entry whole (Snakemake merges
@@ -152,6 +153,27 @@ def _shard_inputs(wildcards):
 def shard_images(wildcards):
     """Every usable file of the shard's identities under input.dir."""
     return list(_shard_inputs(wildcards)[0])
+
+
+def shard_stamp(wildcards):
+    """results/{run}/inputs/shard-NNN.json: the sha256 of the shard's photos, rewritten only when
+    one changed (leam.stamps): a photo replaced by an older copy (cp -p) reruns detect."""
+    stamp = results(f"inputs/shard-{wildcards.shard}.json")
+    update_stamp(stamp, {os.path.relpath(p, RAW): p for p in shard_images(wildcards)})
+    return stamp
+
+
+def weight_stamp(wildcards):
+    """results/{run}/inputs/weights-{model}.json: the sha256 of the model's weight files (and a
+    TF.js model's shards): replaced weights rerun the model's jobs, whatever their timestamps."""
+    spec = config["models"][wildcards.model]
+    main = weights_path(wildcards.model, spec["weights"], f"models.{wildcards.model}.weights.path")
+    files = {"weights": main}
+    for shard in (spec.get("builder_args") or {}).get("shard_sha256") or {}:
+        files[shard] = main.parent / shard
+    stamp = results(f"inputs/weights-{wildcards.model}.json")
+    update_stamp(stamp, files)
+    return stamp
 
 
 def shard_unusable(wildcards):

@@ -4,6 +4,7 @@
 rule detect:
     input:
         images=shard_images,
+        stamp=shard_stamp,  # the photos' sha256: a replaced photo reruns detect whatever its mtime
     output:
         faces=results("faces/shard-{shard}.parquet"),
     log:

@@ -8,6 +8,8 @@
 rule preflight:
     # what would stop a model's extract job (a layer that is no module, weights that do not fit, a
     # device this machine lacks), found in seconds, before the long jobs: run first (priority)
+    input:
+        weights=weight_stamp,  # the weight files' sha256: replaced weights rerun the model's jobs
     output:
         ok=results("preflight/{model}.txt"),
     log:
@@ -32,6 +34,7 @@ rule extract:
         aligned=rules.align.output.aligned,
         labels=rules.parse.output.labels,
         preflight=rules.preflight.output.ok,
+        weights=weight_stamp,
     output:
         pairs=results("pairs/model={model}/shard-{shard}.parquet"),
         embeddings=results("embeddings/model={model}/shard-{shard}.parquet"),

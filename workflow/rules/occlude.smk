@@ -28,6 +28,7 @@ rule occlude:
         rankings=expand(rules.extract.output.rankings, model=[m for m, _ in OCCLUDE_SOURCES], allow_missing=True),
         own_maps=expand(rules.extract.output.image_maps, model=OCCLUDE_SOURCE, allow_missing=True),
         population=rules.population_atlas.output.population,
+        weights=weight_stamp,  # the target model's weight files (it re-embeds the occluded frames)
     output:
         occlusion=results("occlusion/model={model}/shard-{shard}.parquet"),
         atlas=results("atlas/model={model}/shard-{shard}.parquet"),
