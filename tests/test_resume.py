@@ -56,7 +56,7 @@ def test_kill_and_resume(sample_raw, pipeline_run, tmp_path):
     done = snakemake(d)
     assert done.returncode == 0, done.stderr[-3000:]
     print(f"\nSIGKILL after {kills}")
-    assert_same_results(d, ref_dir, n_parquet=4 + 9 * 4)  # 3 shard files + population, 9 per model (4 models)
+    assert_same_results(d, ref_dir, n_parquet=4 + 9 * 4)  # shards, population, 9 per model
 
 
 def test_a_killed_aggregate_keeps_the_last_database(pipeline_run, tmp_path):

@@ -113,4 +113,4 @@ def test_every_job_ran_on_slurm_and_is_in_sacct(slurm_run):
 
 def test_results_are_identical_to_the_local_run(slurm_run, pipeline_run):
     """Byte-identical Parquet (sha256 printed) and the same rows in the DuckDB views."""
-    assert_same_results(slurm_run[0], pipeline_run[0], n_parquet=4 + 9 * 4)  # 3 shard files + population, 9 per model (4 models)
+    assert_same_results(slurm_run[0], pipeline_run[0], n_parquet=4 + 9 * 4)  # shards, population, 9 per model
