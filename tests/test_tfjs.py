@@ -62,9 +62,9 @@ def frames(default_aligned):
 
 
 @pytest.mark.parametrize("name", TFJS_MODELS)
-def test_converter_equals_tfjs_on_every_accepted_photo(name, default_config, frames, tmp_path):
-    spec = default_config["models"][name]
-    model = load_model(name, spec, base_dir=REPO, frame_padding=default_config["align"]["padding"])
+def test_converter_equals_tfjs_on_every_accepted_photo(name, all_models_config, frames, tmp_path):
+    spec = all_models_config["models"][name]
+    model = load_model(name, spec, base_dir=REPO, frame_padding=all_models_config["align"]["padding"])
     x = model.preprocess(torch.from_numpy(frames[0]))  # (N, 3, H, W), the graph's own input scale
     assert len(x) >= 55
     with torch.no_grad():
@@ -88,9 +88,10 @@ def test_converter_equals_tfjs_on_every_accepted_photo(name, default_config, fra
 
 
 @pytest.mark.parametrize("name", TFJS_MODELS)
-def test_leam_on_tfjs_model_equals_naive_oracle(name, default_config, frames):
-    spec = default_config["models"][name]
-    model = load_model(name, spec, base_dir=REPO, dtype=torch.float64, frame_padding=default_config["align"]["padding"])
+def test_leam_on_tfjs_model_equals_naive_oracle(name, all_models_config, frames):
+    spec = all_models_config["models"][name]
+    pad = all_models_config["align"]["padding"]
+    model = load_model(name, spec, base_dir=REPO, dtype=torch.float64, frame_padding=pad)
     f, ids = frames
     first = [i for i, d in enumerate(ids) if d == "John_Simm"][:4]
     x = model.preprocess(torch.from_numpy(f[first]))
@@ -107,9 +108,9 @@ def test_leam_on_tfjs_model_equals_naive_oracle(name, default_config, frames):
     assert worst <= 1e-5
 
 
-def test_the_configured_layers_are_the_nine_earliest_convolutions(default_config):
+def test_the_configured_layers_are_the_nine_earliest_convolutions(all_models_config):
     for name in TFJS_MODELS:
-        spec = default_config["models"][name]
+        spec = all_models_config["models"][name]
         model = load_model(name, spec, base_dir=REPO)
         assert list(spec["layers"].values()) == conv_layers(model.module)[:9]
 
