@@ -354,6 +354,15 @@ def _maps(con, out: _Rows) -> None:
         label = "BC" if measure == "bc" else "EMD (frame px)"
         ctrl = (geo[f"{measure}_same"] - geo[f"{measure}_different"]).rename("c")
         for (model, selection), grp in maps.groupby(["model", "selection"], sort=True):
+            same = dict(  # what every row of this model and selection shares, per layer and pooled
+                model=model,
+                selection=selection,
+                measure=label,
+                a_label="same identity",
+                b_label="different identity",
+                direction=direction,
+                control=control,
+            )
             per_layer = []
             for (layer, li), g in sorted(grp.groupby(["layer", "layer_idx"], sort=False), key=lambda x: x[0][1]):
                 per = pd.DataFrame(
@@ -365,18 +374,12 @@ def _maps(con, out: _Rows) -> None:
                 out.add(
                     finding,
                     per.reset_index(),
-                    model=model,
                     layer=layer,
                     layer_idx=int(li),
-                    selection=selection,
-                    measure=label,
-                    a_label="same identity",
-                    b_label="different identity",
                     unit="unordered image pairs (per layer)",
-                    direction=direction,
                     n_a=int(cnt.n_a.sum()),
                     n_b=int(cnt.n_b.sum()),
-                    control=control,
+                    **same,
                 )
                 per_layer.append(per)
             pooled = pd.concat(per_layer).groupby(level=0)[["a", "b", "c"]].mean()  # a person's mean over layers
@@ -384,18 +387,12 @@ def _maps(con, out: _Rows) -> None:
             out.add(
                 finding,
                 pooled.rename_axis("identity").reset_index(),
-                model=model,
                 layer=POOLED,
                 layer_idx=-1,
-                selection=selection,
-                measure=label,
-                a_label="same identity",
-                b_label="different identity",
                 unit="unordered image pairs (summed over layers)",
-                direction=direction,
                 n_a=int(cnt.n_a.sum()),
                 n_b=int(cnt.n_b.sum()),
-                control=control,
+                **same,
             )
 
 
