@@ -195,6 +195,24 @@ def link_weights(workdir: Path) -> None:
         (workdir / folder).symlink_to(REPO / folder, target_is_directory=True)
 
 
+def johns_study(d: Path, photos: dict[str, int]) -> dict:
+    """A run folder of one's own photos: ``photos`` {dlib-johns person: how many of their photos
+    (the first by name)} in ``d/data/raw``, the models' files linked, and ``d/config.yaml``: the
+    default with input.dir and dlib_resnet only (also as the occlusion source). Returns the config."""
+    johns = REPO / "data" / "samples" / "dlib-johns"
+    for person, k in photos.items():
+        (d / "data" / "raw" / person).mkdir(parents=True)
+        for photo in sorted((johns / person).glob("*.jpg"))[:k]:
+            shutil.copy(photo, d / "data" / "raw" / person / photo.name)
+    link_weights(d)
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["input"] = {"dir": "data/raw", "sample": None}
+    cfg["models"] = {"dlib_resnet": cfg["models"]["dlib_resnet"]}
+    cfg["occlude"]["source_model"] = "dlib_resnet"
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg
+
+
 def snakemake_cmd(workdir: Path, *args: str, cores: str | None = "2") -> list[str]:
     """The command running the repository's Snakefile in ``workdir`` with its config.yaml, 2 cores
     (None: no --cores)."""

@@ -279,25 +279,13 @@ def test_a_study_of_four_people_renders_and_says_not_established_where_the_inter
     """Bar 3 of #14: a folder of 4 people x 2-3 photos as one's own photos, one model: the report
     renders; every finding whose interval contains 0 (or whose sign-flip test cannot rule out chance)
     says 'not established with 4 people', and the report shows the findings view's numbers."""
-    import shutil
 
-    import yaml
-    from conftest import REPO, link_weights, snakemake
+    from conftest import johns_study, snakemake
 
     from leam.report import _ci
 
     d = tmp_path / "run"
-    johns = REPO / "data" / "samples" / "dlib-johns"
-    for person, k in (("John_Salley", 2), ("John_Savage", 3), ("John_Schneider", 2), ("John_Simm", 3)):
-        (d / "data" / "raw" / person).mkdir(parents=True)
-        for photo in sorted((johns / person).glob("*.jpg"))[:k]:
-            shutil.copy(photo, d / "data" / "raw" / person / photo.name)
-    link_weights(d)
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["input"] = {"dir": "data/raw", "sample": None}
-    cfg["models"] = {"dlib_resnet": cfg["models"]["dlib_resnet"]}
-    cfg["occlude"]["source_model"] = "dlib_resnet"
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    johns_study(d, {"John_Salley": 2, "John_Savage": 3, "John_Schneider": 2, "John_Simm": 3})
     proc = snakemake(d)
     assert proc.returncode == 0, proc.stderr[-4000:]
     html = (d / "results/default/report.html").read_text()
@@ -330,22 +318,11 @@ def test_a_study_of_four_people_renders_and_says_not_established_where_the_inter
 def test_a_study_without_a_comparable_pair_ends_with_a_report_that_says_why(tmp_path):
     """#21 case 5: one photo per person (nobody with two usable photos) crashed study_figures
     ('zip() argument 2 is shorter than argument 1') and the threshold figure; no report."""
-    import shutil
 
-    import yaml
-    from conftest import REPO, link_weights, snakemake
+    from conftest import johns_study, snakemake
 
     d = tmp_path / "run"
-    for person in ("John_Salley", "John_Savage", "John_Simm"):
-        (d / "data" / "raw" / person).mkdir(parents=True)
-        first = sorted((REPO / "data" / "samples" / "dlib-johns" / person).glob("*.jpg"))[0]
-        shutil.copy(first, d / "data" / "raw" / person / first.name)
-    link_weights(d)
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["input"] = {"dir": "data/raw", "sample": None}
-    cfg["models"] = {"dlib_resnet": cfg["models"]["dlib_resnet"]}
-    cfg["occlude"]["source_model"] = "dlib_resnet"
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    johns_study(d, {"John_Salley": 1, "John_Savage": 1, "John_Simm": 1})
     proc = snakemake(d)
     assert proc.returncode == 0, proc.stderr[-4000:]
     html = (d / "results/default/report.html").read_text()
