@@ -59,7 +59,9 @@ import pandas as pd
 from .baselines import centre_baseline
 from .catalog import comment_database
 from .classes import CLASSES, class_column
+from .codeversion import code_version
 from .database import building, scalar
+from .io import checked_code_versions
 from .parsing import PARSERS, visible_classes
 
 __all__ = ["build_database", "create_views", "level_column", "safe_names"]
@@ -435,6 +437,7 @@ def build_database(
     size: int | None = None,
     seed: int = 0,
     settings: dict | None = None,
+    unplanned: Sequence[str] = (),
 ) -> None:
     """Write ``db_path`` afresh from the Parquet outputs of the earlier stages, and its manifest
     ``<db_path>.json``: built beside the previous database, which stays readable until the new one
@@ -446,10 +449,28 @@ def build_database(
     people; with every core and DuckDB's default, 264 -> 358 MB. ``labels``/``size``: the parse
     stage's label files and the frame size, for the centre baseline (:mod:`leam.baselines`);
     ``seed``: seeds the findings' bootstrap and permutations (:mod:`leam.findings`); ``settings``:
-    {config key: value} the report states (table ``settings``: e.g. ``compare.emd_grid``).
+    {config key: value} the report states (table ``settings``: e.g. ``compare.emd_grid``);
+    ``unplanned``: files in the results folder that the run does not write (leam.resultsdir), listed
+    in table ``unplanned_outputs`` and named by the report. Every Parquet input is checked first
+    (:func:`leam.io.checked_code_versions`) and its code version recorded (table ``code_versions``).
     """
     db_path = Path(db_path)
+    parquets = [*faces, *aligned, *labels, *counts, *pairs, *embeddings, *compare, *occlusion, *atlas]
+    versions = checked_code_versions(parquets)  # a truncated file stops here, named, before any work
     with building(db_path) as con:
+        con.execute("CREATE TABLE code_versions (file VARCHAR, code_version VARCHAR)")
+        con.executemany("INSERT INTO code_versions VALUES (?, ?)", [[db_path.name, code_version()], *versions.items()])
+        con.execute(
+            "COMMENT ON TABLE code_versions IS 'the leam code (version + sha256 of lib/leam and workflow/) "
+            "that wrote this database (first row) and each Parquet file it read'"
+        )
+        con.execute("CREATE TABLE unplanned_outputs (file VARCHAR)")
+        for f in unplanned:
+            con.execute("INSERT INTO unplanned_outputs VALUES (?)", [f])
+        con.execute(
+            "COMMENT ON TABLE unplanned_outputs IS 'files in the results folder of a model or shard that is no "
+            "longer in the run: kept, not read'"
+        )
         if memory_mb:
             con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
         if threads:

@@ -291,9 +291,13 @@ class InputError(ValueError):
     """The input folder cannot be studied as it is (the message says why and what to do)."""
 
 
+_HIDDEN = "skipped-hidden: a name starting with '.' (.DS_Store, macOS ._ files, .git) is not a photo of the study"
+
+
 def list_inputs(raw_dir: str | os.PathLike) -> tuple[list[ImageEntry], list[Unusable]]:
-    """The files under ``raw_dir/{identity}/`` (one level, hidden names skipped), sorted, and every
-    other visible entry with the reason it cannot be used: a name with braces or a backslash, a
+    """The files under ``raw_dir/{identity}/`` (one level), sorted, and every other entry with the
+    reason it cannot be used: a hidden name (``.DS_Store``, macOS's ``._photo.jpg``, a ``.git``
+    folder: skipped, but listed, so every entry gets a row), a name with braces or a backslash, a
     dangling link, a FIFO, socket or device, a sub-folder, a file outside any person's folder.
 
     Files of any content are listed: the detect stage decides what is a usable photo and records
@@ -306,7 +310,10 @@ def list_inputs(raw_dir: str | os.PathLike) -> tuple[list[ImageEntry], list[Unus
     if not raw_dir.is_dir():
         return entries, unusable
     people: dict[str, str] = {}  # NFC name -> the folder name it came from
-    for top in sorted(p for p in raw_dir.iterdir() if not p.name.startswith(".")):
+    for top in sorted(raw_dir.iterdir()):
+        if top.name.startswith("."):
+            unusable.append(Unusable("", top.name, str(top), _HIDDEN))
+            continue
         if top.is_dir():
             nfc = unicodedata.normalize("NFC", top.name)
             if nfc in people and people[nfc] != top.name:
@@ -329,10 +336,9 @@ def list_inputs(raw_dir: str | os.PathLike) -> tuple[list[ImageEntry], list[Unus
             continue
         folder_problem = _name_problem(top.name)
         for f in sorted(top.iterdir()):
-            if f.name.startswith("."):
-                continue
             why = (
-                (f"unusable-name: folder {folder_problem}" if folder_problem else None)
+                (_HIDDEN if f.name.startswith(".") else None)
+                or (f"unusable-name: folder {folder_problem}" if folder_problem else None)
                 or (f"unusable-name: file {p}" if (p := _name_problem(f.name)) else None)
                 or _kind_problem(f)
             )

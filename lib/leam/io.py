@@ -22,6 +22,11 @@ import pyarrow.parquet as pq
 __all__ = [
     "atomic_path",
     "write_parquet",
+    "with_code_version",
+    "code_version_of",
+    "check_parquet",
+    "checked_code_versions",
+    "DamagedOutput",
     "ParquetSink",
     "read_parquet",
     "read_parquets",
@@ -31,6 +36,7 @@ __all__ = [
     "sha256_bytes",
 ]
 
+_CODE_KEY = b"leam.code_version"
 _PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True, store_schema=True)
 
 
@@ -57,8 +63,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def with_code_version(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the code version (leam.codeversion) in its key-value metadata, which every
+    Parquet file leam writes carries: ``leam.code_version``."""
+    from .codeversion import code_version
+
+    return schema.with_metadata({**(schema.metadata or {}), _CODE_KEY: code_version().encode()})
+
+
+def code_version_of(path: str | os.PathLike) -> str | None:
+    """The code version recorded in a Parquet file's metadata (None: written by other software)."""
+    meta = pq.read_schema(path).metadata or {}
+    v = meta.get(_CODE_KEY)
+    return v.decode() if v is not None else None
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike, *, row_group_size: int = 65536) -> None:
-    """Write ``table`` atomically as zstd Parquet; same table, same bytes."""
+    """Write ``table`` atomically as zstd Parquet, its code version in the metadata; same table and
+    code, same bytes."""
+    table = table.replace_schema_metadata(with_code_version(table.schema).metadata)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, **_PARQUET_OPTIONS)
 
@@ -83,7 +106,7 @@ class ParquetSink:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
         try:
-            self._writer = pq.ParquetWriter(tmp, self.schema, **_PARQUET_OPTIONS)
+            self._writer = pq.ParquetWriter(tmp, with_code_version(self.schema), **_PARQUET_OPTIONS)
         except BaseException as e:
             self._ctx.__exit__(type(e), e, e.__traceback__)
             raise
@@ -176,6 +199,59 @@ def iter_parquet(
                     if batch.num_rows == 0:
                         continue
                 yield batch.select(columns) if columns is not None else batch
+
+
+def check_parquet(path: str | os.PathLike) -> str | None:
+    """Why the Parquet file at ``path`` cannot be used, or None when it is sound: both ``PAR1``
+    markers, a footer that parses and fits in the file, and every column chunk inside the data part.
+    Reads the first 4 bytes and the footer only. (A killed writer never leaves a file under its
+    final name, :func:`atomic_path`; this finds files truncated or damaged afterwards.)"""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(size - 8, 0))
+            tail = f.read(8)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if size < 12:
+        return f"is {size} bytes long, too short for a Parquet file (truncated?)"
+    if head != b"PAR1" or tail[4:] != b"PAR1":
+        return "lacks a Parquet start or end marker (truncated or not Parquet)"
+    data_end = size - 8 - int.from_bytes(tail[:4], "little")
+    if data_end < 4:
+        return "has a footer longer than the file (truncated?)"
+    try:
+        meta = pq.read_metadata(path)
+        for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
+            for j in range(rg.num_columns):
+                c = rg.column(j)
+                start = min(o for o in (c.dictionary_page_offset, c.data_page_offset) if o is not None and o > 0)
+                if start + c.total_compressed_size > data_end:
+                    return f"row group {i} runs past the end of the data (truncated?)"
+    except Exception as e:  # pyarrow's errors for a damaged footer are of several kinds
+        return f"has a footer that cannot be read ({type(e).__name__}: {e})"
+    return None
+
+
+class DamagedOutput(ValueError):
+    """An earlier stage's Parquet file is truncated or damaged (:func:`check_parquet`)."""
+
+
+def checked_code_versions(paths) -> dict[str, str | None]:
+    """{path: code version} of Parquet files about to be read, each checked first
+    (:func:`check_parquet`); a damaged one raises :class:`DamagedOutput` naming it, the reason and
+    what reruns it."""
+    out = {}
+    for p in paths:
+        if (why := check_parquet(p)) is not None:
+            raise DamagedOutput(
+                f"{p} {why}: run snakemake again (leam removes damaged outputs when a run starts and "
+                f"redoes the jobs that wrote them), or delete it and rerun"
+            )
+        out[str(p)] = code_version_of(p)
+    return out
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import database
+from .codeversion import code_version
 from .findings import POOLED
 from .io import write_text
 from .paper import BC_RANGE, IR_CASIA_OCCLUSION, IR_CASIA_SHARES, OCCLUSION_SIZES
@@ -626,6 +627,40 @@ ABBREVIATIONS = (
 )
 
 
+def _code_sentence(con) -> str:
+    """Which code made the results: the database's version, and the versions of the files it read
+    when they differ (table ``code_versions``; leam.codeversion)."""
+    if not database.scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'code_versions'"):
+        return "The code that made these results is not recorded (a database from before leam recorded it)."
+    rows = con.execute("SELECT code_version FROM code_versions").fetchall()
+    own, inputs = rows[0][0], [r[0] or "unrecorded" for r in rows[1:]]
+    counts = {v: inputs.count(v) for v in sorted(set(inputs))}
+    here = code_version()
+    said = f"Code: {own}" + ("" if own == here else f" (this report: {here})") + "."
+    if set(counts) <= {own}:
+        said += " Every file it read was written by the same code."
+        return said + _unplanned_sentence(con)
+    listed = "; ".join(f"{v}: {n} file(s)" for v, n in counts.items())
+    return (
+        f"{said} The files it read came from {len(counts)} code versions ({listed}): a stage reruns when "
+        "the leam modules it runs change (code stamps, results/<run>/inputs/code-*.json), so a file from "
+        "earlier code comes from a stage whose own code did not change since; table code_versions names each."
+    ) + _unplanned_sentence(con)
+
+
+def _unplanned_sentence(con) -> str:
+    if not database.scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'unplanned_outputs'"):
+        return ""
+    files = [f for (f,) in con.execute("SELECT file FROM unplanned_outputs ORDER BY file").fetchall()]
+    if not files:
+        return ""
+    shown = ", ".join(files[:5]) + (" ..." if len(files) > 5 else "")
+    return (
+        f" {len(files)} file(s) in the results folder belong to a model or shard no longer in this run and are "
+        f"not part of these results (table unplanned_outputs): {shown}."
+    )
+
+
 def build_report(
     db_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -684,6 +719,7 @@ def build_report(
         parsers = con.execute("SELECT parser, cannot_see FROM parsers ORDER BY parser").fetchall()
         parser = "; ".join(f"'{p}' (it cannot see {cannot})" for p, cannot in parsers) or "-"
         verdicts = _df(con, "SELECT finding, model, verdict FROM findings WHERE layer IS NULL OR layer = 'all layers'")
+        code = _code_sentence(con)
     finally:
         con.close()
     toc = "".join(f"<li><a href='#{i}'>{html.escape(c)}</a></li>" for i, c in items)
@@ -693,7 +729,7 @@ def build_report(
         f"<p class='meta'>LEAM (arXiv 2509.17457) reproduced by leam: {n_people} people with a same-identity "
         f"pair, {n_models} models, {n_pairs} LEAM maps' ordered (anchor, positive) pairs over all models "
         f"({n_pairs // max(n_models, 1)} per model); face classes from the {html.escape(parser)} parser; generated "
-        f"{datetime.date.today()} from {html.escape(str(db_path))}.</p>"
+        f"{datetime.date.today()} from {html.escape(str(db_path))}. {html.escape(code)}</p>"
         f"<p class='meta' id='abbreviations'>{ABBREVIATIONS}</p>"
         f"<nav id='contents'><h2>Contents</h2><ol>{toc}</ol></nav>" + "".join(parts) + "</body></html>"
     )

@@ -3,6 +3,7 @@
 
 rule aggregate:
     input:
+        code=code_stamp("aggregate"),  # the leam modules it runs: an edit reruns it
         counts=shard_outputs(rules.extract.output.counts, model=MODELS),
         pairs=shard_outputs(rules.extract.output.pairs, model=MODELS),
         embeddings=shard_outputs(rules.extract.output.embeddings, model=MODELS),
@@ -35,6 +36,7 @@ rule aggregate:
         levels=config["count"]["levels"],
         size=config["align"]["size"],
         seed=config["seed"],  # the findings' bootstrap and permutations
+        unplanned=UNPLANNED,  # files of models or shards no longer in the run: listed, not read
         settings={  # what the report states beside the numbers
             "compare.emd_grid": config["compare"]["emd_grid"],
             "compare.selections": ", ".join(config["compare"]["selections"]),

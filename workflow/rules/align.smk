@@ -3,6 +3,7 @@
 
 rule align:
     input:
+        code=code_stamp("align"),  # the leam modules it runs: an edit reruns it
         faces=rules.detect.output.faces,
     output:
         aligned=results("aligned/shard-{shard}.parquet"),

@@ -4,16 +4,19 @@ import os
 
 from snakemake.logging import logger
 
-from leam.config import occlusion_sources, photo_dir, resolve_models, run_name, validate_config
+from leam.config import apply_overrides, occlusion_sources, photo_dir, resolve_models, run_name, validate_config
 from leam.dataset import MANIFEST_NAME, count_identities, input_problem, list_inputs, sample_caveats, shard_of
-from leam.models import check_weights, import_builder, missing_file_message, weights_path
+from leam.plan import rank_pixels
+from leam.weights import builder_problem, check_weights, missing_file_message, weights_path
+from leam.codeversion import PACKAGE, script_modules
+from leam.resultsdir import damaged_outputs, killed_temporaries, unplanned_outputs
 from leam.stamps import update_stamp
-from leam.occlude import n_occluded
 
 # With --configfile, the study's files say which models it has, each entry whole (Snakemake merges
 # config/config.yaml underneath key by key), and model-naming keys default to those models; messages name them.
 _user_files = [str(f) for f in workflow.overwrite_configfiles]
 resolve_models(config, _user_files)
+apply_overrides(config, dict(workflow.config_settings.config))  # --config, over the resolved models; typed
 _SOURCE = " + ".join(_user_files) or "config/config.yaml"
 # for messages, in every job too (set here, not read from the user: no `envvars:` to assert)
 os.environ.update(LEAM_CONFIG=_SOURCE)
@@ -22,6 +25,9 @@ os.environ.update(LEAM_CONFIG=_SOURCE)
 config["run"] = run_name(config, _user_files, dict(workflow.config_settings.config))
 validate_config(config, source=f"config ({_SOURCE} and any --config overrides)")
 RUN = config["run"]
+# one device for every torch stage; a rule that runs torch asks a cluster for a GPU unless it is cpu/mps
+DEVICE = config["device"]
+GPU = 0 if DEVICE in ("cpu", "mps") else 1
 
 
 def results(path):
@@ -85,13 +91,11 @@ SHARDS = [f"{s:03d}" for s in range(N_SHARDS)]
 if not config["input"]["sample"] and not config["input"]["urls"] and (_msg := input_problem(RAW)):
     raise ValueError(_msg)
 
-# A builder that cannot be imported stops the run here, naming its config key (layers, weights and
+# A builder that cannot be found stops the run here (found, not imported: the plan needs no torch), naming its config key (layers, weights and
 # the device are checked by each model's preflight job, first).
 for _name, _spec in config["models"].items():
-    try:
-        import_builder(_spec["builder"])
-    except ValueError as _e:
-        raise ValueError(f"models.{_name}.builder: {_e}") from None
+    if _msg := builder_problem(_spec["builder"]):
+        raise ValueError(f"models.{_name}.builder: {_msg}")
 
 # Models whose weight file is absent are left out (loudly); the others run. A file that is present
 # but wrong (sha256) fails that model's extract job with the same kind of message.
@@ -113,7 +117,34 @@ for _msg in _warnings:
     logger.warning(f"leam: {_msg}")
 OCCLUDE_SOURCE, OCCLUDE_LAYER = OCCLUDE_SOURCES[0]
 # pixels of each source pair's ranking that extract keeps: those of the largest occlusion size
-RANK_PIXELS = n_occluded(max(config["occlude"]["sizes"]), config["align"]["size"] ** 2)
+RANK_PIXELS = rank_pixels(config)
+
+
+# What the results folder holds that this run must not trust or must not pass off as its own
+# (leam.resultsdir): a damaged Parquet file is removed so that its job runs again; files of models or
+# shards no longer in the run are named here and in the database (table unplanned_outputs).
+if workflow.is_main_process:
+    for _path, _why in damaged_outputs(results("")):
+        logger.warning(f"leam: {_path} {_why}: removed; the job that wrote it runs again")
+        _path.unlink(missing_ok=True)
+UNPLANNED = [str(p) for p in unplanned_outputs(results(""), MODELS, N_SHARDS)] if workflow.is_main_process else []
+if UNPLANNED:
+    logger.warning(
+        f"leam: {len(UNPLANNED)} file(s) in {results('')} are not part of this run (a model or shard no longer "
+        f"in the config; kept, listed in the database's unplanned_outputs table): {', '.join(UNPLANNED[:5])}"
+        + (" ..." if len(UNPLANNED) > 5 else "")
+    )
+
+
+onstart:
+    # temporaries of killed jobs (leam.io.atomic_path) whose file a job of this run writes: removed now that
+    # this run holds Snakemake's lock on those files
+    _outputs = {os.path.abspath(f) for job in workflow.dag.jobs for f in job.output}
+    for _tmp in killed_temporaries(results("")):
+        _target = os.path.join(os.path.dirname(os.path.abspath(_tmp)), _tmp.name[1:].rsplit(".", 2)[0])
+        if _target in _outputs:
+            logger.info(f"leam: removing {_tmp}, left by a job that was killed")
+            _tmp.unlink(missing_ok=True)
 
 
 onsuccess:
@@ -173,6 +204,28 @@ def weight_stamp(wildcards):
         files[shard] = main.parent / shard
     stamp = results(f"inputs/weights-{wildcards.model}.json")
     update_stamp(stamp, files)
+    return stamp
+
+
+def code_stamp(script):
+    """An input function: results/{run}/inputs/code-{script}[-{model}].json, the sha256 of the leam
+    modules that workflow/scripts/{script}.py can run (leam.codeversion.script_modules; a model's
+    builder module too) and of the script: an edited module reruns exactly the rules that run it."""
+    path = os.path.join(workflow.basedir, "scripts", f"{script}.py")
+
+    def stamp(wildcards):
+        model = wildcards.get("model")
+        builder = config["models"][model]["builder"].split(":")[0] if model else None
+        name = f"code-{script}-{model}" if model else f"code-{script}"
+        return _update_code_stamp(results(f"inputs/{name}.json"), path, (builder,) if builder else ())
+
+    return stamp
+
+
+@functools.cache
+def _update_code_stamp(stamp, script, extra):
+    files = {f"leam/{p.relative_to(PACKAGE).as_posix()}": p for p in script_modules(script, extra)}
+    update_stamp(stamp, {f"workflow/scripts/{os.path.basename(script)}": script, **files})
     return stamp
 
 

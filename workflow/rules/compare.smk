@@ -3,6 +3,7 @@
 
 rule compare:
     input:
+        code=code_stamp("compare"),  # the leam modules it runs: an edit reruns it
         image_maps=shard_outputs(rules.extract.output.image_maps, model="{model}"),
         aligned=shard_outputs(rules.align.output.aligned),  # landmarks: the geometry baseline's maps
     output:

@@ -3,6 +3,7 @@
 
 rule detect:
     input:
+        code=code_stamp("detect"),  # the leam modules it runs: an edit reruns it
         images=shard_images,
         stamp=shard_stamp,  # the photos' sha256: a replaced photo reruns detect whatever its mtime
     output:

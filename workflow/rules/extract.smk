@@ -9,6 +9,7 @@ rule preflight:
     # what would stop a model's extract job (a layer that is no module, weights that do not fit, a
     # device this machine lacks), found in seconds, before the long jobs: run first (priority)
     input:
+        code=code_stamp("preflight"),  # the leam modules it runs: an edit reruns it
         weights=weight_stamp,  # the weight files' sha256: replaced weights rerun the model's jobs
     output:
         ok=results("preflight/{model}.txt"),
@@ -18,12 +19,12 @@ rule preflight:
     conda:
         "../envs/leam.yaml"
     resources:
-        gpu=1,  # where extract runs: the device is checked there
+        gpu=GPU,  # where extract runs: the device is checked there
         mem_mb=4000,
         runtime=10,
     params:
         spec=lambda wildcards: config["models"][wildcards.model],
-        device=config["extract"]["device"],
+        device=DEVICE,
         frame_padding=config["align"]["padding"],
     script:
         "../scripts/preflight.py"
@@ -31,6 +32,7 @@ rule preflight:
 
 rule extract:
     input:
+        code=code_stamp("extract"),  # the leam modules it runs: an edit reruns it
         aligned=rules.align.output.aligned,
         labels=rules.parse.output.labels,
         preflight=rules.preflight.output.ok,
@@ -50,12 +52,12 @@ rule extract:
         "../envs/leam.yaml"
     threads: lambda wildcards: workflow.cores or 1  # all the cores; a callable, so --unlock needs no --cores
     resources:
-        gpu=1,  # used when present; a CPU-only profile sets it to 0 (profiles/slurm-local)
+        gpu=GPU,  # used when present; a CPU-only profile sets it to 0 (profiles/slurm-local)
         mem_mb=16000,
         runtime=240,  # minutes, for a shard of ~10 identities on one GPU
     params:
         spec=lambda wildcards: config["models"][wildcards.model],
-        device=config["extract"]["device"],
+        device=DEVICE,
         memory_budget_mb=config["extract"]["memory_budget_mb"],
         store_maps=config["extract"]["store_maps"],
         frame_padding=config["align"]["padding"],

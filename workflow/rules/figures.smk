@@ -5,6 +5,7 @@
 
 rule figures:
     input:
+        code=code_stamp("figures"),  # the leam modules it runs: an edit reruns it
         db=rules.aggregate.output.manifest,
         maps=shard_outputs(rules.extract.output.maps, model="{model}"),
         pairs=shard_outputs(rules.extract.output.pairs, model="{model}"),
@@ -29,6 +30,7 @@ rule figures:
 
 rule study_figures:
     input:
+        code=code_stamp("study_figures"),  # the leam modules it runs: an edit reruns it
         db=rules.aggregate.output.manifest,
     output:
         compare=figure("compare.png", "compare", "all models"),
@@ -53,6 +55,7 @@ rule study_figures:
 
 rule demographics_figure:
     input:
+        code=code_stamp("demographics_figure"),  # the leam modules it runs: an edit reruns it
         db=rules.aggregate.output.manifest,
     output:
         demographics=figure("demographics.png", "demographics", "all models"),

@@ -6,6 +6,7 @@
 
 rule population_atlas:
     input:
+        code=code_stamp("population_atlas"),  # the leam modules it runs: an edit reruns it
         image_maps=shard_outputs(rules.extract.output.image_maps, model=OCCLUDE_SOURCE),
     output:
         population=results("occlusion/population.parquet"),
@@ -24,6 +25,7 @@ rule population_atlas:
 
 rule occlude:
     input:
+        code=code_stamp("occlude"),  # the leam modules it runs: an edit reruns it
         aligned=rules.align.output.aligned,
         rankings=expand(rules.extract.output.rankings, model=[m for m, _ in OCCLUDE_SOURCES], allow_missing=True),
         own_maps=expand(rules.extract.output.image_maps, model=OCCLUDE_SOURCE, allow_missing=True),
@@ -40,7 +42,7 @@ rule occlude:
         "../envs/leam.yaml"
     threads: lambda wildcards: workflow.cores or 1  # all the cores; a callable, so --unlock needs no --cores
     resources:
-        gpu=1,  # every configured model re-embeds the occluded frames
+        gpu=GPU,  # every configured model re-embeds the occluded frames
         mem_mb=16000,
         runtime=240,
     params:
@@ -50,7 +52,7 @@ rule occlude:
         sizes=config["occlude"]["sizes"],
         atlas_sizes=config["occlude"]["atlas_sizes"],
         seed=config["seed"],
-        device=config["extract"]["device"],
+        device=DEVICE,
         frame_padding=config["align"]["padding"],
     script:
         "../scripts/occlude.py"

@@ -3,6 +3,7 @@
 
 rule parse:
     input:
+        code=code_stamp("parse"),  # the leam modules it runs: an edit reruns it
         aligned=rules.align.output.aligned,
     output:
         labels=results("labels/shard-{shard}.parquet"),
@@ -13,11 +14,11 @@ rule parse:
     conda:
         "../envs/leam.yaml"
     resources:
-        gpu=1 if config["parser"]["name"] == "farl" else 0,
+        gpu=GPU if config["parser"]["name"] == "farl" else 0,  # the landmark parser needs no torch device
         mem_mb=8000,
         runtime=60,
     params:
         parser=config["parser"],
-        device=config["extract"]["device"].replace("auto", "cpu"),
+        device=DEVICE,
     script:
         "../scripts/parse.py"

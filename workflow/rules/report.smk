@@ -3,6 +3,7 @@
 
 rule report:
     input:
+        code=code_stamp("report"),  # the leam modules it runs: an edit reruns it
         db=rules.aggregate.output.manifest,
         layers=expand(rules.figures.output.layers, model=MODELS),
         threshold=expand(rules.figures.output.threshold, model=MODELS),

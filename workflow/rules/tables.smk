@@ -4,6 +4,7 @@
 
 rule tables:
     input:
+        code=code_stamp("tables"),  # the leam modules it runs: an edit reruns it
         db=rules.aggregate.output.manifest,
     output:
         csv=report(

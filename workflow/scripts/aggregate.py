@@ -22,4 +22,5 @@ build_database(
     size=snakemake.params.size,
     seed=snakemake.params.seed,
     settings=dict(snakemake.params.settings),
+    unplanned=list(snakemake.params.unplanned),
 )
