@@ -55,11 +55,22 @@ def test_cross_field_checks(cfg):
 
 def test_bad_builder_and_device_patterns(cfg):
     cfg["models"]["dlib_resnet"]["builder"] = "no colon here"
-    cfg["extract"]["device"] = "gpu0"
+    cfg["device"] = "gpu0"
     with pytest.raises(ConfigError) as e:
         validate_config(cfg)
     assert "models.dlib_resnet.builder: 'no colon here' does not match" in str(e.value)
-    assert "extract.device: 'gpu0' does not match" in str(e.value)
+    assert "device: 'gpu0' does not match" in str(e.value)
+
+
+def test_the_device_is_one_top_level_key_and_the_old_key_says_where_it_went(cfg):
+    """#22: extract.device was read by four rules and named in every stage's errors."""
+    cfg["extract"]["device"] = "cuda:1"
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    assert (
+        "extract.device: moved to the top-level key device (one device for every torch stage); write `device: cuda:1`"
+        in str(e.value)
+    )
 
 
 def test_only_trusted_modules_build_models(cfg):

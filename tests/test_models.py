@@ -59,7 +59,7 @@ def test_builder_and_layer_errors(dlib_spec):
 def test_preflight_names_the_key_and_the_modules_that_exist(dlib_spec):
     """#12 case 7: a wrong layer used to list 12 module names, none under layer2, and no config key;
     a device this machine lacks failed in extract after detect, align and parse."""
-    from leam.extract import pick_device
+    from leam.device import pick_device
     from leam.models import preflight
 
     spec = copy.deepcopy(dlib_spec)
@@ -75,5 +75,7 @@ def test_preflight_names_the_key_and_the_modules_that_exist(dlib_spec):
         "modules under 'layer2.0': layer2.0.conv1"
     )
     assert "layer2.0.conv2" in msg and "layer1" not in msg
-    with pytest.raises(RuntimeError, match=r"extract.device is 'cuda:99' but this machine has \d+ CUDA GPU\(s\)"):
+    with pytest.raises(RuntimeError, match=r"^device is 'cuda:99' but this machine has \d+ CUDA GPU\(s\)"):
         pick_device("cuda:99")
+    with pytest.raises(RuntimeError, match=r"^--device is 'cuda:99' .*: set --device auto"):
+        pick_device("cuda:99", key="--device")

@@ -26,6 +26,8 @@ __all__ = [
     "photo_dir",
     "resolve_models",
     "run_name",
+    "run_config",
+    "apply_overrides",
 ]
 
 
@@ -65,18 +67,7 @@ def _fill_defaults(node: Any, schema: dict, root: dict | None = None) -> None:
 
 
 def _describe(schema: dict, path: list) -> str:
-    node = schema
-    for key in path:
-        node = _resolve(node, schema)
-        if isinstance(key, int):
-            node = node.get("items", {})
-        elif key in node.get("properties", {}):
-            node = node["properties"][key]
-        elif isinstance(node.get("additionalProperties"), dict):
-            node = node["additionalProperties"]
-        else:
-            return ""
-    return _resolve(node, schema).get("description", "")
+    return _schema_at(schema, path).get("description", "")
 
 
 def config_source() -> str:
@@ -85,11 +76,19 @@ def config_source() -> str:
     return os.environ.get("LEAM_CONFIG") or "config/config.yaml"
 
 
+#: keys that moved: (old key, new key, why)
+MOVED = [("extract.device", "device", "one device for every torch stage")]
+
+
 def validate_config(cfg: dict, *, source: str = "config/config.yaml") -> dict:
     """Validate ``cfg`` (filled with defaults in place) and return it."""
     schema = load_schema()
+    problems = [
+        f"{old}: moved to the top-level key {new} ({why}); write `{new}: {value}`"
+        for old, new, why in MOVED
+        if isinstance(section := cfg.get(old.split(".")[0]), dict) and (value := section.pop(old.split(".")[1], None))
+    ]
     _fill_defaults(cfg, schema)
-    problems = []
     for err in sorted(Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path))):
         path = list(err.absolute_path)
         where = ".".join(str(p) for p in path) or "(top level)"
@@ -119,6 +118,65 @@ def _non_finite(node: Any, schema: dict, path: tuple = ()) -> list[str]:
     if isinstance(node, list):
         return [p for i, v in enumerate(node) for p in _non_finite(v, schema, (*path, i))]
     return []
+
+
+def _schema_at(schema: dict, path: list) -> dict:
+    node = schema
+    for key in path:
+        node = _resolve(node, schema)
+        if isinstance(key, int):
+            node = node.get("items", {})
+        elif key in node.get("properties", {}):
+            node = node["properties"][key]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return {}
+    return _resolve(node, schema)
+
+
+def _types(node: dict, schema: dict) -> set[str]:
+    t = node.get("type")
+    out = set(t if isinstance(t, list) else [t] if t else [])
+    for alt in node.get("anyOf", []) + node.get("oneOf", []):
+        out |= _types(_resolve(alt, schema), schema)
+    return out
+
+
+def _coerce(value: Any, schema: dict, path: list) -> Any:
+    if isinstance(value, dict):
+        return {k: _coerce(v, schema, [*path, k]) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_coerce(v, schema, [*path, i]) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        types = _types(_schema_at(schema, path), schema)
+        if types and "string" not in types:
+            try:
+                read = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            return value if isinstance(read, str) else read
+    return value
+
+
+def apply_overrides(cfg: dict, overrides: dict) -> dict:
+    """Snakemake's ``--config KEY=VALUE`` entries laid over the resolved config (after
+    :func:`resolve_models`, so an override of a model's key is kept). A nested key is given as a
+    YAML mapping, ``--config 'count={levels: [1, 10]}'`` (Snakemake refuses ``count.levels=``: a key
+    must be a name); Snakemake reads such a value with YAML's base loader, which keeps every scalar
+    a string, so a string where the schema wants a number, boolean or null is read as YAML here.
+    Returns ``cfg``, changed in place."""
+    schema = load_schema()
+
+    def merge(node: Any, value: Any, path: list) -> Any:
+        if isinstance(node, dict) and isinstance(value, dict):
+            for k, v in value.items():
+                node[k] = merge(node.get(k), v, [*path, k])
+            return node
+        return _coerce(copy.deepcopy(value), schema, path)
+
+    merge(cfg, overrides, [])
+    return cfg
 
 
 def resolve_models(cfg: dict, config_files: list[str]) -> dict:
@@ -243,6 +301,45 @@ def occlusion_sources(cfg: dict, runnable: list[str]) -> tuple[list[tuple[str, s
             )
         out.append((m, chosen))
     return out, warnings
+
+
+def _merge(base: dict, new: dict) -> dict:
+    """Snakemake's merge of a --configfile over the config so far: mappings key by key, the rest replaced."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def _read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a leam config is a mapping of keys (config/config.yaml), not {type(data).__name__}")
+    return data
+
+
+def run_config(config_files: list[str | Path], overrides: dict | None = None, *, base: str | Path) -> dict:
+    """The config a run with ``snakemake --configfile F1 F2 --config K=V`` sees, as the workflow
+    builds it (``workflow/rules/common.smk``) and ``leam models|layers|explain --config`` reads it:
+    ``base`` (the Snakefile's config/config.yaml), each file merged over it key by key, model entries
+    whole (:func:`resolve_models`), the overrides typed (:func:`apply_overrides`), the run named
+    (:func:`run_name`), validated with messages naming the files. A file that is ``base`` itself
+    adds nothing."""
+    cfg = _read_yaml(base)
+    files = [str(f) for f in config_files if Path(f).resolve() != Path(base).resolve()]
+    for f in files:
+        _merge(cfg, _read_yaml(f))
+    resolve_models(cfg, files)
+    apply_overrides(cfg, overrides or {})
+    cfg["run"] = run_name(cfg, files, overrides or {})
+    source = " + ".join(files) or str(base)
+    return validate_config(cfg, source=f"config ({source} and any --config overrides)" if overrides else source)
 
 
 def load_config(path: str | Path) -> dict:

@@ -29,6 +29,7 @@ import torch
 from .align import decode_png
 from .cam import LEAM
 from .counting import COUNTS_SCHEMA, LEVELS
+from .device import pick_device
 from .io import ParquetSink, iter_parquet
 from .models import FaceModel, load_model
 from .parsing import visible_classes
@@ -89,21 +90,6 @@ def prefetch(iterable, depth: int = 2):
         if isinstance(item, BaseException):
             raise item
         yield item
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device, which must exist here."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0 or (dev.index or 0) >= n:
-            raise RuntimeError(
-                f"extract.device is {device!r} but this machine has {n} CUDA GPU(s) "
-                f"(torch {torch.__version__}): set extract.device: auto (or cpu), or run where the GPU is"
-            )
-    return dev
 
 
 def _groups(batches, source, columns: Sequence[str]) -> Iterator[tuple[str, list[dict]]]:

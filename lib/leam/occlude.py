@@ -34,10 +34,12 @@ import pyarrow as pa
 import torch
 
 from .compare import read_image_maps
-from .extract import iter_identities, pick_device
+from .device import pick_device
+from .extract import iter_identities
 from .io import iter_parquet, read_parquet, write_parquet
 from .maps import decode_maps, top_indices, top_mask
 from .models import FaceModel, load_model
+from .plan import n_occluded
 
 __all__ = [
     "SIZES",
@@ -63,12 +65,6 @@ log = logging.getLogger(__name__)
 
 #: the paper's occlusion sizes, % of the image's pixels (Table 9)
 SIZES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 5, 10)
-
-
-def n_occluded(size_pct: float, n_pixels: int) -> int:
-    """Pixels occluded at ``size_pct`` % of ``n_pixels``: rounded up, at least 1 (exact rationals)."""
-    q = round(size_pct * 100)
-    return max(1, -(-n_pixels * q // 10000))
 
 
 def window_pixels(shape: tuple[int, int], window: tuple[int, int, int, int] | None) -> np.ndarray:

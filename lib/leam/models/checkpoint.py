@@ -12,11 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..weights import WeightsError
+
 __all__ = ["WeightsError", "load_state_dict_file", "UNWRAP", "STRIP_PREFIXES"]
-
-
-class WeightsError(FileNotFoundError):
-    """A model's weight file is missing, unreadable, or not the expected file."""
 
 
 #: containers some training scripts save around the state dict

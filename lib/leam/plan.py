@@ -1,0 +1,21 @@
+"""What a run will do, from its validated config, without torch: the workflow's plan
+(``workflow/rules/common.smk``) imports only this layer (config, dataset, weights, stamps, plan), so
+``snakemake -n`` and every cluster job's start need no torch import (about 3 s) and the host
+running Snakemake need not have torch at all.
+"""
+
+from __future__ import annotations
+
+__all__ = ["n_occluded", "rank_pixels"]
+
+
+def n_occluded(size_pct: float, n_pixels: int) -> int:
+    """Pixels occluded at ``size_pct`` % of ``n_pixels``: rounded up, at least 1 (exact rationals)."""
+    q = round(size_pct * 100)
+    return max(1, -(-n_pixels * q // 10000))
+
+
+def rank_pixels(config: dict) -> int:
+    """Pixels of each source pair's ranking that extract keeps: those of the largest occlusion size
+    (``occlude.sizes``, % of the ``align.size``-square frame)."""
+    return n_occluded(max(config["occlude"]["sizes"]), config["align"]["size"] ** 2)

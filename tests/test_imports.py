@@ -1,0 +1,112 @@
+"""#22: the library's import graph has no cycle, and planning a run needs no torch.
+
+The graph is read from the source (every ``import`` of a ``leam`` module, function-level ones
+included: a cycle held open by an import inside a function is still a cycle); the torch-free check
+runs in a fresh interpreter where ``import torch`` fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, link_weights, snakemake_cmd
+
+from leam import codeversion
+
+# what the workflow's plan (workflow/rules/common.smk) imports: none of it may load torch
+PLAN_MODULES = [
+    "leam.plan",
+    "leam.config",
+    "leam.dataset",
+    "leam.weights",
+    "leam.stamps",
+    "leam.codeversion",
+    "leam.resultsdir",
+]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the leam modules it imports} over every module of the package."""
+    mods = {codeversion._module_name(f): f for f in codeversion.PACKAGE.rglob("*.py") if "__pycache__" not in f.parts}
+    return {n: {m for m in codeversion._imports(f, n) if m in mods and m != n} for n, f in mods.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle():
+    """Before #22: cam, cam.core, cam.leam, extract, models and parsing formed one cycle, held open
+    by imports inside functions (models.preflight took pick_device from extract)."""
+    assert cycles(import_graph()) == []
+
+
+def _blocked_torch(tmp_path) -> dict:
+    fake = tmp_path / "notorch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch is unimportable in this test')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_the_plan_modules_import_no_torch(tmp_path):
+    env = _blocked_torch(tmp_path)
+    code = "\n".join([f"import {m}" for m in PLAN_MODULES] + ["import sys; assert 'torch' not in sys.modules"])
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # the oracle that torch is really blocked there
+    proc = subprocess.run([sys.executable, "-c", "import leam.extract"], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "torch is unimportable" in proc.stderr
+
+
+@pytest.mark.pipeline
+def test_snakemake_plans_the_default_without_torch(tmp_path):
+    """`snakemake -n` of the embedded default, torch made unimportable: the plan is whole."""
+    env = _blocked_torch(tmp_path)
+    run = tmp_path / "run"
+    link_weights(run)
+    shutil.copy(REPO / "config" / "config.yaml", run / "config.yaml")
+    proc = subprocess.run(snakemake_cmd(run, "-n"), env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "torch is unimportable" not in out
+    assert "sample_photos" in out  # the plan starts from the embedded photos' checkpoint
