@@ -25,6 +25,8 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/mypy
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
+	@# the CI configuration (.test/config/config.yaml) plans: a dry run, which needs no torch
+	$(BIN)/snakemake --directory .test --dry-run --cores 1 > .test/dry-run.log 2>&1 || (tail -30 .test/dry-run.log; exit 1)
 
 env: $(STAMP)
 

@@ -38,7 +38,7 @@ def test_every_problem_is_reported_with_its_key(cfg):
     assert "shards: 0 is less than the minimum of 1 (number of shards" in msg
     assert (
         "extract: Additional properties are not allowed ('devce' was unexpected); "
-        "allowed keys: device, memory_budget_mb" in msg
+        "allowed keys: memory_budget_mb, store_maps" in msg
     )
     assert "models.dlib_resnet.input_size: [150] is too short (model input as [height, width] pixels)" in msg
     assert "models.dlib_resnet: 'builder' is a required property" in msg

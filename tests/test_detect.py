@@ -715,6 +715,7 @@ def test_inputs_that_are_no_photos_are_listed_with_their_reason(tmp_path):
     (raw / "MANIFEST.sha256").write_text("")
     (raw / "b" / ".hidden").write_bytes(b"x")
     entries, unusable = list_inputs(raw)
+    HIDDEN = "skipped-hidden: a name starting with '.' (.DS_Store, macOS ._ files, .git) is not a photo of the study"
     assert [(e.identity, e.image) for e in entries] == [("b", "link.jpg"), ("b", "q.jpg")]
     assert {(u.identity, u.image): u.reason for u in unusable} == {
         (
@@ -728,6 +729,7 @@ def test_inputs_that_are_no_photos_are_listed_with_their_reason(tmp_path):
         ("c\\d", "z.jpg"): "unusable-name: folder '\\' in the name: rename it",
         ("b", "dangling.jpg"): "not-a-file: a symbolic link to nothing",
         ("b", "fifo.jpg"): "not-a-file: a FIFO",
+        ("b", ".hidden"): HIDDEN,  # #21: every entry gets a row, hidden ones included
         ("b", "sub"): "not-a-file: a folder (photos go one level deep: {identity}/{image})",
         ("", "flat.jpg"): f"not-in-a-person-folder: photos go in {raw}/{{identity}}/{{image}}",
     }

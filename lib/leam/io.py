@@ -227,8 +227,8 @@ def check_parquet(path: str | os.PathLike) -> str | None:
             rg = meta.row_group(i)
             for j in range(rg.num_columns):
                 c = rg.column(j)
-                start = min(o for o in (c.dictionary_page_offset, c.data_page_offset) if o is not None and o > 0)
-                if start + c.total_compressed_size > data_end:
+                offsets = [o for o in (c.dictionary_page_offset, c.data_page_offset) if o is not None and o > 0]
+                if offsets and min(offsets) + c.total_compressed_size > data_end:
                     return f"row group {i} runs past the end of the data (truncated?)"
     except Exception as e:  # pyarrow's errors for a damaged footer are of several kinds
         return f"has a footer that cannot be read ({type(e).__name__}: {e})"
