@@ -178,11 +178,11 @@ def test_documented_values_run_end_to_end(tmp_path, group):
     res = tmp_path / "results" / "default"
     report = (res / "report.html").read_text()
     assert "No comparable pair" not in report and "2 people with a same-identity pair" in report, variants
-    tables = {p.stem: list(csv.DictReader(p.open())) for p in (res / "tables").glob("*.csv")}
+    tables = {p.stem: _rows(p) for p in (res / "tables").glob("*.csv")}
     assert len(tables) == 10 and tables["findings"] and tables["verification"], variants
     given = dict(variants)
     if "count.levels" in given:  # the threshold table has exactly the study's levels
-        header = next(csv.reader((res / "tables" / "threshold_table.csv").open()))
+        header = list(tables["threshold_table"][0])
         want = {f"top{str(v).replace('.', '_')}" for v in given["count.levels"]}
         assert want <= set(header), (want, header)
     if "compare.selections" in given:  # every compared selection has rows
@@ -190,6 +190,11 @@ def test_documented_values_run_end_to_end(tmp_path, group):
         assert set(given["compare.selections"]) <= got, got
     if "figures.cmap" in given:
         assert (res / "figures" / "dlib_resnet_layers.png").stat().st_size > 0
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_groups_hold_every_variant():
