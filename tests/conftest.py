@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +229,24 @@ def snakemake_cmd(workdir: Path, *args: str, cores: str | None = "2") -> list[st
         str(workdir / "config.yaml"),
         *args,
     ]
+
+
+def kill_snakemake_when(workdir: Path, args: list[str], ready, what: str, poll: float = 0.01) -> None:
+    """Start ``snakemake`` in ``workdir`` with ``args`` and SIGKILL it with every job it started as
+    soon as ``ready()`` is true (at most 300 s); fails when the run ended before (``what``: the job
+    that should have been caught)."""
+    proc = subprocess.Popen(
+        snakemake_cmd(workdir, *args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(poll)
+    assert proc.poll() is None, f"{what} ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def snakemake(workdir: Path, *args: str, cores: str | None = "2") -> subprocess.CompletedProcess:

@@ -15,16 +15,14 @@ import ast
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, johns_study, snakemake, snakemake_cmd
+from conftest import REPO, johns_study, kill_snakemake_when, snakemake, snakemake_cmd
 
 from leam import codeversion
 from leam.io import check_parquet, code_version_of, sha256_file, write_parquet
@@ -258,18 +256,9 @@ def test_a_truncated_output_is_redone_and_a_killed_forcerun_leaves_nothing_behin
     assert f"leam: {rel} lacks a Parquet start or end marker" in out and "removed" in out, out[-3000:]
     assert _planned(plan).get("extract") == 1, out[-3000:]
     # killed while extract is forced to run again: the next run redoes it and no temporary survives
-    proc = subprocess.Popen(
-        snakemake_cmd(tmp_path, "--forcerun", "extract", "--until", "extract"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    kill_snakemake_when(
+        tmp_path, ["--forcerun", "extract", "--until", "extract"], lambda: killed_temporaries(res), "extract", 0.02
     )
-    deadline = time.monotonic() + 300
-    while not killed_temporaries(res) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "extract ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
     left = killed_temporaries(res)
     assert left, "the kill came after extract's temporaries were gone"
     assert snakemake(tmp_path, "--unlock", cores=None).returncode == 0

@@ -16,6 +16,7 @@ from conftest import (
     assert_same_results,
     assert_same_views,
     copy_photos,
+    kill_snakemake_when,
     link_weights,
     snakemake,
     snakemake_cmd,
@@ -70,18 +71,9 @@ def test_a_killed_aggregate_keeps_the_last_database(pipeline_run, tmp_path):
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     db = d / "results" / "default" / "leam.duckdb"
     before = sha256_file(db)
-    proc = subprocess.Popen(
-        snakemake_cmd(d, "--forcerun", "aggregate", "--until", "aggregate"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    kill_snakemake_when(
+        d, ["--forcerun", "aggregate", "--until", "aggregate"], lambda: stale_temporaries(db), "aggregate"
     )
-    deadline = time.monotonic() + 300
-    while not stale_temporaries(db) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, "aggregate ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
     # the last good database is still there, readable, byte for byte; the manifest is gone
     assert sha256_file(db) == before and not manifest_path(db).exists()
     assert stale_temporaries(db), "the kill came after the build's temporary file was gone"

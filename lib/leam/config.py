@@ -343,10 +343,6 @@ def run_config(config_files: list[str | Path], overrides: dict | None = None, *,
 
 
 def load_config(path: str | Path) -> dict:
-    """Read and validate a YAML config file."""
-    path = Path(path)
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return validate_config(cfg, source=str(path))
+    """Read and validate one YAML config file (nothing merged underneath: :func:`run_config` reads
+    a run's)."""
+    return validate_config(_read_yaml(path), source=str(path))
