@@ -268,22 +268,13 @@ def test_a_photo_replaced_by_an_older_copy_reruns_and_a_touch_does_not(tmp_path)
     import os
     import shutil
 
-    from conftest import link_weights, snakemake
+    from conftest import johns_study, snakemake
 
     from leam.stamps import update_stamp
 
     raw = tmp_path / "data" / "raw"
     src = REPO / "data" / "samples" / "dlib-johns"
-    for person in ("John_Salley", "John_Savage"):
-        (raw / person).mkdir(parents=True)
-        for photo in sorted((src / person).glob("*.jpg"))[:2]:
-            shutil.copy2(photo, raw / person / photo.name)
-    link_weights(tmp_path)
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["input"] = {"dir": "data/raw", "sample": None}
-    cfg["models"] = {"dlib_resnet": cfg["models"]["dlib_resnet"]}
-    cfg["occlude"]["source_model"] = "dlib_resnet"
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    johns_study(tmp_path, {"John_Salley": 2, "John_Savage": 2})
     proc = snakemake(tmp_path, "--until", "detect")
     assert proc.returncode == 0, proc.stderr[-3000:]
     faces = tmp_path / "results/default/faces/shard-000.parquet"
