@@ -312,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     la = sub.add_parser("layers", help="a model's hookable convolutions with their output shapes", formatter_class=fmt)
     la.add_argument("model", help="model name from the config")
     la.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda[:i]")
+    di = sub.add_parser(
+        "digest",
+        help="sha256 of every Parquet file (its content, code version set aside) and CSV table of a results "
+        "folder, one `sha256  path` line each: diff two runs' lists to see which results differ",
+        formatter_class=fmt,
+    )
+    di.add_argument("results", help="a run's results folder, e.g. results/default")
     for p in (mo, la):
         p.add_argument(
             "--config",
@@ -329,11 +336,25 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["LEAM_CONFIG"] = before
 
 
+def _digest(results: str) -> int:
+    from .resultsdir import content_digests
+
+    if not Path(results).is_dir():
+        raise CliError(f"{results} is not a folder (pass a run's results folder, e.g. results/default)")
+    digests = content_digests(results)
+    for path, digest in digests.items():
+        print(f"{digest}  {path}")
+    print(f"{len(digests)} files", file=sys.stderr)
+    return 0
+
+
 def _run(args) -> int:
     from .config import ConfigError, run_config
     from .models import WeightsError
 
     try:
+        if args.command == "digest":
+            return _digest(args.results)
         config_path = args.config or str(default_config_path())
         if not Path(config_path).is_file():
             raise CliError(

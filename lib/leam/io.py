@@ -36,7 +36,7 @@ __all__ = [
     "sha256_bytes",
 ]
 
-_CODE_KEY = b"leam.code_version"
+CODE_KEY = b"leam.code_version"
 _PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=True, store_schema=True)
 
 
@@ -68,13 +68,13 @@ def with_code_version(schema: pa.Schema) -> pa.Schema:
     Parquet file leam writes carries: ``leam.code_version``."""
     from .codeversion import code_version
 
-    return schema.with_metadata({**(schema.metadata or {}), _CODE_KEY: code_version().encode()})
+    return schema.with_metadata({**(schema.metadata or {}), CODE_KEY: code_version().encode()})
 
 
 def code_version_of(path: str | os.PathLike) -> str | None:
     """The code version recorded in a Parquet file's metadata (None: written by other software)."""
     meta = pq.read_schema(path).metadata or {}
-    v = meta.get(_CODE_KEY)
+    v = meta.get(CODE_KEY)
     return v.decode() if v is not None else None
 
 

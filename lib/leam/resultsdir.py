@@ -23,9 +23,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .io import check_parquet
+from .io import CODE_KEY, check_parquet
 
-__all__ = ["damaged_outputs", "killed_temporaries", "unplanned_outputs"]
+__all__ = ["content_digests", "damaged_outputs", "killed_temporaries", "unplanned_outputs"]
 
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # tempfile.mkstemp(prefix=".name.", suffix=".tmp")
 _SHARD = re.compile(r"^shard-(\d+)\.")
@@ -74,4 +74,36 @@ def unplanned_outputs(results_dir: str | os.PathLike, models: Iterable[str], n_s
             owner = next((p.stem.removesuffix(s) for s in per_model if p.stem.endswith(s)), None)
             if owner is not None and owner not in models:
                 out.append(p)
+    return out
+
+
+def content_digests(results_dir: str | os.PathLike) -> dict[str, str]:
+    """{path relative to ``results_dir``: sha256} of every Parquet file and CSV table of a run, to
+    compare two runs' results (e.g. before and after a change of code that should change no number).
+
+    A CSV table's digest is its file's. A Parquet file's is over its content, read back: the Arrow
+    IPC stream of its table with the ``leam.code_version`` metadata set aside (every other schema
+    metadata kept), since that key differs between code versions by design while the numbers must
+    not. Two runs whose digests agree hold the same rows, columns, types and values.
+    """
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    results_dir = Path(results_dir)
+    out = {}
+    for p in _files(results_dir):
+        if p.name.startswith("."):
+            continue
+        if p.suffix == ".csv":
+            out[p.relative_to(results_dir).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif p.suffix == ".parquet":
+            table = pq.read_table(p)
+            meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != CODE_KEY}
+            table = table.replace_schema_metadata(meta or None)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            out[p.relative_to(results_dir).as_posix()] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
     return out
