@@ -1,6 +1,6 @@
 """Which crop of the aligned frame should a model see?  Recognition quality per alignment.
 
-For every configured model and every alignment of :mod:`leam.window` (``chip``: the whole dlib
+For every configured model and every alignment of :mod:`leam.core.window` (``chip``: the whole dlib
 face chip; ``arcface``: insightface's 5-point 112-px template placed on the frame), embeds every
 accepted, aligned photo of a finished run (``results/default/aligned/shard-*.parquet``) and prints, on all
 ordered same-identity and unordered different-identity pairs: mean cosine same vs different, ROC
@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from scipy.stats import mannwhitneyu
 
 from leam.config import load_config
-from leam.extract import iter_identities
-from leam.io import read_parquet
-from leam.models import load_model
-from leam.window import ALIGNMENTS
+from leam.core.frames import iter_identities
+from leam.core.io import read_parquet
+from leam.core.window import ALIGNMENTS
+from leam.models.loader import load_model
 
 HERE = Path(__file__).resolve().parent
 

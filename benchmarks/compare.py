@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leam.similarity import coarsen, emd_exact, emd_sinkhorn, to_distribution
+from leam.core.similarity import coarsen, emd_exact, emd_sinkhorn, to_distribution
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

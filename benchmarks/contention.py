@@ -30,7 +30,7 @@ SETTINGS = {
 CHILD = """
 import time, torch
 from leam.config import load_config
-from leam.models import load_model
+from leam.models.loader import load_model
 torch.set_num_threads(2)
 cfg = load_config("config/config.yaml")
 m = load_model("faceres", cfg["models"]["faceres"])

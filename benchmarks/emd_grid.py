@@ -5,7 +5,7 @@ same- and different-identity pairs, every layer), half same and half different i
 per model for the ``top1`` selection and ``--full-pairs`` in all for ``full``. Maps: the image maps
 the compare stage reads (``results/<run>/image_maps``, 150 x 150 float32, frame 150 px), in float64.
 
-Exact: ``leam.similarity.emd_sparse`` (network simplex on the maps' supports at full resolution,
+Exact: ``leam.core.similarity.emd_sparse`` (network simplex on the maps' supports at full resolution,
 identical to EMD on the full 150 x 150 grid); timed with its default cancellation of the mass common
 to both maps (``cancel``) and without it (``plain``). Grid: ``coarsen`` + ``emd_exact`` (what the
 compare stage runs) for each ``--grids`` size, timed per pair (coarsening included, ground-cost
@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from leam.compare import read_image_maps
-from leam.similarity import coarsen, emd_exact, emd_sparse, ground_cost
+from leam.core.frames import read_image_maps
+from leam.core.similarity import coarsen, emd_exact, emd_sparse, ground_cost
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

@@ -8,7 +8,7 @@ and the date.
 Contenders (one identity of ``--images`` images, every ordered pair, every layer = one map):
 
 * leam: :class:`leam.cam.LEAM` + what the pipeline's extract job derives from the maps while they
-  are in memory (:class:`leam.summaries.IdentitySummaries`: normalise, resize to the frame,
+  are in memory (:class:`leam.core.summaries.IdentitySummaries`: normalise, resize to the frame,
   per-class counts at the 16 selections, top-1 % image maps, the occlusion ranking), on the device;
 * bare: the same n forwards and n (n - 1) activation-gradient backwards, no maps, for several chunk
   schedules; the fastest is "the limit";
@@ -21,7 +21,7 @@ pytorch-grad-cam is timed on ``--peer-anchors`` anchors (each anchor's work is t
 on all of them. Usage::
 
     python benchmarks/extract.py                     # the issue's CPU setting: IResNet-18, 14 images
-    python benchmarks/extract.py --check --options   # + naive-oracle exactness and precision table
+    python benchmarks/extract.py --check --options   # + naive-oracle exactness and the oneDNN on/off table
     python benchmarks/extract.py --scaling           # maps/s and memory vs images / layers, projection
     python benchmarks/extract.py --memory --arch r100 --images 40 --budget-mb 2048
     python benchmarks/extract.py --rule              # the extract rule itself (Parquet and all) vs the limit
@@ -48,12 +48,12 @@ import torch
 import torch.nn.functional as F
 
 from leam.cam import LEAM
-from leam.classes import N_CLASSES
-from leam.counting import LEVELS
-from leam.maps import normalise, to_frame
+from leam.core.classes import N_CLASSES
+from leam.core.counting import LEVELS
+from leam.core.maps import normalise, to_frame
+from leam.core.summaries import IdentitySummaries
 from leam.models.iresnet import PAPER_LAYERS, iresnet
-from leam.occlude import n_occluded
-from leam.summaries import IdentitySummaries
+from leam.stages.occlude import n_occluded
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -153,7 +153,7 @@ def main_peak_of(args, device):
     n = len(x)
     plan = LEAM(model, layers, memory_budget_mb=args.budget_mb)
     with plan:
-        plan._bytes_per_image = plan._measure(x[:1])
+        plan.calibrate(x[:1])
         a, r = plan.plan(n)
     fns = {
         "leam": lambda: run_leam(model, layers, x, labels, 112, memory_budget_mb=args.budget_mb),
@@ -236,7 +236,7 @@ def run_bare(model, layers, x, a_chunk: int, r_chunk: int, batched: bool = True)
     acts: dict[str, torch.Tensor] = {}
     state = {"first": True}
 
-    def hook(mod, inp, out, name):
+    def hook(_mod, _inp, out, name):
         if state["first"]:
             state["first"] = False
             out = out.detach().requires_grad_(True)
@@ -376,7 +376,7 @@ def main_compare(args, device, log):
     log("")
     probe = LEAM(model, layers, memory_budget_mb=args.budget_mb)
     with probe:
-        probe._bytes_per_image = probe._measure(x[:1])
+        probe.calibrate(x[:1])
         plan = probe.plan(n)
     leam_fn = lambda: run_leam(model, layers, x, labels, 112, memory_budget_mb=args.budget_mb)  # noqa: E731
     # the bare limit's schedule: the fastest of a few (one run each), then timed like leam
@@ -488,14 +488,9 @@ def main_compare(args, device, log):
         )
         log("|---|---:|---:|---:|---:|---:|")
         strict_counts = counts
-        opts = [("strict fp32", {})]
-        if device.type == "cuda":
-            opts.append(("tf32", {"precision": "tf32"}))
-        opts += [
-            ("bf16 autocast", {"precision": "bf16"}),
-            ("channels_last", {"channels_last": True}),
-            ("bf16 + channels_last", {"precision": "bf16", "channels_last": True}),
-        ]
+        # the precision / channels_last options were measured here (benchmarks/RESULTS.md) and removed
+        # in #22 (no config reached them); what is left to compare: oneDNN on vs off (deterministic)
+        opts = [("strict fp32 (oneDNN off: deterministic)", {}), ("oneDNN on", {"deterministic": False})]
         for label, kw in opts:
             t, _, (o2, c2) = timed(
                 partial(run_leam, model, layers, x, labels, 112, memory_budget_mb=args.budget_mb, **kw),
@@ -529,7 +524,7 @@ def main_scaling(args, device, log):
         if device.type == "cpu":
             m = peak_in_subprocess(args, "leam", arch=arch, images=n, layers=lay)
         with LEAM(model, layers, memory_budget_mb=args.budget_mb) as probe:
-            probe._bytes_per_image = probe._measure(x[:1])
+            probe.calibrate(x[:1])
             plan = probe.plan(n)
         maps = n * (n - 1) * len(layers)
         rows.append((arch, n, len(layers), maps / t))
@@ -573,7 +568,7 @@ def main_memory(args, device, log):
     class Stop(Exception):
         pass
 
-    def stop_after(done, total):
+    def stop_after(_done, _total):
         chunks["done"] += 1
         if chunks["done"] >= args.memory_chunks:
             raise Stop
@@ -595,13 +590,13 @@ def main_memory(args, device, log):
     log(
         f"## memory: IResNet-{args.arch[1:]}, {n} images, {len(layers)} layers, budget {args.budget_mb} MiB: "
         f"peak {pm.mib:.0f} MiB above the start over the first {chunks['done']} chunks (all chunks are the same size; "
-        f"plan {plan[0]} anchors x {plan[1]} rounds, graph {leam._bytes_per_image / 2**20:.0f} MiB per image); "
+        f"plan {plan[0]} anchors x {plan[1]} rounds, graph {leam.bytes_per_image / 2**20:.0f} MiB per image); "
         f"{'UNDER' if pm.mib <= args.budget_mb else 'OVER'} budget; {machine(device)}; {datetime.date.today()}"
     )
 
 
 def main_rule(args, device, log):
-    """``--rule``: the extract rule's function itself (``leam.extract.extract_shard``: model load,
+    """``--rule``: the extract rule's function itself (``leam.stages.extract.extract_shard``: model load,
     PNG decoding, LEAM, every summary, Parquet writes) on one identity of ``--images`` frames, beside
     the bare autograd limit on the same preprocessed inputs; ``store_maps`` raw and first_pair."""
     import tempfile
@@ -609,11 +604,11 @@ def main_rule(args, device, log):
     import pyarrow as pa
     import yaml
 
-    from leam.align import ALIGNED_SCHEMA, encode_png
-    from leam.extract import extract_shard
-    from leam.io import write_parquet
-    from leam.models import load_model
-    from leam.parsing import LABELS_SCHEMA
+    from leam.core.images import encode_png
+    from leam.core.io import write_parquet
+    from leam.core.tables import ALIGNED_SCHEMA, LABELS_SCHEMA
+    from leam.models.loader import load_model
+    from leam.stages.extract import extract_shard
 
     model, _, _, layers = setup(args.arch, args.images, device)
     n, L = args.images, len(layers)
@@ -669,7 +664,7 @@ def main_rule(args, device, log):
     x = fm.preprocess(torch.from_numpy(frames)).to(device)
     probe = LEAM(fm.module, fm.layers, memory_budget_mb=args.budget_mb)
     with probe:
-        probe._bytes_per_image = probe._measure(x[:1])
+        probe.calibrate(x[:1])
         plan = probe.plan(n)
 
     def rule(mode):
@@ -731,7 +726,7 @@ def main():
     ap.add_argument("--peer-anchors", type=int, default=3)
     ap.add_argument("--budget-mb", type=float, default=2048)
     ap.add_argument("--check", action="store_true", help="every map vs the naive per-pair oracle")
-    ap.add_argument("--options", action="store_true", help="precision / memory-format option table")
+    ap.add_argument("--options", action="store_true", help="oneDNN on vs off (deterministic) table")
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--rule", action="store_true", help="the extract rule's function beside the bare limit")

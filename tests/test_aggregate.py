@@ -1,6 +1,6 @@
 """Aggregate stage: every DuckDB view recomputed by hand (numpy/pandas) on tiny hand-made inputs.
 
-The hand computations follow the definitions of the ``leam.aggregate`` docstring, not its SQL:
+The hand computations follow the definitions of the ``leam.stages.aggregate`` docstring, not its SQL:
 
 * ``abs_pct`` = 100 pixels / n_pixels, ``rel_pct`` = 100 pixels / n_selected (NULL if n_selected = 0);
 * mean shares are means of per-map shares (NULLs ignored), pooled shares are shares of summed pixels;
@@ -25,13 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from leam.aggregate import build_database, level_column
-from leam.align import ALIGNED_SCHEMA
-from leam.classes import CLASS_COLUMNS, CLASSES, N_CLASSES
-from leam.counting import COUNTS_SCHEMA, selection_names
-from leam.detect import FACES_SCHEMA
-from leam.extract import EMBEDDINGS_SCHEMA, PAIRS_SCHEMA
-from leam.parsing import visible_classes
+from leam.core.classes import CLASS_COLUMNS, CLASSES, N_CLASSES, visible_classes
+from leam.core.selection import selection_names
+from leam.core.tables import ALIGNED_SCHEMA, COUNTS_SCHEMA, EMBEDDINGS_SCHEMA, FACES_SCHEMA, PAIRS_SCHEMA
+from leam.stages.aggregate import build_database, level_column
 
 LEVELS = [1, 100]
 SELECTIONS = selection_names(LEVELS)  # ["full", "top1", "top100"]
@@ -870,7 +867,7 @@ def test_closed_form_rejects(trivial_db):
 def _verification(emb: pd.DataFrame) -> pd.DataFrame:
     import duckdb
 
-    from leam.aggregate import create_verification_view
+    from leam.stages.aggregate import create_verification_view
 
     con = duckdb.connect()
     con.register("emb_df", emb)
@@ -935,7 +932,7 @@ def test_verification_auc_and_rank1_by_hand():
 
 def test_a_photo_filed_under_the_wrong_person_is_listed():
     """#12 case 13: a biden photo in obama's folder used to show only as a weaker cosine."""
-    from leam.aggregate import create_cosine_views
+    from leam.stages.aggregate import create_cosine_views
 
     rng = np.random.default_rng(5)
     base = {"A": rng.normal(size=16), "B": rng.normal(size=16), "C": rng.normal(size=16)}
@@ -1003,7 +1000,7 @@ def test_a_photo_filed_under_the_wrong_person_is_listed():
 
 def test_people_without_a_pair_are_listed_with_why():
     """#12 case 12: a person with one usable photo used to contribute no pair without a word."""
-    from leam.aggregate import create_input_views
+    from leam.stages.aggregate import create_input_views
 
     con = duckdb.connect()
     con.execute(

@@ -6,16 +6,9 @@ import dlib
 import numpy as np
 import pytest
 
-from leam.align import (
-    _apply,
-    align_identity,
-    choose_reference,
-    decode_png,
-    reference_transform,
-    umeyama,
-    warp_image,
-)
-from leam.detect import detect_shard
+from leam.core.images import decode_png
+from leam.stages.align import _apply, align_identity, choose_reference, reference_transform, umeyama, warp_image
+from leam.stages.detect import detect_shard
 
 
 def _similarity(scale, angle, tx, ty):

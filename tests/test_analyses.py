@@ -9,12 +9,13 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
-from leam.compare import COMPARE_SCHEMA, compare_model, select
-from leam.demographics import fgnet_age, group_tests, read_ages
-from leam.extract import MAPS_SCHEMA
-from leam.io import read_parquet, write_parquet
-from leam.maps import to_frame
-from leam.occlude import ATLAS_SCHEMA, OCCLUSION_SCHEMA
+from leam.core.counting import select
+from leam.core.io import read_parquet, write_parquet
+from leam.core.maps import to_frame
+from leam.core.tables import ATLAS_SCHEMA, COMPARE_SCHEMA, OCCLUSION_SCHEMA
+from leam.outputs.demographics import fgnet_age, group_tests, read_ages
+from leam.stages.compare import compare_model
+from leam.stages.extract import MAPS_SCHEMA
 
 
 def _maps_table(rng, identities: dict[str, list[str]], layers=("conv1", "l2"), shape=(6, 6)) -> pa.Table:
@@ -62,7 +63,7 @@ def _image_distribution(maps: pa.Table, layer, ident, image, size, selection):
 
 def _image_maps_files(tmp_path, maps: pa.Table, size: int, selections) -> list[str]:
     """The extract job's image maps of a raw-maps table (one file per identity, as shards would be)."""
-    from leam.summaries import IdentitySummaries
+    from leam.core.summaries import IdentitySummaries
 
     paths = []
     rows = maps.to_pylist()
@@ -164,7 +165,7 @@ def test_all_zero_maps_are_recorded_as_skipped_not_a_crash(tmp_path):
     """#12 case 8: deep layers give all-zero maps; compare used to fail inside POT's emd2 (NaN sums)."""
     import duckdb
 
-    from leam.aggregate import create_analysis_views
+    from leam.stages.aggregate import create_analysis_views
 
     rng = np.random.default_rng(3)
     maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]}).to_pylist()
@@ -243,7 +244,7 @@ def test_group_tests_equal_scipy():
 
 
 def _write(rows, schema, path):
-    from leam.io import write_parquet
+    from leam.core.io import write_parquet
 
     write_parquet(pa.Table.from_pylist(rows, schema=schema), path)
     return str(path)
@@ -254,11 +255,8 @@ def analysis_db(tmp_path_factory):
     """A database with random compare / occlusion / atlas rows and demographic metadata."""
     import duckdb
 
-    from leam.aggregate import build_database
-    from leam.align import ALIGNED_SCHEMA
-    from leam.counting import COUNTS_SCHEMA
-    from leam.detect import FACES_SCHEMA
-    from leam.extract import EMBEDDINGS_SCHEMA, PAIRS_SCHEMA
+    from leam.core.tables import ALIGNED_SCHEMA, COUNTS_SCHEMA, EMBEDDINGS_SCHEMA, FACES_SCHEMA, PAIRS_SCHEMA
+    from leam.stages.aggregate import build_database
 
     tmp = tmp_path_factory.mktemp("analysis")
     rng = np.random.default_rng(7)
@@ -486,7 +484,7 @@ def test_demographic_views_by_hand(analysis_db):
 
 def test_every_view_and_column_is_documented_and_sorted(analysis_db):
     """#13: COMMENT ON every view and each of its columns; ORDER BY in every view."""
-    from leam.catalog import undocumented
+    from leam.outputs.catalog import undocumented
 
     con, *_ = analysis_db
     assert undocumented(con) == []
@@ -498,7 +496,7 @@ def test_every_view_and_column_is_documented_and_sorted(analysis_db):
 
 
 def test_pivot_columns_need_no_quoting():
-    from leam.aggregate import safe_names
+    from leam.stages.aggregate import safe_names
 
     assert safe_names(["conv1", "l1_0.conv1", "l1_0-conv1", "2a", "L1_0_CONV1"]) == {
         "conv1": "conv1",
@@ -514,9 +512,9 @@ def test_a_run_without_top1_shows_its_own_selection(tmp_path, monkeypatch):
     beside the rows the run had: figure and report now show the first selection compared."""
     import duckdb
 
-    from leam import plots
-    from leam.aggregate import create_analysis_views
-    from leam.report import _main_selection
+    from leam.outputs import plots
+    from leam.outputs.report import _main_selection
+    from leam.stages.aggregate import create_analysis_views
 
     rng = np.random.default_rng(5)
     maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]})

@@ -7,11 +7,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from leam.baselines import centre_baseline, centre_shares, landmark_maps, match_support
-from leam.classes import CLASS_NAMES
-from leam.io import write_parquet
-from leam.parsing import LABELS_SCHEMA
-from leam.similarity import bhattacharyya, coarsen, emd_exact
+from leam.core.baselines import centre_baseline, centre_shares, landmark_maps, match_support
+from leam.core.classes import CLASS_NAMES
+from leam.core.io import write_parquet
+from leam.core.similarity import bhattacharyya, coarsen, emd_exact
+from leam.core.tables import LABELS_SCHEMA
 
 NOSE, FACE, EYE, BG = (CLASS_NAMES.index(c) for c in ("nose", "face", "right eye", "background"))
 

@@ -188,7 +188,7 @@ def test_shards_are_capped_at_the_number_of_people(tmp_path):
 
     from conftest import snakemake
 
-    from leam.dataset import count_identities
+    from leam.stages.dataset import count_identities
 
     cfg = load_config(REPO / "config" / "config.yaml")
     assert count_identities(cfg, "data/sample") == 7  # obama, biden and the five johns
@@ -270,7 +270,7 @@ def test_a_photo_replaced_by_an_older_copy_reruns_and_a_touch_does_not(tmp_path)
 
     from conftest import johns_study, snakemake
 
-    from leam.stamps import update_stamp
+    from leam.core.stamps import update_stamp
 
     raw = tmp_path / "data" / "raw"
     src = REPO / "data" / "samples" / "dlib-johns"

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from leam.classes import N_CLASSES
-from leam.counting import LEVELS, count_classes, selection_names, selection_sizes
+from leam.core.classes import N_CLASSES
+from leam.core.counting import LEVELS, count_classes, selection_sizes
+from leam.core.selection import selection_names
 
 
 def naive_counts(v: np.ndarray, lab: np.ndarray, levels, thr: float, topk_of: str):

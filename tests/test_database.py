@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from leam.database import DatabaseError, building, connect, export_csv, manifest_path, stale_temporaries
-from leam.io import sha256_file
+from leam.core.io import sha256_file
+from leam.outputs.database import DatabaseError, building, connect, export_csv, manifest_path, stale_temporaries
 
 
 def _build(db: Path, value: int) -> None:
@@ -65,7 +65,7 @@ def test_a_killed_build_keeps_the_last_good_database_and_the_next_build_cleans_u
     before = sha256_file(db)
     script = textwrap.dedent(f"""
         import sys, time
-        from leam.database import building
+        from leam.outputs.database import building
         with building({str(db)!r}) as con:
             con.execute("CREATE TABLE t AS SELECT range AS x FROM range(100000)")
             print("inside", flush=True)

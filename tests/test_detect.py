@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from leam.dataset import ImageEntry, list_images
-from leam.detect import FACES_SCHEMA, Detection, FaceDetector, detect_images, detect_shard, find_duplicates
-from leam.images import MAX_PIXELS, ImageRejected, load_rgb
+from leam.core.images import MAX_PIXELS, ImageEntry, ImageRejected, load_rgb
+from leam.core.tables import FACES_SCHEMA
+from leam.stages.dataset import list_images
+from leam.stages.detect import Detection, FaceDetector, detect_images, detect_shard, find_duplicates
 
 SAMPLE_NAMES = {
     ("biden", "biden.jpg"),
@@ -638,8 +639,8 @@ def test_find_duplicates_distinct_photos_untouched():
 
 DETECT_CHILD = """
 import json, sys
-from leam.dataset import ImageEntry
-from leam.detect import FaceDetector, detect_images
+from leam.core.images import ImageEntry
+from leam.stages.detect import FaceDetector, detect_images
 d = detect_images([ImageEntry("x", "big.jpg", sys.argv[1])], FaceDetector(), max_side=int(sys.argv[2]))[0]
 print(json.dumps({"status": d.status, "reason": d.reason, "size": [d.width, d.height], "box": d.box,
                   "landmarks": None if d.landmarks is None else d.landmarks.tolist(),
@@ -701,7 +702,7 @@ def test_inputs_that_are_no_photos_are_listed_with_their_reason(tmp_path):
     rejected row, and the usable photos are listed as before."""
     import os
 
-    from leam.dataset import list_inputs
+    from leam.stages.dataset import list_inputs
 
     raw = tmp_path / "raw"
     for folder, name in (("a{x}", "p.jpg"), ("b", "q.jpg"), ("b", "r{1}.jpg"), ("c\\d", "z.jpg")):
@@ -743,7 +744,7 @@ def test_inputs_that_are_no_photos_are_listed_with_their_reason(tmp_path):
 
 def test_an_input_folder_without_photos_is_refused(tmp_path, monkeypatch):
     """#12 case 4: a missing input.dir, or a flat folder of photos, used to run as an empty study."""
-    from leam.dataset import input_problem
+    from leam.stages.dataset import input_problem
 
     monkeypatch.chdir(tmp_path)
     assert input_problem("data/doesnotexist") == (
@@ -770,7 +771,7 @@ def test_names_that_print_alike_are_one_person_and_two_such_folders_an_error(tmp
 
     import pytest
 
-    from leam.dataset import InputError, entries_from_paths, input_problem, list_inputs
+    from leam.stages.dataset import InputError, entries_from_paths, input_problem, list_inputs
 
     nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
     assert nfc != nfd

@@ -17,7 +17,7 @@ OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
 CHILD = """
 import json, sys
 from leam.config import load_config
-from leam.extract import extract_shard
+from leam.stages.extract import extract_shard
 d, model = sys.argv[1], sys.argv[2]
 spec = load_config(sys.argv[3])["models"][model]
 out = {k: f"{d}/{k}.parquet" for k in json.loads(sys.argv[4])}

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import DLIB_68
 
-from leam.images import load_rgb
-from leam.models import load_model
+from leam.core.images import load_rgb
 from leam.models.dlib_resnet import DLIB_MEANS, DlibResNet, load_dlib_resnet
-from leam.resources import package_file
+from leam.models.loader import load_model
+from leam.models.resources import package_file
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leam.download import DownloadConfig, UrlEntry, download_all, read_url_list, safe_name, sample_urls, sniff
+from leam.stages.download import DownloadConfig, UrlEntry, download_all, read_url_list, safe_name, sample_urls, sniff
 
 
 def _jpeg(i: int) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leam.extract import prefetch
+from leam.core.frames import prefetch
 
 
 def test_prefetch_keeps_order_and_raises():

@@ -1,4 +1,4 @@
-"""leam.findings on a tiny hand-made database: every effect recomputed by hand (per person first,
+"""leam.outputs.findings on a tiny hand-made database: every effect recomputed by hand (per person first,
 then the mean over people), controls and verdicts."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leam.classes import CLASS_COLUMNS, CLASS_NAMES
-from leam.findings import compute_findings
-from leam.stats import estimate
+from leam.core.classes import CLASS_COLUMNS, CLASS_NAMES
+from leam.core.stats import estimate
+from leam.outputs.findings import compute_findings
 
 NOSE = CLASS_NAMES.index("nose")
 FACE = CLASS_NAMES.index("face")
@@ -150,7 +150,7 @@ def found():
 
 def _check(row, d, direction, seed_free=True):
     """The row's effect is the mean of the hand-made per-person effects ``d``; its interval and
-    verdict are leam.stats.estimate's of them (tested against oracles in test_stats)."""
+    verdict are leam.core.stats.estimate's of them (tested against oracles in test_stats)."""
     assert row.effect == pytest.approx(np.mean(d), abs=1e-12)
     assert row.n_identities == len(d)
     assert row.ci_low <= row.effect <= row.ci_high
@@ -282,7 +282,7 @@ def test_a_study_of_four_people_renders_and_says_not_established_where_the_inter
 
     from conftest import johns_study, snakemake
 
-    from leam.report import _ci
+    from leam.outputs.report import _ci
 
     d = tmp_path / "run"
     johns_study(d, {"John_Salley": 2, "John_Savage": 3, "John_Schneider": 2, "John_Simm": 3})

@@ -1,4 +1,5 @@
-"""#22: the library's import graph has no cycle, and planning a run needs no torch.
+"""#22: the library's layers only point down, no stage imports another, the import graph has no
+cycle, and planning a run needs no torch.
 
 The graph is read from the source (every ``import`` of a ``leam`` module, function-level ones
 included: a cycle held open by an import inside a function is still a cycle); the torch-free check
@@ -15,17 +16,17 @@ import sys
 import pytest
 from conftest import REPO, link_weights, snakemake_cmd
 
-from leam import codeversion
+from leam.core import codeversion
 
 # what the workflow's plan (workflow/rules/common.smk) imports: none of it may load torch
 PLAN_MODULES = [
     "leam.plan",
     "leam.config",
-    "leam.dataset",
-    "leam.weights",
-    "leam.stamps",
-    "leam.codeversion",
-    "leam.resultsdir",
+    "leam.stages.dataset",
+    "leam.models.weights",
+    "leam.core.stamps",
+    "leam.core.codeversion",
+    "leam.core.resultsdir",
 ]
 
 
@@ -81,6 +82,68 @@ def test_no_import_cycle():
     assert cycles(import_graph()) == []
 
 
+#: the package's layers, bottom (0) to top: a module may import its own layer or a lower one
+LAYERS = {
+    "leam": 0,  # the package's __init__ (its version)
+    "leam.config": 0,  # the schema and its validation: imports nothing of leam
+    "leam.core": 0,
+    "leam.models": 1,
+    "leam.outputs": 1,  # beside models: imports core only
+    "leam.cam": 2,
+    "leam.stages": 3,
+    "leam.plan": 4,
+    "leam.cli": 4,
+}
+
+
+def layer_of(module: str) -> str:
+    """The entry of :data:`LAYERS` a module belongs to (the longest matching prefix)."""
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in LAYERS:
+            return ".".join(parts[:i])
+    raise AssertionError(f"{module} is in no layer: add its package to LAYERS")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that point up a layer, from outputs to models or cam, or from one stage to another."""
+    out = []
+    for mod, deps in sorted(graph.items()):
+        here = layer_of(mod)
+        for dep in sorted(deps):
+            there = layer_of(dep)
+            if LAYERS[there] > LAYERS[here]:
+                out.append(f"{mod} imports {dep}: a higher layer ({there})")
+            elif here == "leam.outputs" and there in ("leam.models", "leam.cam"):
+                out.append(f"{mod} imports {dep}: outputs import core only")
+            elif here == there == "leam.stages" and dep != "leam.stages":
+                out.append(f"{mod} imports {dep}: a stage imports no other stage (share through core)")
+    return out
+
+
+def test_the_layer_check_finds_violations():
+    graph = {
+        "leam.core.io": {"leam.stages.extract"},  # up
+        "leam.stages.occlude": {"leam.stages.extract", "leam.core.io", "leam.cam.leam"},  # sideways + fine
+        "leam.outputs.plots": {"leam.models.npm"},
+        "leam.stages.extract": {"leam.cam.leam", "leam.outputs.database"},  # fine
+    }
+    assert layer_violations(graph) == [
+        "leam.core.io imports leam.stages.extract: a higher layer (leam.stages)",
+        "leam.outputs.plots imports leam.models.npm: outputs import core only",
+        "leam.stages.occlude imports leam.stages.extract: a stage imports no other stage (share through core)",
+    ]
+
+
+def test_every_module_is_in_a_layer_and_imports_only_downwards():
+    """Before #22 the package was flat and stages imported stages (occlude took extract's frame
+    readers and compare's map reader, aggregate compare's and occlude's schemas, extract parse's
+    class list): what two stages share now lives in leam.core (frames, selection, tables, classes)."""
+    graph = import_graph()
+    assert {layer_of(m) for m in graph} >= {"leam.core", "leam.models", "leam.cam", "leam.stages", "leam.outputs"}
+    assert layer_violations(graph) == []
+
+
 def _blocked_torch(tmp_path) -> dict:
     fake = tmp_path / "notorch" / "torch"
     fake.mkdir(parents=True)
@@ -94,7 +157,7 @@ def test_the_plan_modules_import_no_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # the oracle that torch is really blocked there
-    proc = subprocess.run([sys.executable, "-c", "import leam.extract"], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", "import leam.stages.extract"], env=env, capture_output=True, text=True)
     assert proc.returncode != 0 and "torch is unimportable" in proc.stderr
 
 

@@ -1,4 +1,4 @@
-"""Atomic Parquet writes (leam.io): a write that fails leaves the previous file as it was."""
+"""Atomic Parquet writes (leam.core.io): a write that fails leaves the previous file as it was."""
 
 import errno
 
@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from leam import io
+from leam.core import io
 
 SCHEMA = pa.schema([("x", pa.int64())])
 

@@ -7,7 +7,7 @@
 2. pytorch-grad-cam's ``LayerCAM`` with a hand-written cosine-similarity target (what researchers
    use today), one CAM object per layer, float32. grad-cam normalises each map ((m - min) /
    (max + 1e-7)), resizes it to the input size with OpenCV, and (in ``aggregate_multi_layers``)
-   normalises once more; leam's :func:`leam.maps.to_frame` does the first two steps, so the
+   normalises once more; leam's :func:`leam.core.maps.to_frame` does the first two steps, so the
    comparison applies the second normalisation to leam's frame map. Tolerance 2e-5 absolute on
    [0, 1] values: both sides run in float32 (sums over 32 channels and a backward through up to 9
    convolutions, relative error ~1e-6) and OpenCV's bilinear weights are fixed-point-free float32
@@ -22,13 +22,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leam.align import align_shard
 from leam.cam import LEAM, ActivationRecorder
-from leam.detect import detect_shard
-from leam.extract import iter_identities
-from leam.maps import normalise, to_frame
-from leam.models import load_model
+from leam.core.frames import iter_identities
+from leam.core.maps import normalise, to_frame
 from leam.models.dlib_resnet import load_dlib_resnet
+from leam.models.loader import load_model
+from leam.stages.align import align_shard
+from leam.stages.detect import detect_shard
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def obama_frames(sample_entries, tmp_path_factory):
     """(images, (n, 150, 150, 3) uint8 aligned frames) of the sample set's largest identity."""
     tmp = tmp_path_factory.mktemp("leam")
     faces = detect_shard(sample_entries, tmp / "faces.parquet")
-    aligned = align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
-    ids = {name: (images, frames) for name, images, frames in iter_identities(aligned)}
+    align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
+    ids = {name: (images, frames) for name, images, frames in iter_identities(tmp / "aligned.parquet")}
     images, frames = ids["obama"]
     assert len(images) == 5  # 6 photos, 32bit.png is a duplicate of obama2.jpg
     return images, frames
@@ -225,3 +225,25 @@ def test_the_maps_graph_runs_without_onednn_on_the_cpu_and_embeddings_keep_it():
     with LEAM(model, {"c": "conv"}, deterministic=False) as leam:
         fast = leam.explain(x)
     torch.testing.assert_close(fast.maps["c"], out.maps["c"], rtol=1e-5, atol=1e-6)
+
+
+def test_calibrate_measures_the_graph_explain_plans_with():
+    """#22: the public calibrate() (the benchmark set private state before) measures what explain
+    measures on its first call, and the chunk plan follows it."""
+    torch.manual_seed(0)
+    model = Branchy().eval()
+    for q in model.parameters():
+        q.requires_grad_(False)
+    x = torch.randn(6, 3, 16, 16)
+    with LEAM(model, {"a": "conv_a", "c": "conv_c"}) as leam:
+        assert leam.bytes_per_image is None
+        b = leam.calibrate(x[:1])
+        # at least the hooked layers' outputs of one image, float32: conv_a 4x16x16, conv_c 6x8x8
+        assert b >= (4 * 16 * 16 + 6 * 8 * 8) * 4
+        leam.budget = 3 * b  # an anchor counts twice (graph + gradients): one anchor per graph
+        assert leam.plan(6) == (1, 1)
+        leam.budget = 100 * b
+        assert leam.plan(6) == (4, 1)  # CPU: at most 4 anchors per graph, looping VJPs
+    with LEAM(model, {"a": "conv_a", "c": "conv_c"}) as other:
+        other.explain(x)
+        assert other.bytes_per_image == b

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from leam.maps import EPS, normalise, to_frame
+from leam.core.maps import EPS, normalise, to_frame
 
 
 def test_normalise_formula():
@@ -36,7 +36,7 @@ def test_to_frame_matches_opencv_inter_linear():
 def test_codec_round_trip_one_map_and_a_column():
     import pyarrow as pa
 
-    from leam.maps import decode_map, decode_maps, encode_map
+    from leam.core.maps import decode_map, decode_maps, encode_map
 
     rng = np.random.default_rng(0)
     maps = rng.random((5, 7, 9)).astype(np.float32)
@@ -51,7 +51,7 @@ def test_codec_round_trip_one_map_and_a_column():
 
 
 def test_column_encoder_equals_the_per_map_encoder(monkeypatch):
-    import leam.maps as M
+    import leam.core.maps as M
 
     rng = np.random.default_rng(1)
     maps = rng.random((7, 3, 5)).astype(np.float32)
@@ -69,7 +69,7 @@ def test_column_encoder_equals_the_per_map_encoder(monkeypatch):
 
 @pytest.mark.parametrize("k", [0, 1, 5, 37, 400])
 def test_ranking_is_a_stable_descending_sort(k):
-    from leam.maps import rank_below, top_indices, top_mask
+    from leam.core.maps import rank_below, top_indices, top_mask
 
     rng = np.random.default_rng(k)
     v = np.round(rng.random((6, 400)) * 8) / 8  # many ties
@@ -84,7 +84,7 @@ def test_ranking_is_a_stable_descending_sort(k):
     for i, s in enumerate(sizes.tolist()):
         assert sorted(np.flatnonzero(below[i])) == sorted(np.argsort(-v[i], kind="stable")[:s])
     # one shared ranking: every shorter request after a longer one is a prefix of it; a longer one recomputes
-    from leam.maps import Ranking
+    from leam.core.maps import Ranking
 
     full = np.argsort(-v, axis=1, kind="stable")
     r = Ranking(torch.from_numpy(v))

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from leam.models import WeightsError, load_model
+from leam.models.loader import WeightsError, load_model
 
 
 def test_missing_weights_message_names_file_source_hash_and_key(dlib_spec, tmp_path):
@@ -59,8 +59,8 @@ def test_builder_and_layer_errors(dlib_spec):
 def test_preflight_names_the_key_and_the_modules_that_exist(dlib_spec):
     """#12 case 7: a wrong layer used to list 12 module names, none under layer2, and no config key;
     a device this machine lacks failed in extract after detect, align and parse."""
-    from leam.device import pick_device
-    from leam.models import preflight
+    from leam.core.device import pick_device
+    from leam.models.loader import preflight
 
     spec = copy.deepcopy(dlib_spec)
     assert preflight("dlib_resnet", spec, device="cpu") == (

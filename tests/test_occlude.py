@@ -8,14 +8,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from leam.models import FaceModel
-from leam.occlude import (
+from leam.models.loader import FaceModel
+from leam.stages.occlude import (
     SIZES,
     atlas_occlusion,
     choose_pairs,
     n_occluded,
     occlude_pairs,
-    own_maps,
     random_mask,
     top_mask,
 )
@@ -97,9 +96,9 @@ def test_cosine_drop_equals_a_hand_computation():
 def test_maps_with_too_few_relevant_pixels_are_skipped_with_a_reason(tmp_path):
     """#12 case 8 (occlusion): an all-zero or sparse LEAM map used to occlude its first pixels by
     index (the frame's top-left corner) as if they were LEAM's."""
-    from leam.io import write_parquet
-    from leam.occlude import read_rankings
-    from leam.summaries import RANKINGS_SCHEMA
+    from leam.core.io import write_parquet
+    from leam.core.tables import RANKINGS_SCHEMA
+    from leam.stages.occlude import read_rankings
 
     frames = _frames()
     rng = np.random.default_rng(1)
@@ -196,12 +195,6 @@ def test_an_all_zero_atlas_is_skipped_not_occluded_by_index():
     assert got[("img1.jpg", "identity")]["drop"] is not None
 
 
-def test_own_maps_average_over_positives():
-    maps = {("a", "b"): torch.ones(2, 2), ("a", "c"): torch.zeros(2, 2), ("b", "a"): torch.full((2, 2), 3.0)}
-    own = own_maps(maps)
-    assert own["a"].tolist() == [[0.5, 0.5], [0.5, 0.5]] and own["b"].tolist() == [[3.0, 3.0], [3.0, 3.0]]
-
-
 def test_positives_per_anchor_draws_a_seeded_subset():
     pairs = [(a, p) for a in "abcde" for p in "abcde" if a != p]
     assert choose_pairs(pairs, None, seed=0, identity="x") == sorted(pairs)
@@ -231,7 +224,7 @@ def test_random_pixels_are_drawn_inside_each_target_models_window():
     """#14: random pixels over the whole frame include rows a windowed target never sees, which
     made random occlusion look weaker than it is. Each target now gets its own draw inside its
     window; a whole-frame (chip) target keeps the old draw exactly."""
-    from leam.occlude import window_pixels
+    from leam.stages.occlude import window_pixels
 
     whole = random_mask((30, 30), 17, (0, "id", "a", 1.0))
     assert torch.equal(whole, random_mask((30, 30), 17, (0, "id", "a", 1.0), (0, 0, 30, 30)))

@@ -17,9 +17,9 @@ import torch
 
 from leam.cam import LEAM
 from leam.config import validate_config
-from leam.extract import iter_identities
-from leam.models import load_model
+from leam.core.frames import iter_identities
 from leam.models.iresnet import PAPER_LAYERS, iresnet
+from leam.models.loader import load_model
 from leam.models.onnx import ONNXError, build, layer_names, readable_name
 
 

@@ -1,11 +1,11 @@
-"""The paper's IR_CASIA numbers held by leam.paper, checked against a second transcription of the
+"""The paper's IR_CASIA numbers held by leam.core.paper, checked against a second transcription of the
 paper's Tables 10, 11 and 9 (whose IR_CASIA columns Appendix B and Table 21 must agree with)."""
 
 from __future__ import annotations
 
 import pytest
 
-from leam.paper import IR_CASIA_OCCLUSION, IR_CASIA_SHARES, LEVELS, OCCLUSION_SIZES
+from leam.core.paper import IR_CASIA_OCCLUSION, IR_CASIA_SHARES, LEVELS, OCCLUSION_SIZES
 
 # Table 10 (full activation) and Table 11 (top 1 %), IR_CASIA column
 TABLE_10 = {"face": 55.32, "hair": 12.09, "background": 10.95, "nose": 8.28, "neck": 2.24, "right eye": 0.56}

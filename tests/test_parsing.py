@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leam.align import align_shard
-from leam.classes import CLASS_NAMES, FARL_TAGS, N_CLASSES, UNPARSED
-from leam.detect import detect_shard
-from leam.parsing import FarlParser, LandmarkParser, parse_shard, visible_classes
+from leam.core.classes import CLASS_NAMES, FARL_TAGS, N_CLASSES, UNPARSED, visible_classes
+from leam.core.io import read_parquet
+from leam.stages.align import align_shard
+from leam.stages.detect import detect_shard
+from leam.stages.parse import FarlParser, LandmarkParser, parse_shard
 
 
 def test_farl_class_table():
@@ -25,8 +26,9 @@ def test_farl_class_table():
 def parsed(sample_entries, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parse")
     faces = detect_shard(sample_entries, tmp / "faces.parquet")
-    aligned = align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
-    return aligned, parse_shard(aligned, tmp / "labels.parquet")
+    align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
+    parse_shard(tmp / "aligned.parquet", tmp / "labels.parquet")  # from the file, streamed, as the rule does
+    return read_parquet(tmp / "aligned.parquet"), read_parquet(tmp / "labels.parquet")
 
 
 def test_labels_follow_the_landmarks(parsed):
@@ -152,7 +154,8 @@ def test_farl_parser_through_pyfacer(parsed, tmp_path):
         torch.jit.save(torch.jit.script(_FakeFarl()), str(weights))
     aligned, _ = parsed
     cfg = {"name": "farl", "weights": {"path": str(weights), "sha256": None, "url": None}}
-    labels = parse_shard(aligned, tmp_path / "labels.parquet", parser=cfg)
+    assert parse_shard(aligned, tmp_path / "labels.parquet", parser=cfg, batch=4) == aligned.num_rows  # 4: batches
+    labels = read_parquet(tmp_path / "labels.parquet")
     assert labels.column("parser").to_pylist() == ["farl"] * aligned.num_rows
     for a, row in zip(aligned.to_pylist(), labels.to_pylist(), strict=True):
         lab = np.frombuffer(row["labels"], np.uint8).reshape(150, 150)
@@ -168,7 +171,7 @@ def test_farl_parser_through_pyfacer(parsed, tmp_path):
 def test_farl_weights_missing_is_a_clear_error(parsed, tmp_path):
     aligned, _ = parsed
     cfg = {"name": "farl", "weights": {"path": str(tmp_path / "none.pt"), "url": "https://example.org/farl.pt"}}
-    from leam.models import WeightsError
+    from leam.models.loader import WeightsError
 
     with pytest.raises(
         WeightsError,

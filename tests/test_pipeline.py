@@ -20,12 +20,12 @@ from conftest import REPO, assert_same_views, copy_photos, link_weights, snakema
 from PIL import Image
 from test_counting import naive_counts
 
-from leam.classes import CLASS_COLUMNS
-from leam.counting import LEVELS, selection_names
-from leam.io import read_parquet
-from leam.maps import to_frame
-from leam.parsing import visible_classes
-from leam.window import input_window
+from leam.core.classes import CLASS_COLUMNS, visible_classes
+from leam.core.counting import LEVELS
+from leam.core.io import read_parquet
+from leam.core.maps import to_frame
+from leam.core.selection import selection_names
+from leam.core.window import input_window
 
 pytestmark = pytest.mark.pipeline
 

@@ -24,9 +24,9 @@ import pytest
 import yaml
 from conftest import REPO, johns_study, kill_snakemake_when, snakemake, snakemake_cmd
 
-from leam import codeversion
-from leam.io import check_parquet, code_version_of, sha256_file, write_parquet
-from leam.resultsdir import damaged_outputs, killed_temporaries, unplanned_outputs
+from leam.core import codeversion
+from leam.core.io import check_parquet, code_version_of, sha256_file, write_parquet
+from leam.core.resultsdir import damaged_outputs, killed_temporaries, unplanned_outputs
 
 SCRIPTS = sorted((REPO / "workflow" / "scripts").glob("*.py"))
 
@@ -34,7 +34,7 @@ SCRIPTS = sorted((REPO / "workflow" / "scripts").glob("*.py"))
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_a_scripts_code_stamp_holds_every_module_it_imports(script):
     """Oracle: the ``leam`` modules Python really loads when the script's imports run (in a fresh
-    interpreter) are all among :func:`leam.codeversion.script_modules` (which reads the source)."""
+    interpreter) are all among :func:`leam.core.codeversion.script_modules` (which reads the source)."""
     tree = ast.parse(script.read_text())
     imports = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     code = "\n".join(
@@ -57,9 +57,17 @@ def test_script_modules_follow_imports_and_name_builders():
         p.relative_to(codeversion.PACKAGE).as_posix()
         for p in codeversion.script_modules(REPO / "workflow/scripts/align.py")
     }
-    # align.py's own imports, io's function-level import of codeversion, the package's schema
-    assert {"__init__.py", "align.py", "io.py", "codeversion.py", "config.schema.yaml"} <= align
-    assert "occlude.py" not in align and "models/tflite.py" not in align
+    # align.py's own imports, io's function-level import of codeversion, the packages' __init__s, the schema
+    assert {
+        "__init__.py",
+        "stages/__init__.py",
+        "stages/align.py",
+        "core/__init__.py",
+        "core/io.py",
+        "core/codeversion.py",
+        "config.schema.yaml",
+    } <= align
+    assert "stages/occlude.py" not in align and "models/tflite.py" not in align
     extract = REPO / "workflow/scripts/extract.py"
     assert codeversion.PACKAGE / "models/tflite.py" not in codeversion.script_modules(extract)
     assert codeversion.PACKAGE / "models/tflite.py" in codeversion.script_modules(extract, ("leam.models.tflite",))
@@ -73,7 +81,7 @@ def test_code_version_follows_every_file(tmp_path, monkeypatch):
     codeversion.code_version.cache_clear()
     first = codeversion.code_version()
     assert re.fullmatch(r"leam \d+\.\d+\.\d+\+[0-9a-f]{12}", first)
-    for edited in (lib / "maps.py", tmp_path / "workflow" / "rules" / "align.smk", lib / "config.schema.yaml"):
+    for edited in (lib / "core" / "maps.py", tmp_path / "workflow" / "rules" / "align.smk", lib / "config.schema.yaml"):
         before = edited.read_bytes()
         edited.write_bytes(before + b"\n# edited\n")
         codeversion.code_version.cache_clear()
@@ -140,7 +148,7 @@ def test_results_folder_scans(tmp_path):
 
 
 def test_every_entry_of_the_input_folder_gets_a_row_hidden_ones_too(tmp_path):
-    from leam.dataset import list_inputs
+    from leam.stages.dataset import list_inputs
 
     raw = tmp_path / "raw"
     (raw / "ann").mkdir(parents=True)
@@ -211,20 +219,20 @@ def test_an_edited_module_reruns_exactly_the_rules_that_run_it(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     aligned = tmp_path / "results/default/aligned/shard-000.parquet"
     # the code version recorded is that of the copy that ran (the copy's package, not the repository's)
-    probe = "from leam.codeversion import code_version; print(code_version())"
+    probe = "from leam.core.codeversion import code_version; print(code_version())"
     copy_version = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
     assert code_version_of(aligned) == copy_version
     assert _planned(_run(tmp_path, env, "-n", "--until", "align")) == {}
     lib = tmp_path / "code" / "lib" / "leam"
-    with open(lib / "align.py", "a") as f:
+    with open(lib / "stages" / "align.py", "a") as f:
         f.write("\n# an edit\n")
     plan = _planned(_run(tmp_path, env, "-n", "--until", "align"))
     assert plan.get("align") == 1 and "detect" not in plan, plan
-    with open(lib / "detect.py", "a") as f:
+    with open(lib / "stages" / "detect.py", "a") as f:
         f.write("\n# an edit\n")
     plan = _planned(_run(tmp_path, env, "-n", "--until", "align"))
     assert plan.get("detect") == 1 and plan.get("align") == 1, plan
-    with open(lib / "occlude.py", "a") as f:  # no script of detect or align runs it
+    with open(lib / "stages" / "occlude.py", "a") as f:  # no script of detect or align runs it
         f.write("\n# an edit\n")
     redo = _run(tmp_path, env, "--until", "align")
     assert redo.returncode == 0, redo.stderr[-3000:]

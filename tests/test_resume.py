@@ -22,8 +22,8 @@ from conftest import (
     snakemake_cmd,
 )
 
-from leam.database import connect, manifest_path, stale_temporaries
-from leam.io import sha256_file
+from leam.core.io import sha256_file
+from leam.outputs.database import connect, manifest_path, stale_temporaries
 
 pytestmark = pytest.mark.pipeline
 

@@ -7,7 +7,7 @@ import ot
 import pytest
 import torch
 
-from leam.similarity import (
+from leam.core.similarity import (
     bhattacharyya,
     coarsen,
     emd_exact,

@@ -1,4 +1,4 @@
-"""leam.stats against independent oracles: a plain-loop bootstrap, coverage on simulated studies with
+"""leam.core.stats against independent oracles: a plain-loop bootstrap, coverage on simulated studies with
 a known effect, scipy's permutation test, and PERMANOVA's distance-matrix formula."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from leam.stats import cluster_bootstrap, estimate, profile_test, pseudo_f, sign_flip_test, verdict
+from leam.core.stats import cluster_bootstrap, estimate, profile_test, pseudo_f, sign_flip_test, verdict
 
 
 def _plain_bootstrap(d, n_resamples, seed):

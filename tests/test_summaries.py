@@ -11,13 +11,13 @@ import torch
 from conftest import write_sub_shard
 from test_counting import naive_counts
 
-from leam.classes import CLASS_COLUMNS
-from leam.counting import LEVELS, selection_names
-from leam.extract import extract_shard
-from leam.io import read_parquet
-from leam.maps import decode_map, to_frame
-from leam.occlude import n_occluded
-from leam.parsing import visible_classes
+from leam.core.classes import CLASS_COLUMNS, visible_classes
+from leam.core.counting import LEVELS
+from leam.core.io import read_parquet
+from leam.core.maps import decode_map, to_frame
+from leam.core.selection import selection_names
+from leam.stages.extract import extract_shard
+from leam.stages.occlude import n_occluded
 
 OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
 SIZES = (1, 10)

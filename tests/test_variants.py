@@ -141,7 +141,7 @@ def test_every_colour_map_draws_its_colours():
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from leam.plots import overlay
+    from leam.outputs.plots import overlay
 
     values = [v for k, v in schema_variants() if k == "figures.cmap"]
     assert len(values) == 7

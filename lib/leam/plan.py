@@ -6,13 +6,9 @@ running Snakemake need not have torch at all.
 
 from __future__ import annotations
 
-__all__ = ["n_occluded", "rank_pixels"]
+from leam.core.selection import n_occluded
 
-
-def n_occluded(size_pct: float, n_pixels: int) -> int:
-    """Pixels occluded at ``size_pct`` % of ``n_pixels``: rounded up, at least 1 (exact rationals)."""
-    q = round(size_pct * 100)
-    return max(1, -(-n_pixels * q // 10000))
+__all__ = ["rank_pixels"]
 
 
 def rank_pixels(config: dict) -> int:

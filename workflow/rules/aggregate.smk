@@ -18,7 +18,7 @@ rule aggregate:
     output:
         # the manifest of results/{run}/leam.duckdb (its build id and tables): Snakemake deletes a job's
         # outputs before it starts, so the database itself is not one; it is replaced only once
-        # the new one is complete (leam.database)
+        # the new one is complete (leam.outputs.database)
         manifest=results("leam.duckdb.json"),
     log:
         logs("aggregate/aggregate.log"),

@@ -5,12 +5,12 @@ import os
 from snakemake.logging import logger
 
 from leam.config import apply_overrides, occlusion_sources, photo_dir, resolve_models, run_name, validate_config
-from leam.dataset import MANIFEST_NAME, count_identities, input_problem, list_inputs, sample_caveats, shard_of
+from leam.stages.dataset import MANIFEST_NAME, count_identities, input_problem, list_inputs, sample_caveats, shard_of
 from leam.plan import rank_pixels
-from leam.weights import builder_problem, check_weights, missing_file_message, weights_path
-from leam.codeversion import PACKAGE, script_modules
-from leam.resultsdir import damaged_outputs, killed_temporaries, unplanned_outputs
-from leam.stamps import update_stamp
+from leam.models.weights import builder_problem, check_weights, missing_file_message, weights_path
+from leam.core.codeversion import PACKAGE, script_modules
+from leam.core.resultsdir import damaged_outputs, killed_temporaries, unplanned_outputs
+from leam.core.stamps import update_stamp
 
 # With --configfile, the study's files say which models it has, each entry whole (Snakemake merges
 # config/config.yaml underneath key by key), and model-naming keys default to those models; messages name them.
@@ -121,7 +121,7 @@ RANK_PIXELS = rank_pixels(config)
 
 
 # What the results folder holds that this run must not trust or must not pass off as its own
-# (leam.resultsdir): a damaged Parquet file is removed so that its job runs again; files of models or
+# (leam.core.resultsdir): a damaged Parquet file is removed so that its job runs again; files of models or
 # shards no longer in the run are named here and in the database (table unplanned_outputs).
 if workflow.is_main_process:
     for _path, _why in damaged_outputs(results("")):
@@ -137,7 +137,7 @@ if UNPLANNED:
 
 
 onstart:
-    # temporaries of killed jobs (leam.io.atomic_path) whose file a job of this run writes: removed now that
+    # temporaries of killed jobs (leam.core.io.atomic_path) whose file a job of this run writes: removed now that
     # this run holds Snakemake's lock on those files
     _outputs = {os.path.abspath(f) for job in workflow.dag.jobs for f in job.output}
     for _tmp in killed_temporaries(results("")):
@@ -188,7 +188,7 @@ def shard_images(wildcards):
 
 def shard_stamp(wildcards):
     """results/{run}/inputs/shard-NNN.json: the sha256 of the shard's photos, rewritten only when
-    one changed (leam.stamps): a photo replaced by an older copy (cp -p) reruns detect."""
+    one changed (leam.core.stamps): a photo replaced by an older copy (cp -p) reruns detect."""
     stamp = results(f"inputs/shard-{wildcards.shard}.json")
     update_stamp(stamp, {os.path.relpath(p, RAW): p for p in shard_images(wildcards)})
     return stamp
@@ -209,7 +209,7 @@ def weight_stamp(wildcards):
 
 def code_stamp(script):
     """An input function: results/{run}/inputs/code-{script}[-{model}].json, the sha256 of the leam
-    modules that workflow/scripts/{script}.py can run (leam.codeversion.script_modules; a model's
+    modules that workflow/scripts/{script}.py can run (leam.core.codeversion.script_modules; a model's
     builder module too) and of the script: an edited module reruns exactly the rules that run it."""
     path = os.path.join(workflow.basedir, "scripts", f"{script}.py")
 

@@ -1,7 +1,7 @@
 # Extract: LEAM maps of every ordered same-identity pair x configured layer, per model and shard,
 # and, while they are in memory, what later stages need of them: per-class counts at every
 # relevance selection, per-image maps (compare, atlas), pixel rankings (occlusion), and the raw
-# maps themselves as extract.store_maps says (lib/leam/summaries.py).
+# maps themselves as extract.store_maps says (lib/leam/core/summaries.py).
 # Outputs are per model, so adding a model to config/config.yaml runs only its jobs (and aggregation).
 
 

@@ -1,5 +1,5 @@
-from leam.aggregate import build_database
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.stages.aggregate import build_database
 
 log_to(snakemake.log[0])
 build_database(

@@ -1,6 +1,6 @@
-from leam.align import align_shard
-from leam.io import read_parquet
-from leam.runlog import log_to
+from leam.core.io import read_parquet
+from leam.core.runlog import log_to
+from leam.stages.align import align_shard
 
 log_to(snakemake.log[0])
 align_shard(

@@ -1,5 +1,5 @@
-from leam.compare import compare_model
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.stages.compare import compare_model
 
 log_to(snakemake.log[0])
 compare_model(

@@ -1,6 +1,6 @@
-from leam.dataset import entries_from_paths
-from leam.detect import detect_shard
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.stages.dataset import entries_from_paths
+from leam.stages.detect import detect_shard
 
 log_to(snakemake.log[0])
 detect_shard(

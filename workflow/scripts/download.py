@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from leam.download import download_list
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.stages.download import download_list
 
 log_to(snakemake.log[0])
 download_list(

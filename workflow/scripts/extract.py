@@ -1,5 +1,5 @@
-from leam.extract import extract_shard
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.stages.extract import extract_shard
 
 log_to(snakemake.log[0])
 extract_shard(

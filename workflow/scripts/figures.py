@@ -1,5 +1,5 @@
-from leam.plots import layers_figure, threshold_figure
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.outputs.plots import layers_figure, threshold_figure
 
 log_to(snakemake.log[0])
 layers_figure(

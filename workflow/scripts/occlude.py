@@ -1,7 +1,7 @@
 import torch
 
-from leam.occlude import occlude_stage, read_population
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.stages.occlude import occlude_stage, read_population
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -1,10 +1,9 @@
-from leam.io import read_parquet
-from leam.parsing import parse_shard
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.stages.parse import parse_shard
 
 log_to(snakemake.log[0])
 parse_shard(
-    read_parquet(snakemake.input.aligned),
+    snakemake.input.aligned,  # streamed: a batch of frames in memory at a time
     snakemake.output.labels,
     parser=dict(snakemake.params.parser),
     device=snakemake.params.device,

@@ -1,6 +1,6 @@
-from leam.io import write_text
-from leam.models import preflight
-from leam.runlog import log_to
+from leam.core.io import write_text
+from leam.core.runlog import log_to
+from leam.models.loader import preflight
 
 log_to(snakemake.log[0])
 summary = preflight(

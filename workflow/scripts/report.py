@@ -1,5 +1,5 @@
-from leam.report import build_report, report_figures
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.outputs.report import build_report, report_figures
 
 log_to(snakemake.log[0])
 build_report(

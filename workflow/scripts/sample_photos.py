@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from leam.dataset import fetch_sample_photos
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.stages.dataset import fetch_sample_photos
 
 log_to(snakemake.log[0])
 fetch_sample_photos(snakemake.params.sample, Path(snakemake.output.manifest).parent)

@@ -1,5 +1,5 @@
-from leam.plots import atlas_figure, compare_figure, occlusion_figure, person_figure
-from leam.runlog import log_to
+from leam.core.runlog import log_to
+from leam.outputs.plots import atlas_figure, compare_figure, occlusion_figure, person_figure
 
 log_to(snakemake.log[0])
 compare_figure(snakemake.input.db, snakemake.output.compare)

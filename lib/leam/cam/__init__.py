@@ -1,6 +1,6 @@
 """LEAM extraction: hook lifecycle (:mod:`.core`) and the batched engine (:mod:`.leam`)."""
 
-from .core import ActivationRecorder
-from .leam import LEAM, IdentityMaps
+from leam.cam.core import ActivationRecorder
+from leam.cam.leam import LEAM, IdentityMaps
 
 __all__ = ["ActivationRecorder", "LEAM", "IdentityMaps"]

@@ -10,12 +10,10 @@ caller falls back to making the input require grad.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn as nn
 
-from ..models import resolve_module
+from leam.models.loader import resolve_module
 
 __all__ = ["ActivationRecorder"]
 
@@ -37,7 +35,7 @@ class ActivationRecorder:
         self._was_training = model.training
 
     def _hook(self, name: str):
-        def hook(module, inputs, output):
+        def hook(_module, _inputs, output):
             if not isinstance(output, torch.Tensor) or output.dim() != 4:
                 raise RuntimeError(
                     f"layer {name!r} ({self.layers[name]}) returned "
@@ -77,6 +75,3 @@ class ActivationRecorder:
         self._handles.clear()
         self.reset()
         self.model.train(self._was_training)
-
-    def names(self) -> Iterable[str]:
-        return self.layers.keys()

@@ -33,7 +33,7 @@ its own, in a fixed order. The no-graph forwards (embeddings), identical under l
 ``deterministic=False`` keeps oneDNN everywhere (faster where it is: depthwise convolutions).
 
 Maps are returned raw (layer resolution, >= 0, not normalised) and/or handed, chunk by chunk and
-still on the device, to a consumer (e.g. :class:`leam.counting.MapCounter`: normalise, resize to
+still on the device, to a consumer (e.g. :class:`leam.core.summaries.IdentitySummaries`: normalise, resize to
 the frame, count classes) so that a large identity never holds all its maps at once.
 """
 
@@ -49,14 +49,13 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from .core import ActivationRecorder
+from leam.cam.core import ActivationRecorder
 
-__all__ = ["LEAM", "IdentityMaps", "MapConsumer", "PRECISIONS"]
+__all__ = ["LEAM", "IdentityMaps", "MapConsumer"]
 
 log = logging.getLogger(__name__)
 
 #: strict fp32 (default; TF32 off on CUDA), TF32 matmuls/convolutions (CUDA), bf16 autocast
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @contextlib.contextmanager
@@ -110,14 +109,10 @@ class LEAM:
         batched: batched VJPs over rounds (``is_grads_batched``, vmap) or a loop of plain VJPs,
             one round at a time (same numbers). Default (None): batched on GPU, loop on CPU, where
             vmap measured slower (benchmarks/RESULTS.md).
-        precision: ``fp32`` (strict), ``tf32`` (CUDA TF32 convolutions and matmuls) or ``bf16``
-            (autocast forward in bfloat16; maps are computed in float32 from its activations).
-        channels_last: run the model in channels-last memory format.
         deterministic: on the CPU, run the graph forward and the backward with oneDNN off, so the
             maps are the same bytes on any CPU and under any load (default); False keeps oneDNN.
 
-    Use as a context manager (hooks are removed, the training flag and the TF32 / memory-format
-    settings restored on exit)::
+    Use as a context manager (hooks are removed and the training flag restored on exit)::
 
         with LEAM(model.module, model.layers) as leam:
             out = leam.explain(x)        # x: (n, 3, H, W) preprocessed images of one identity
@@ -131,25 +126,18 @@ class LEAM:
         memory_budget_mb: float = 2048,
         pairs_per_vjp: int | None = None,
         batched: bool | None = None,
-        precision: str = "fp32",
-        channels_last: bool = False,
         deterministic: bool = True,
     ):
         if not layers:
             raise ValueError("LEAM needs at least one layer")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.model = model
         self.layers = dict(layers)
         self.budget = float(memory_budget_mb) * 2**20
         self.pairs_per_vjp = pairs_per_vjp
         self.batched = batched
-        self.precision = precision
-        self.channels_last = channels_last
         self.deterministic = deterministic
         self._rec = ActivationRecorder(model, self.layers, cut=True)
         self._bytes_per_image: float | None = None
-        self._saved_tf32: tuple[bool, bool] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -161,26 +149,10 @@ class LEAM:
 
     def __enter__(self) -> LEAM:
         self._rec.__enter__()
-        if self.device.type == "cuda":
-            self._saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-            tf32 = self.precision == "tf32"
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.allow_tf32 = tf32
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
         return self
 
     def __exit__(self, *exc) -> None:
         self._rec.__exit__(*exc)
-        if self._saved_tf32 is not None:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved_tf32
-        if self.channels_last:
-            self.model.to(memory_format=torch.contiguous_format)
-
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def _graph_kernels(self):
         """The kernels of the graph forward and its backward: on the CPU with ``deterministic``,
@@ -190,8 +162,7 @@ class LEAM:
         return contextlib.nullcontext()
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.to(self.device)
 
     # -- embeddings ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -208,8 +179,7 @@ class LEAM:
             outs = []
             for i in range(0, len(x), batch):
                 self._rec.reset()
-                with self._autocast():
-                    outs.append(_at_least_fp32(self.model(self._prepare(x[i : i + batch]))))
+                outs.append(_at_least_fp32(self.model(self._prepare(x[i : i + batch]))))
             return torch.cat(outs)
         finally:
             self._rec.reset()
@@ -220,7 +190,7 @@ class LEAM:
         """Forward with hooks: (embeddings (a, D) in the graph, {layer: activation})."""
         self._rec.reset()
         self._rec.cut = True
-        with torch.enable_grad(), self._autocast(), self._graph_kernels():
+        with torch.enable_grad(), self._graph_kernels():
             e = self.model(x)
             missing = [n for n in self.layers if n not in self._rec.activations]
             if missing:
@@ -250,6 +220,19 @@ class LEAM:
         del e, acts
         self._rec.reset()
         return float(max(total, 1))
+
+    @property
+    def bytes_per_image(self) -> float | None:
+        """Autograd memory of one image's graph in bytes (None until :meth:`calibrate` or the first
+        :meth:`explain` of two or more images measured it)."""
+        return self._bytes_per_image
+
+    def calibrate(self, x1: torch.Tensor) -> float:
+        """Measure the autograd memory of one image's graph on ``x1`` ((1, 3, H, W) preprocessed)
+        and size the chunks from it (:meth:`plan`); returns bytes. :meth:`explain` calibrates itself
+        on its first call; call this to plan (or benchmark) before any explaining."""
+        self._bytes_per_image = self._measure(self._prepare(x1[:1]))
+        return self._bytes_per_image
 
     def plan(self, n: int) -> tuple[int, int]:
         """(anchors per graph, rounds per VJP) for an identity of n images.
@@ -316,13 +299,13 @@ class LEAM:
         x = self._prepare(x)
         n = len(x)
         if self._bytes_per_image is None and n >= 2:
-            self._bytes_per_image = self._measure(x[:1])
-            if 2 * self._bytes_per_image > self.budget:
+            graph = self.calibrate(x[:1])
+            if 2 * graph > self.budget:
                 log.warning(
                     "memory budget %.0f MiB is below two graphs of one image (%.0f MiB each): "
                     "running one anchor at a time, above the budget",
                     self.budget / 2**20,
-                    self._bytes_per_image / 2**20,
+                    graph / 2**20,
                 )
         emb = self.embed(x)
         unit = F.normalize(emb, dim=-1)

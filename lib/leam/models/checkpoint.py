@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..weights import WeightsError
+from leam.models.weights import WeightsError
 
 __all__ = ["WeightsError", "load_state_dict_file", "UNWRAP", "STRIP_PREFIXES"]
 

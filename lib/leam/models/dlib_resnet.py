@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dlib_dat import DlibFormatError, read_dlib_net
+from leam.models.dlib_dat import DlibFormatError, read_dlib_net
 
 __all__ = ["DlibResNet", "load_dlib_resnet", "build", "DLIB_MEANS", "PAPER_LAYERS"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from .checkpoint import load_state_dict_file
+from leam.models.checkpoint import load_state_dict_file
 
 __all__ = ["build", "PAPER_LAYERS", "NUM_CLASSES"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import load_state_dict_file
+from leam.models.checkpoint import load_state_dict_file
 
 __all__ = ["IResNet", "IBasicBlock", "ARCHS", "iresnet", "build", "PAPER_LAYERS"]
 

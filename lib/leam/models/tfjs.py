@@ -570,10 +570,14 @@ class TFJSGraph(nn.Module):
             env[node["name"]] = y
         return env[self.output_name]
 
+    def conv_layers(self) -> list[str]:
+        """Module names of the graph's convolutions in execution order (for ``layers:``)."""
+        return [self._conv_modules[n["name"]] for n in self._nodes if n["name"] in self._conv_modules]
+
 
 def conv_layers(module: TFJSGraph) -> list[str]:
     """Module names of the graph's convolutions in execution order (for ``layers:``)."""
-    return [module._conv_modules[n["name"]] for n in module._nodes if n["name"] in module._conv_modules]
+    return module.conv_layers()
 
 
 def build(path: str | Path, output: str | None = None, shard_sha256: dict[str, str] | None = None) -> TFJSGraph:

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tfjs import TFConv2d, _same_pad
+from leam.models.tfjs import TFConv2d, _same_pad
 
 __all__ = [
     "TFLiteError",
@@ -606,10 +606,14 @@ class TFLiteGraph(nn.Module):
             env[op.outputs[0]] = y
         return env[self._output]
 
+    def conv_layers(self) -> list[str]:
+        """Module names of the graph's convolutions in execution order (for ``layers:``)."""
+        return [self._conv_modules[op.index] for op, _ in self._steps if op.index in self._conv_modules]
+
 
 def conv_layers(module: TFLiteGraph) -> list[str]:
     """Module names of the graph's convolutions in execution order (for ``layers:``)."""
-    return [module._conv_modules[op.index] for op, _ in module._steps if op.index in module._conv_modules]
+    return module.conv_layers()
 
 
 def build(path: str | Path, output: str | None = None) -> TFLiteGraph:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import load_state_dict_file
+from leam.models.checkpoint import load_state_dict_file
 
 __all__ = ["VggFace", "build", "PAPER_LAYERS", "MEAN"]
 
