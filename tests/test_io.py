@@ -70,3 +70,34 @@ def _raise(exc):
         raise exc
 
     return f
+
+
+def test_content_digests_set_aside_the_code_version_and_row_groups_only(tmp_path, monkeypatch):
+    """leam digest (#22 bar 2): two runs' results compared by content."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from leam.core import codeversion
+    from leam.core.io import ParquetSink, write_parquet
+    from leam.core.resultsdir import content_digests
+
+    table = pa.table({"identity": ["a", "a", "b"], "v": [1.0, 2.0, 3.0]})
+    one, two = tmp_path / "one", tmp_path / "two"
+    for d in (one, two):
+        (d / "tables").mkdir(parents=True)
+        (d / "tables" / "t.csv").write_text("x\n1\n")
+    write_parquet(table, one / "p.parquet")
+    monkeypatch.setattr(codeversion, "code_version", lambda: "leam 9.9.9+000000000000")
+    with ParquetSink(two / "p.parquet", table.schema, row_group_size=1) as sink:  # three row groups
+        sink.add(table)
+    assert pq.ParquetFile(two / "p.parquet").metadata.num_row_groups == 3
+    assert io.code_version_of(two / "p.parquet") == "leam 9.9.9+000000000000" != io.code_version_of(one / "p.parquet")
+    assert (one / "p.parquet").read_bytes() != (two / "p.parquet").read_bytes()
+    a, b = content_digests(one), content_digests(two)
+    assert a == b and set(a) == {"p.parquet", "tables/t.csv"}
+    assert a["tables/t.csv"] == hashlib.sha256(b"x\n1\n").hexdigest()
+    write_parquet(table.set_column(1, "v", pa.array([1.0, 2.0, 3.5])), two / "p.parquet")  # one value
+    assert content_digests(two)["p.parquet"] != a["p.parquet"]
+    write_parquet(table.take([1, 0, 2]), two / "p.parquet")  # the same rows in another order
+    assert content_digests(two)["p.parquet"] != a["p.parquet"]

@@ -84,7 +84,8 @@ def content_digests(results_dir: str | os.PathLike) -> dict[str, str]:
     A CSV table's digest is its file's. A Parquet file's is over its content, read back: the Arrow
     IPC stream of its table with the ``leam.code_version`` metadata set aside (every other schema
     metadata kept), since that key differs between code versions by design while the numbers must
-    not. Two runs whose digests agree hold the same rows, columns, types and values.
+    not, and its row groups joined (how a writer batches rows is not content). Two runs whose
+    digests agree hold the same rows in the same order, columns, types and values.
     """
     import hashlib
 
@@ -101,7 +102,7 @@ def content_digests(results_dir: str | os.PathLike) -> dict[str, str]:
         elif p.suffix == ".parquet":
             table = pq.read_table(p)
             meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != CODE_KEY}
-            table = table.replace_schema_metadata(meta or None)
+            table = table.replace_schema_metadata(meta or None).combine_chunks()  # row groups set aside too
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
