@@ -57,7 +57,7 @@ def explain_pair(
     from leam.core.images import ImageRejected, load_rgb
     from leam.models.loader import load_model
     from leam.outputs.plots import explain_figures
-    from leam.stages.align import ALIGN_POINTS, _apply, reference_transform, umeyama, warp_image
+    from leam.stages.align import frame_transforms, warp_image
     from leam.stages.detect import FaceDetector
     from leam.stages.parse import LandmarkParser, make_parser
 
@@ -83,9 +83,8 @@ def explain_pair(
         faces.append((rgb, found[0][2]))
     size, padding = config["align"]["size"], config["align"]["padding"]
     (rgb_a, lm_a), (rgb_b, lm_b) = faces
-    m_a = reference_transform(lm_a, size, padding)
-    ref_pts = _apply(m_a, lm_a)
-    m_b = umeyama(lm_b[ALIGN_POINTS], ref_pts[ALIGN_POINTS])
+    transforms = frame_transforms({"a": lm_a, "b": lm_b}, "a", size, padding)  # B onto A, as the align stage
+    (m_a, ref_pts, _), (m_b, _, _) = transforms["a"], transforms["b"]
     frame_a, frame_b = warp_image(rgb_a, m_a, size), warp_image(rgb_b, m_b, size)
     parser = make_parser(config["parser"], device="cpu")
     labels = (

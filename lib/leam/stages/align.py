@@ -36,6 +36,7 @@ __all__ = [
     "reference_transform",
     "warp_image",
     "choose_reference",
+    "frame_transforms",
     "align_identity",
     "align_shard",
     "ALIGN_POINTS",
@@ -135,6 +136,22 @@ def choose_reference(identity: str, images: Sequence[str], seed: int) -> str:
     return names[int(rng.integers(len(names)))]
 
 
+def frame_transforms(
+    landmarks: dict[str, np.ndarray], reference: str, size: int, padding: float
+) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """The alignment of one identity's photos onto its reference photo, from their (68, 2) landmarks
+    (photo pixels): {image: ((2, 3) image->frame transform, (68, 2) landmarks in the frame, RMS
+    residual of landmarks 17-67 against the reference's, frame pixels; 0 for the reference)}."""
+    ref_m = reference_transform(landmarks[reference], size, padding)
+    ref_pts = _apply(ref_m, landmarks[reference])
+    out = {}
+    for name, lm in landmarks.items():
+        m = ref_m if name == reference else umeyama(lm[ALIGN_POINTS], ref_pts[ALIGN_POINTS])
+        pts = _apply(m, lm)
+        out[name] = (m, pts, float(np.sqrt(((pts[ALIGN_POINTS] - ref_pts[ALIGN_POINTS]) ** 2).sum(1).mean())))
+    return out
+
+
 def align_identity(
     identity: str, rows: Sequence[dict], *, size: int, padding: float, seed: int, max_side: int | None = None
 ) -> list[dict]:
@@ -146,14 +163,11 @@ def align_identity(
     """
     ref_name = choose_reference(identity, [r["image"] for r in rows], seed)
     lm = {r["image"]: np.asarray(r["landmarks"], np.float64).reshape(68, 2) for r in rows}
-    ref_m = reference_transform(lm[ref_name], size, padding)
-    ref_pts = _apply(ref_m, lm[ref_name])
+    transforms = frame_transforms(lm, ref_name, size, padding)
     out = []
     for r in sorted(rows, key=lambda r: r["image"]):
         name = r["image"]
-        m = ref_m if name == ref_name else umeyama(lm[name][ALIGN_POINTS], ref_pts[ALIGN_POINTS])
-        pts = _apply(m, lm[name])
-        rmse = float(np.sqrt(((pts[ALIGN_POINTS] - ref_pts[ALIGN_POINTS]) ** 2).sum(1).mean()))
+        m, pts, rmse = transforms[name]
         img = load_rgb(r["path"], max_side=max_side)  # the copy detect saw: bounded memory
         m_img = m.copy()
         m_img[:, :2] /= np.array(img.scale)  # photo pixels -> pixels of the reduced copy
