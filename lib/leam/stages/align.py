@@ -27,6 +27,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from leam.core.heap import map_large_buffers
 from leam.core.images import encode_png, load_rgb
 from leam.core.io import ParquetSink
 from leam.core.tables import ALIGNED_SCHEMA
@@ -195,6 +196,7 @@ def align_shard(
     """Align stage for one shard: faces table in, aligned table (:data:`leam.core.tables.ALIGNED_SCHEMA`)
     written to ``out_path`` identity by identity (one identity's frames in memory at a time);
     returns the number of rows written."""
+    map_large_buffers()  # decoded photos return to the system when freed: flat memory however many photos
     ok: dict[str, list[dict]] = {}
     for r in faces.select(["identity", "image", "path", "status", "landmarks"]).to_pylist():
         if r["status"] == "ok":
