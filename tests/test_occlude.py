@@ -96,7 +96,7 @@ def test_cosine_drop_equals_a_hand_computation():
 def test_maps_with_too_few_relevant_pixels_are_skipped_with_a_reason(tmp_path):
     """#12 case 8 (occlusion): an all-zero or sparse LEAM map used to occlude its first pixels by
     index (the frame's top-left corner) as if they were LEAM's."""
-    from leam.core.io import write_parquet
+    from leam.core.io import read_parquet, write_parquet
     from leam.core.tables import RANKINGS_SCHEMA
     from leam.stages.occlude import read_rankings
 
@@ -155,6 +155,11 @@ def test_maps_with_too_few_relevant_pixels_are_skipped_with_a_reason(tmp_path):
         frames, {("s", "l"): stored}, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0
     )
     assert again == rows
+    # a file out of the writer's (identity, anchor, positive) order is an error naming it, not a wrong lookup
+    t = read_parquet(tmp_path / "r.parquet")
+    write_parquet(t.take(list(range(t.num_rows))[::-1]), tmp_path / "reversed.parquet")
+    with pytest.raises(ValueError, match=r"reversed\.parquet: rows are not sorted by \(identity, anchor, positive\)"):
+        read_rankings(tmp_path / "reversed.parquet", "l")
 
 
 def test_atlas_methods_and_leave_one_out():

@@ -64,16 +64,18 @@ def row_batches(source, columns: Sequence[str], batch_size: int) -> Iterator[lis
             yield batch.to_pylist()
 
 
-def sorted_groups(batches, source, columns: Sequence[str]) -> Iterator[tuple[str, list[dict]]]:
-    """(identity, its rows) of record batches sorted by (identity, image), one identity at a time;
-    rows out of that order raise (``source`` names the file)."""
+def sorted_groups(
+    batches, source, columns: Sequence[str], key: Sequence[str] = ("identity", "image")
+) -> Iterator[tuple[str, list[dict]]]:
+    """(identity, its rows) of record batches sorted by ``key`` (its first column the identity),
+    one identity at a time; rows out of that order raise (``source`` names the file)."""
     group: list[dict] = []
-    last: tuple[str, str] | None = None
+    last: tuple | None = None
     for batch in batches:
         for r in batch.select(list(columns)).to_pylist():
-            k = (r["identity"], r["image"])
+            k = tuple(r[c] for c in key)
             if last is not None and k <= last:
-                raise ValueError(f"{source}: rows are not sorted by (identity, image) at {k}")
+                raise ValueError(f"{source}: rows are not sorted by ({', '.join(key)}) at {k}")
             last = k
             if group and r["identity"] != group[0]["identity"]:
                 yield group[0]["identity"], group
@@ -93,9 +95,8 @@ def iter_identities(aligned) -> Iterator[tuple[str, list[str], np.ndarray]]:
         batches = aligned.sort_by([("identity", "ascending"), ("image", "ascending")]).to_batches()
     else:
         batches = iter_parquet(aligned, columns=cols, batch_size=64)
-    for identity, rows in sorted_groups(
-        batches, aligned if not isinstance(aligned, pa.Table) else "aligned table", cols
-    ):
+    source = "aligned table" if isinstance(aligned, pa.Table) else aligned
+    for identity, rows in sorted_groups(batches, source, cols):
         yield identity, [r["image"] for r in rows], np.stack([decode_png(r["frame_png"]) for r in rows])
 
 

@@ -69,11 +69,6 @@ __all__ = ["build_database", "create_views", "level_column", "safe_names"]
 log = logging.getLogger(__name__)
 
 
-def _empty_table(schema_name: str):
-    """An empty Arrow table with the schema of a stage output (for runs without that stage)."""
-    return getattr(tables, schema_name).empty_table()
-
-
 def level_column(level: float) -> str:
     """Column of a top-k level in ``threshold_table``: 0.01 -> ``top0_01``, 100 -> ``top100``."""
     return f"top{level:g}".replace(".", "_")
@@ -499,14 +494,14 @@ def build_database(
         layer_names = list(dict.fromkeys(r[1] for r in rows))
         docs = create_views(con, levels, layer_names, list(models))
         for name, files, schema in (
-            ("compare", compare, "COMPARE_SCHEMA"),
-            ("occlusion", occlusion, "OCCLUSION_SCHEMA"),
-            ("atlas", atlas, "ATLAS_SCHEMA"),
+            ("compare", compare, tables.COMPARE_SCHEMA),
+            ("occlusion", occlusion, tables.OCCLUSION_SCHEMA),
+            ("atlas", atlas, tables.ATLAS_SCHEMA),
         ):
             if files:
                 con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet({_files(files)})")
             else:
-                empty = _empty_table(schema)  # noqa: F841
+                empty = schema.empty_table()  # noqa: F841 - read by the SQL below
                 con.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
         create_analysis_views(con)
         if labels and size:

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 import torch
 
 from leam.core.device import pick_device
-from leam.core.frames import iter_identities
+from leam.core.frames import iter_identities, sorted_groups
 from leam.core.io import ParquetSink, iter_parquet, read_parquet, write_parquet
 from leam.core.maps import decode_maps, top_indices, top_mask
 from leam.core.selection import n_occluded
@@ -330,34 +330,14 @@ def atlas_occlusion(
     return rows
 
 
-def _grouped(rows: Iterator[dict], source) -> Iterator[tuple[str, list[dict]]]:
-    """(identity, its rows) of rows that come identity by identity (extract writes them in the
-    aligned order); an identity seen twice apart is an error naming ``source``."""
-    seen: set[str] = set()
-    group: list[dict] = []
-    for r in rows:
-        if group and r["identity"] != group[0]["identity"]:
-            yield group[0]["identity"], group
-            group = []
-        if not group:
-            if r["identity"] in seen:
-                raise ValueError(f"{source}: rows of {r['identity']} are not together (rerun extract)")
-            seen.add(r["identity"])
-        group.append(r)
-    if group:
-        yield group[0]["identity"], group
-
-
-def _rows(path, columns: list[str], filters) -> Iterator[dict]:
-    for batch in iter_parquet(path, columns=columns, filters=filters, batch_size=256):
-        yield from batch.to_pylist()
-
-
 def iter_rankings(path, layer: str) -> Iterator[tuple[str, dict[tuple[str, str], torch.Tensor]]]:
     """(identity, {(anchor, positive): (K,) ranked pixel indices}) of one layer of a rankings file,
-    one identity at a time in the file's order; -1 past each map's relevant pixels (``n_relevant``)."""
+    one identity at a time in the file's order (extract writes it sorted by identity, anchor,
+    positive; another order is an error naming the file); -1 past each map's relevant pixels
+    (``n_relevant``)."""
     columns = ["identity", "anchor", "positive", "pixels", "n_relevant"]
-    for identity, rows in _grouped(_rows(path, columns, [("layer", "=", layer)]), path):
+    batches = iter_parquet(path, columns=columns, filters=[("layer", "=", layer)], batch_size=256)
+    for identity, rows in sorted_groups(batches, path, columns, key=("identity", "anchor", "positive")):
         out = {}
         for r in rows:
             px = torch.from_numpy(np.frombuffer(r["pixels"], "<i4").astype(np.int64))
@@ -370,7 +350,10 @@ def iter_own_maps(path, layer: str) -> Iterator[tuple[str, dict[str, torch.Tenso
     """(identity, {image: (S, S) own map}): the ``mean`` image maps of one layer
     (:mod:`leam.core.summaries`), one identity at a time in the file's order."""
     columns = ["identity", "image", "size", "map"]
-    for identity, rows in _grouped(_rows(path, columns, [("layer", "=", layer), ("kind", "=", "mean")]), path):
+    batches = iter_parquet(
+        path, columns=columns, filters=[("layer", "=", layer), ("kind", "=", "mean")], batch_size=256
+    )
+    for identity, rows in sorted_groups(batches, path, columns):
         size = rows[0]["size"]
         maps = decode_maps(pa.array([r["map"] for r in rows], pa.binary()), size, size)
         yield identity, {r["image"]: torch.from_numpy(m.copy()) for r, m in zip(rows, maps, strict=True)}
