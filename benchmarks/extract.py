@@ -49,8 +49,8 @@ import torch.nn.functional as F
 
 from leam.cam import LEAM
 from leam.core.classes import N_CLASSES
-from leam.core.counting import LEVELS
 from leam.core.maps import normalise, to_frame
+from leam.core.paper import LEVELS
 from leam.core.summaries import IdentitySummaries
 from leam.models.iresnet import PAPER_LAYERS, iresnet
 from leam.stages.occlude import n_occluded
@@ -211,6 +211,8 @@ def run_leam(model, layers, x, labels, frame, **kw):
         labels,
         (0, 0, frame, frame),
         levels=LEVELS,
+        full_threshold=0.01,
+        topk_of="active",
         selections=("top1",),
         rank_layer=next(iter(layers)),
         k_max=n_occluded(10, frame * frame),
@@ -582,7 +584,15 @@ def main_memory(args, device, log):
                     x,
                     keep_maps=False,
                     on_chunk=stop_after,
-                    consumer=IdentitySummaries(labels, (0, 0, 112, 112), store_maps="first_pair"),
+                    consumer=IdentitySummaries(
+                        labels,
+                        (0, 0, 112, 112),
+                        levels=LEVELS,
+                        full_threshold=0.01,
+                        topk_of="active",
+                        selections=("top1",),
+                        store_maps="first_pair",
+                    ),
                 )
         plan = leam.plan(n)
     if device.type == "cpu":  # this is a fresh process: its RSS high-water mark is this run's
@@ -608,6 +618,7 @@ def main_rule(args, device, log):
     from leam.core.io import write_parquet
     from leam.core.tables import ALIGNED_SCHEMA, LABELS_SCHEMA
     from leam.models.loader import load_model
+    from leam.options import ExtractOptions
     from leam.stages.extract import extract_shard
 
     model, _, _, layers = setup(args.arch, args.images, device)
@@ -672,19 +683,22 @@ def main_rule(args, device, log):
             k: str(tmp / mode / f"{k}.parquet")
             for k in ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
         }
-        return lambda: extract_shard(
-            str(tmp / "aligned.parquet"),
-            str(tmp / "labels.parquet"),
-            "r",
-            spec,
-            out=out,
+        options = ExtractOptions(
+            model="r",
+            spec=spec,
             device=str(device),
             memory_budget_mb=args.budget_mb,
+            store_maps=mode,
             frame_padding=0.25,
+            levels=LEVELS,
+            full_threshold=0.01,
+            topk_of="active",
             selections=("top1", "full"),
             rank_layer=next(iter(layers)),
             rank_pixels=n_occluded(10, 112 * 112),
-            store_maps=mode,
+        )
+        return lambda: extract_shard(
+            str(tmp / "aligned.parquet"), str(tmp / "labels.parquet"), out=out, options=options
         )
 
     fns = {

@@ -40,13 +40,23 @@ except ImportError:  # the flat package before #22
     from leam.parsing import parse_shard
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 if stage == "align":
-    align_shard(pq.read_table(faces), aligned, size=150, padding=0.25, seed=0)
+    try:
+        from leam.options import AlignOptions
+        new = dict(options=AlignOptions(size=150, padding=0.25, seed=0, max_side=None))
+    except ImportError:  # before the option objects
+        new = dict(size=150, padding=0.25, seed=0)
+    align_shard(pq.read_table(faces), aligned, **new)
 else:
     src = aligned
     import inspect
     if "aligned: pa.Table" in inspect.getsource(parse_shard).split(")")[0]:  # the old signature: a table
         src = pq.read_table(aligned)
-    parse_shard(src, labels)
+    try:
+        from leam.options import ParseOptions
+        opts = dict(options=ParseOptions(parser={"name": "landmarks"}, device="cpu", batch=16))
+    except ImportError:  # before the option objects
+        opts = {}
+    parse_shard(src, labels, **opts)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"after_imports": base, "peak": peak}))
 """

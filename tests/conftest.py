@@ -50,6 +50,36 @@ def sample_entries(sample_raw):
     return list_images(sample_raw)
 
 
+_DEFAULT_CONFIG: dict = {}
+
+
+def stage_options(kind: str, configured: str | None = None, **changes):
+    """The ``kind`` stage's options (:mod:`leam.options`) as the embedded default's run builds them
+    (config/config.yaml over the schema's defaults), with ``changes`` (a test's own settings).
+    ``configured``: for the per-model stages, a configured model (default: the config's first); a
+    test's own model name goes in ``changes`` (``model=``). The occlusion sources are the model's first layer."""
+    from leam import options
+    from leam.config import load_config
+
+    if not _DEFAULT_CONFIG:
+        _DEFAULT_CONFIG.update(load_config(REPO / "config" / "config.yaml"))
+    cfg = _DEFAULT_CONFIG
+    cls = getattr(options, kind.capitalize() + "Options")
+    m = configured or next(iter(cfg["models"]))
+    sources = [(m, next(iter(cfg["models"][m]["layers"])))]
+    if kind in ("extract", "occlude"):
+        built = cls.from_config(cfg, m, sources=sources)
+    elif kind == "compare":
+        built = cls.from_config(cfg, m)
+    elif kind == "population":
+        built = cls.from_config(cfg, sources=sources)
+    elif kind == "aggregate":
+        built = cls.from_config(cfg, models=[m])
+    else:
+        built = cls.from_config(cfg)
+    return built._replace(**changes)
+
+
 @pytest.fixture(scope="session")
 def default_aligned(tmp_path_factory):
     """The embedded default's photos (face_recognition sdist + dlib-johns), detected, filtered and
@@ -62,8 +92,8 @@ def default_aligned(tmp_path_factory):
     fetch_sample_photos(
         ["face_recognition_1.3.0", "dlib_johns"], tmp / "raw", archive=os.environ.get("LEAM_SAMPLE_ARCHIVE")
     )
-    faces = detect_shard(list_images(tmp / "raw"), tmp / "faces.parquet")
-    align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
+    faces = detect_shard(list_images(tmp / "raw"), tmp / "faces.parquet", options=stage_options("detect"))
+    align_shard(faces, tmp / "aligned.parquet", options=stage_options("align"))
     return read_parquet(tmp / "aligned.parquet")
 
 
@@ -81,7 +111,7 @@ def write_sub_shard(aligned, d: Path, identities, n: int) -> Path:
         keep += np.flatnonzero(pc.equal(t.column("identity"), ident).to_numpy(zero_copy_only=False))[:n].tolist()
     sub = t.take(keep)
     write_parquet(sub, d / "aligned.parquet")
-    parse_shard(sub, d / "labels.parquet")
+    parse_shard(sub, d / "labels.parquet", options=stage_options("parse"))
     return d
 
 

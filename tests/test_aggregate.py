@@ -24,11 +24,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import stage_options
 
 from leam.core.classes import CLASS_COLUMNS, CLASSES, N_CLASSES, visible_classes
 from leam.core.selection import selection_names
 from leam.core.tables import ALIGNED_SCHEMA, COUNTS_SCHEMA, EMBEDDINGS_SCHEMA, FACES_SCHEMA, PAIRS_SCHEMA
-from leam.stages.aggregate import build_database, level_column
+from leam.stages.aggregate import AggregateInputs, build_database, level_column
 
 LEVELS = [1, 100]
 SELECTIONS = selection_names(LEVELS)  # ["full", "top1", "top100"]
@@ -228,7 +229,9 @@ def random_db(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("aggregate_random")
     files, raw = _random_inputs(tmp_path)
     db = tmp_path / "leam.duckdb"
-    build_database(db, **files, models=MODELS, levels=LEVELS)
+    build_database(
+        db, inputs=AggregateInputs(**files), options=stage_options("aggregate", models=MODELS, levels=LEVELS)
+    )
     con = duckdb.connect(str(db), read_only=True)
     yield con, raw
     con.close()
@@ -737,15 +740,22 @@ def trivial_db(tmp_path_factory):
     db = tmp / "t.duckdb"
     build_database(
         db,
-        counts=[_write(rows, COUNTS_SCHEMA, tmp / "c.parquet")],
-        pairs=[_write(pair_rows, PAIRS_SCHEMA, tmp / "p.parquet")],
-        embeddings=[_write(emb_rows, EMBEDDINGS_SCHEMA, tmp / "e.parquet")],
-        faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
-        aligned=[
-            _write([_aligned_row("x", "i1", "i1"), _aligned_row("x", "i2", "i1")], ALIGNED_SCHEMA, tmp / "a.parquet")
-        ],
-        models={"m": {"layers": {"conv1": "conv1"}}, "solo": {"layers": {"conv1": "conv1"}}},
-        levels=LEVELS,
+        inputs=AggregateInputs(
+            counts=[_write(rows, COUNTS_SCHEMA, tmp / "c.parquet")],
+            pairs=[_write(pair_rows, PAIRS_SCHEMA, tmp / "p.parquet")],
+            embeddings=[_write(emb_rows, EMBEDDINGS_SCHEMA, tmp / "e.parquet")],
+            faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
+            aligned=[
+                _write(
+                    [_aligned_row("x", "i1", "i1"), _aligned_row("x", "i2", "i1")], ALIGNED_SCHEMA, tmp / "a.parquet"
+                )
+            ],
+        ),
+        options=stage_options(
+            "aggregate",
+            models={"m": {"layers": {"conv1": "conv1"}}, "solo": {"layers": {"conv1": "conv1"}}},
+            levels=LEVELS,
+        ),
     )
     con = duckdb.connect(str(db), read_only=True)
     yield con

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dlib
 import numpy as np
 import pytest
+from conftest import stage_options
 
 from leam.core.images import decode_png
 from leam.stages.align import _apply, align_identity, choose_reference, reference_transform, umeyama, warp_image
@@ -34,7 +35,9 @@ def test_umeyama_never_reflects():
 
 @pytest.fixture(scope="module")
 def faces(sample_entries, tmp_path_factory):
-    return detect_shard(sample_entries, tmp_path_factory.mktemp("align") / "faces.parquet")
+    return detect_shard(
+        sample_entries, tmp_path_factory.mktemp("align") / "faces.parquet", options=stage_options("detect")
+    )
 
 
 def _dots(shape_hw, points):
@@ -92,7 +95,7 @@ def test_warp_moves_a_dot_where_the_transform_says():
 
 def test_identity_alignment_on_real_photos(faces):
     ok = [r for r in faces.to_pylist() if r["status"] == "ok" and r["identity"] == "obama"]
-    rows = align_identity("obama", ok, size=150, padding=0.25, seed=0)
+    rows = align_identity("obama", ok, size=150, padding=0.25, seed=0, max_side=None)
     assert [r["image"] for r in rows] == sorted(r["image"] for r in ok)
     refs = {r["reference"] for r in rows}
     assert len(refs) == 1 and sum(r["is_reference"] for r in rows) == 1

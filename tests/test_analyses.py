@@ -7,11 +7,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
+from conftest import stage_options
 from scipy.stats import mannwhitneyu
 
 from leam.core.counting import select
 from leam.core.io import read_parquet, write_parquet
 from leam.core.maps import to_frame
+from leam.core.paper import LEVELS
 from leam.core.tables import ATLAS_SCHEMA, COMPARE_SCHEMA, OCCLUSION_SCHEMA
 from leam.outputs.demographics import fgnet_age, group_tests, read_ages
 from leam.stages.compare import compare_model
@@ -71,7 +73,13 @@ def _image_maps_files(tmp_path, maps: pa.Table, size: int, selections) -> list[s
     for ident in sorted({r["identity"] for r in rows}):
         imgs = sorted({r["anchor"] for r in rows if r["identity"] == ident})
         summ = IdentitySummaries(
-            torch.zeros(len(imgs), size, size, dtype=torch.long), (0, 0, size, size), selections=selections
+            torch.zeros(len(imgs), size, size, dtype=torch.long),
+            (0, 0, size, size),
+            levels=LEVELS,
+            full_threshold=0.01,
+            topk_of="active",
+            selections=selections,
+            store_maps="raw",
         )
         for _, layer in layers:
             mine = [r for r in rows if r["identity"] == ident and r["layer"] == layer]
@@ -101,13 +109,9 @@ def test_compare_stage_by_hand(tmp_path):
     assert compare_model(
         files,
         tmp_path / "c.parquet",
-        model="m",
-        size=16,
-        selections=("top1", "full"),
-        grid=8,
-        different_per_image=2,
-        seed=0,
-        batch=3,
+        options=stage_options(
+            "compare", model="m", size=16, selections=("top1", "full"), grid=8, different_per_image=2, seed=0, batch=3
+        ),
     ) == 2 * 2 * (4 + 10)
     table = read_parquet(tmp_path / "c.parquet")
     assert table.schema == COMPARE_SCHEMA
@@ -131,12 +135,9 @@ def test_compare_stage_by_hand(tmp_path):
     compare_model(
         files[::-1],
         tmp_path / "c2.parquet",
-        model="m",
-        size=16,
-        selections=("top1", "full"),
-        grid=8,
-        different_per_image=2,
-        seed=0,
+        options=stage_options(
+            "compare", model="m", size=16, selections=("top1", "full"), grid=8, different_per_image=2, seed=0
+        ),
     )
     assert read_parquet(tmp_path / "c2.parquet").equals(table)
 
@@ -149,7 +150,11 @@ def test_emd_grid_0_is_the_exact_emd_at_full_resolution(tmp_path):
     maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]})
     files = _image_maps_files(tmp_path, maps, 16, ("top1",))
     compare_model(
-        files, tmp_path / "c.parquet", model="m", size=16, selections=("top1",), grid=0, different_per_image=2, seed=0
+        files,
+        tmp_path / "c.parquet",
+        options=stage_options(
+            "compare", model="m", size=16, selections=("top1",), grid=0, different_per_image=2, seed=0
+        ),
     )
     df = read_parquet(tmp_path / "c.parquet").to_pandas()
     yy, xx = np.meshgrid(np.arange(16.0), np.arange(16.0), indexing="ij")
@@ -174,7 +179,11 @@ def test_all_zero_maps_are_recorded_as_skipped_not_a_crash(tmp_path):
             r["map"] = np.zeros((6, 6), "<f4").tobytes()
     files = _image_maps_files(tmp_path, pa.Table.from_pylist(maps, schema=MAPS_SCHEMA), 16, ("top1",))
     n = compare_model(
-        files, tmp_path / "c.parquet", model="m", size=16, selections=("top1",), grid=8, different_per_image=2, seed=0
+        files,
+        tmp_path / "c.parquet",
+        options=stage_options(
+            "compare", model="m", size=16, selections=("top1",), grid=8, different_per_image=2, seed=0
+        ),
     )
     df = read_parquet(tmp_path / "c.parquet").to_pandas()
     assert n == len(df) == 2 * (4 + 10)
@@ -256,7 +265,7 @@ def analysis_db(tmp_path_factory):
     import duckdb
 
     from leam.core.tables import ALIGNED_SCHEMA, COUNTS_SCHEMA, EMBEDDINGS_SCHEMA, FACES_SCHEMA, PAIRS_SCHEMA
-    from leam.stages.aggregate import build_database
+    from leam.stages.aggregate import AggregateInputs, build_database
 
     tmp = tmp_path_factory.mktemp("analysis")
     rng = np.random.default_rng(7)
@@ -357,17 +366,22 @@ def analysis_db(tmp_path_factory):
     db = tmp / "db.duckdb"
     build_database(
         db,
-        counts=[_write([], COUNTS_SCHEMA, tmp / "c.parquet")],
-        pairs=[_write([], PAIRS_SCHEMA, tmp / "p.parquet")],
-        embeddings=[_write([], EMBEDDINGS_SCHEMA, tmp / "e.parquet")],
-        faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
-        aligned=[_write([], ALIGNED_SCHEMA, tmp / "a.parquet")],
-        models={"m1": {"layers": {"conv1": "conv1"}}},
-        levels=[1, 100],
-        compare=[_write(comp, COMPARE_SCHEMA, tmp / "cmp.parquet")],
-        occlusion=[_write(occ, OCCLUSION_SCHEMA, tmp / "o.parquet")],
-        atlas=[_write(atl, ATLAS_SCHEMA, tmp / "at.parquet")],
-        metadata={"identities": str(tmp / "ids.csv"), "ages": str(tmp / "ages.csv")},
+        inputs=AggregateInputs(
+            counts=[_write([], COUNTS_SCHEMA, tmp / "c.parquet")],
+            pairs=[_write([], PAIRS_SCHEMA, tmp / "p.parquet")],
+            embeddings=[_write([], EMBEDDINGS_SCHEMA, tmp / "e.parquet")],
+            faces=[_write(faces, FACES_SCHEMA, tmp / "f.parquet")],
+            aligned=[_write([], ALIGNED_SCHEMA, tmp / "a.parquet")],
+            compare=[_write(comp, COMPARE_SCHEMA, tmp / "cmp.parquet")],
+            occlusion=[_write(occ, OCCLUSION_SCHEMA, tmp / "o.parquet")],
+            atlas=[_write(atl, ATLAS_SCHEMA, tmp / "at.parquet")],
+        ),
+        options=stage_options(
+            "aggregate",
+            models={"m1": {"layers": {"conv1": "conv1"}}},
+            levels=[1, 100],
+            metadata={"identities": str(tmp / "ids.csv"), "ages": str(tmp / "ages.csv")},
+        ),
     )
     con = duckdb.connect(str(db), read_only=True)
     yield con, pd.DataFrame(comp), pd.DataFrame(occ), pd.DataFrame(atl), idents
@@ -520,7 +534,11 @@ def test_a_run_without_top1_shows_its_own_selection(tmp_path, monkeypatch):
     maps = _maps_table(rng, {"x": ["a", "b", "c"], "y": ["d", "e"]})
     files = _image_maps_files(tmp_path, maps, 16, ("top5", "full"))
     compare_model(
-        files, tmp_path / "c.parquet", model="m", size=16, selections=("top5", "full"), grid=8, different_per_image=2
+        files,
+        tmp_path / "c.parquet",
+        options=stage_options(
+            "compare", model="m", size=16, selections=("top5", "full"), grid=8, different_per_image=2
+        ),
     )
     db = tmp_path / "t.duckdb"
     con = duckdb.connect(str(db))

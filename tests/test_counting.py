@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from leam.core.classes import N_CLASSES
-from leam.core.counting import LEVELS, count_classes, selection_sizes
+from leam.core.counting import count_classes, selection_sizes
+from leam.core.paper import LEVELS
 from leam.core.selection import selection_names
 
 
@@ -65,7 +66,7 @@ def test_selections_are_nested_and_named():
     rng = np.random.default_rng(1)
     v = torch.from_numpy(rng.random((3, 20, 20)))
     lab = torch.from_numpy(rng.integers(0, N_CLASSES, (3, 20, 20)))
-    counts, sizes = count_classes(v, lab)
+    counts, sizes = count_classes(v, lab, levels=LEVELS, full_threshold=0.01, topk_of="active")
     assert selection_names(LEVELS)[:3] == ["full", "top0.01", "top0.05"] and len(selection_names(LEVELS)) == 16
     # each larger level selects a superset: class counts never decrease
     assert bool((counts[:, 2:] >= counts[:, 1:-1]).all())
@@ -76,7 +77,7 @@ def test_a_hand_made_map():
     # 2x2 map: values 1.0 (nose), 0.5 (eye), 0.005 (face, below threshold), 0.5 (face, tie)
     v = torch.tensor([[[1.0, 0.5], [0.005, 0.5]]])
     lab = torch.tensor([[[10, 8], [2, 2]]])
-    counts, sizes = count_classes(v, lab, levels=[50, 100])
+    counts, sizes = count_classes(v, lab, levels=[50, 100], full_threshold=0.01, topk_of="active")
     assert sizes.tolist() == [[3, 2, 3]]  # 3 active; ceil(1.5) = 2; all 3
     assert counts[0, 0, [10, 8, 2]].tolist() == [1, 1, 1]
     # top 50 %: the 1.0 and the first 0.5 by index (the eye pixel, index 1 before index 3)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import stage_options
 from PIL import Image
 
 from leam.core.images import MAX_PIXELS, ImageEntry, ImageRejected, load_rgb
@@ -363,7 +364,7 @@ def detector() -> FaceDetector:
 @pytest.fixture(scope="module")
 def sample_faces(sample_entries, tmp_path_factory):
     out = tmp_path_factory.mktemp("detect") / "faces.parquet"
-    table = detect_shard(sample_entries, str(out))
+    table = detect_shard(sample_entries, str(out), options=stage_options("detect"))
     return table, out
 
 
@@ -460,7 +461,7 @@ def test_bad_files_are_rejected_and_the_run_goes_on(sample_raw, sample_faces, tm
 
     entries = list_images(raw)
     assert len(entries) == 11
-    table = detect_shard(entries, str(tmp_path / "faces.parquet"))
+    table = detect_shard(entries, str(tmp_path / "faces.parquet"), options=stage_options("detect"))
     assert table.num_rows == 11
     rows = _rows(table)
 
@@ -536,7 +537,7 @@ def test_exact_and_near_duplicates_keep_rule(sample_raw, tmp_path):
     assert (obama / "obama_big.png").stat().st_size > (obama / "obama.jpg").stat().st_size
 
     entries = list_images(tmp_path / "raw")[::-1]  # the rule, not the input order, decides
-    table = detect_shard(entries, str(tmp_path / "faces.parquet"))
+    table = detect_shard(entries, str(tmp_path / "faces.parquet"), options=stage_options("detect"))
     rows = {r["image"]: r for r in table.to_pylist()}
     assert set(rows) == {"a_copy.jpg", "obama.jpg", "obama3.jpg", "obama_big.png"}
 
@@ -735,7 +736,10 @@ def test_inputs_that_are_no_photos_are_listed_with_their_reason(tmp_path):
         ("", "flat.jpg"): f"not-in-a-person-folder: photos go in {raw}/{{identity}}/{{image}}",
     }
     table = detect_shard(
-        [], str(tmp_path / "faces.parquet"), unusable=[(u.identity, u.image, u.path, u.reason) for u in unusable]
+        [],
+        str(tmp_path / "faces.parquet"),
+        options=stage_options("detect"),
+        unusable=[(u.identity, u.image, u.path, u.reason) for u in unusable],
     )
     rows = table.to_pylist()
     assert [(r["identity"], r["image"]) for r in rows] == sorted((u.identity, u.image) for u in unusable)

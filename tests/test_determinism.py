@@ -17,12 +17,15 @@ OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
 CHILD = """
 import json, sys
 from leam.config import load_config
+from leam.options import ExtractOptions
 from leam.stages.extract import extract_shard
 d, model = sys.argv[1], sys.argv[2]
-spec = load_config(sys.argv[3])["models"][model]
+config = load_config(sys.argv[3])
+layer = next(iter(config["models"][model]["layers"]))
+options = ExtractOptions.from_config(config, model, sources=[(model, layer)])
+options = options._replace(device="cpu", selections=("top1",))
 out = {k: f"{d}/{k}.parquet" for k in json.loads(sys.argv[4])}
-extract_shard(f"{d}/../aligned.parquet", f"{d}/../labels.parquet", model, spec, out=out, threads=2, device="cpu",
-              selections=("top1",), rank_layer=next(iter(spec["layers"])), rank_pixels=2250)
+extract_shard(f"{d}/../aligned.parquet", f"{d}/../labels.parquet", out=out, options=options, threads=2)
 """
 
 

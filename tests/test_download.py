@@ -11,9 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from conftest import stage_options
 from PIL import Image
 
 from leam.stages.download import DownloadConfig, UrlEntry, download_all, read_url_list, safe_name, sample_urls, sniff
+
+
+def _cfg(**changes) -> DownloadConfig:
+    """The download settings of the embedded default's config, with a test's changes."""
+    return DownloadConfig.from_options(stage_options("download", **changes))
 
 
 def _jpeg(i: int) -> bytes:
@@ -147,7 +153,7 @@ def test_thousand_urls_with_faults(server, tmp_path):
         max_redirects=5,
     )
     t0 = time.monotonic()
-    table = download_all(entries, raw, tmp_path / "downloads.parquet", cfg=cfg)
+    table = download_all(entries, raw, tmp_path / "downloads.parquet", cfg=cfg, seed=0)
     elapsed = time.monotonic() - t0
     df = table.to_pandas()
     faults = sum(n for k, n in PLAN.items() if k != "ok") + 30
@@ -180,7 +186,7 @@ def test_thousand_urls_with_faults(server, tmp_path):
     assert {p for p in files if raw not in p.parents} == {tmp_path / "urls.csv", tmp_path / "downloads.parquet"}
     # resumable: a second run fetches nothing that is already there
     before = dict(server.hits)
-    again = download_all(entries, raw, tmp_path / "downloads2.parquet", cfg=cfg).to_pandas()
+    again = download_all(entries, raw, tmp_path / "downloads2.parquet", cfg=cfg, seed=0).to_pandas()
     ok_again = again[again["status"] == "ok"]
     assert (ok_again["reason"] == "cached").all() and len(ok_again) == 740
     # what was downloaded is never asked for again (compared with the hits before the second run: on a
@@ -198,7 +204,7 @@ def test_names_from_the_list_cannot_escape(server, tmp_path):
     assert len(entries) == len(evil) - 1  # the empty identity is not a usable row, but it has one (#12 case 12)
     assert [(o.status, o.reason) for o in skipped] == [("skipped", "no-identity: urls.csv line 9 has no identity")]
     raw = tmp_path / "data" / "raw"
-    table = download_all(entries, raw, tmp_path / "d.parquet", cfg=DownloadConfig(concurrency=4), skipped=skipped)
+    table = download_all(entries, raw, tmp_path / "d.parquet", cfg=_cfg(concurrency=4), seed=0, skipped=skipped)
     assert table.column("status").to_pylist().count("ok") == len(evil) - 1 and table.num_rows == len(evil)
     for p in tmp_path.rglob("*"):
         if p.is_file() and p.name not in ("urls.csv", "d.parquet"):
@@ -259,14 +265,17 @@ def test_a_failed_refetch_keeps_the_file_that_was_there(server, tmp_path):
         [UrlEntry("p", "0.jpg", f"{server.base}/404/0.jpg", "p")],
         raw,
         tmp_path / "d.parquet",
-        cfg=DownloadConfig(retries=0),
+        cfg=_cfg(retries=0),
+        seed=0,
     ).to_pylist()
     assert mine.read_bytes() == b"my own notes, not a photo"
     assert table[0]["status"] == "failed" and table[0]["reason"].startswith(
         "http-404 (the undecodable file already at "
     )
     # a download that decodes does replace it
-    download_all([UrlEntry("p", "0.jpg", f"{server.base}/ok/3.jpg", "p")], raw, tmp_path / "d.parquet")
+    download_all(
+        [UrlEntry("p", "0.jpg", f"{server.base}/ok/3.jpg", "p")], raw, tmp_path / "d.parquet", cfg=_cfg(), seed=0
+    )
     assert mine.read_bytes() == _jpeg(3)
 
 

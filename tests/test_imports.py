@@ -22,6 +22,7 @@ from leam.core import codeversion
 PLAN_MODULES = [
     "leam.plan",
     "leam.config",
+    "leam.options",
     "leam.stages.dataset",
     "leam.models.weights",
     "leam.core.stamps",
@@ -86,6 +87,7 @@ def test_no_import_cycle():
 LAYERS = {
     "leam": 0,  # the package's __init__ (its version)
     "leam.config": 0,  # the schema and its validation: imports nothing of leam
+    "leam.options": 0,  # each stage's frozen options, built from the validated config
     "leam.core": 0,
     "leam.models": 1,
     "leam.outputs": 1,  # beside models: imports core only

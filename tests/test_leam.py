@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import stage_options
 
 from leam.cam import LEAM, ActivationRecorder
 from leam.core.frames import iter_identities
@@ -35,8 +36,8 @@ from leam.stages.detect import detect_shard
 def obama_frames(sample_entries, tmp_path_factory):
     """(images, (n, 150, 150, 3) uint8 aligned frames) of the sample set's largest identity."""
     tmp = tmp_path_factory.mktemp("leam")
-    faces = detect_shard(sample_entries, tmp / "faces.parquet")
-    align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
+    faces = detect_shard(sample_entries, tmp / "faces.parquet", options=stage_options("detect"))
+    align_shard(faces, tmp / "aligned.parquet", options=stage_options("align"))
     ids = {name: (images, frames) for name, images, frames in iter_identities(tmp / "aligned.parquet")}
     images, frames = ids["obama"]
     assert len(images) == 5  # 6 photos, 32bit.png is a duplicate of obama2.jpg

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from leam.core.paper import OCCLUSION_SIZES as SIZES
 from leam.models.loader import FaceModel
 from leam.stages.occlude import (
-    SIZES,
     atlas_occlusion,
     choose_pairs,
     n_occluded,
@@ -65,7 +65,9 @@ def test_cosine_drop_equals_a_hand_computation():
         (src, "conv1"): {(a, p): torch.from_numpy(rng.random((20, 20))) for a in frames for p in frames if a != p}
         for src in ("s1", "s2")
     }
-    rows = occlude_pairs(frames, sources, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
+    rows = occlude_pairs(
+        frames, sources, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0, positives_per_anchor=None
+    )
     assert len(rows) == 2 * 6 * 2 * 2  # sources x pairs x sizes x methods
     # the random rows are one draw per anchor and size, the same under both sources
     rand = {}
@@ -107,7 +109,15 @@ def test_maps_with_too_few_relevant_pixels_are_skipped_with_a_reason(tmp_path):
     sparse = torch.zeros(400, dtype=torch.float64)
     sparse[torch.tensor([5, 50, 77, 123, 300, 399, 2, 9, 13, 21])] = torch.linspace(1.0, 0.1, 10, dtype=torch.float64)
     maps[("img1.jpg", "img2.jpg")] = sparse.reshape(20, 20)  # 10 relevant pixels: 1 % (4 px) yes, 10 % (40) no
-    rows = occlude_pairs(frames, {("s", "l"): maps}, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0)
+    rows = occlude_pairs(
+        frames,
+        {("s", "l"): maps},
+        {"mean_colour": tiny_model()},
+        identity="x",
+        sizes=(1, 10),
+        seed=0,
+        positives_per_anchor=None,
+    )
     assert len(rows) == 6 * 2 * 2
     skipped = {(r["anchor"], r["positive"], r["size_pct"], r["method"]): r["skipped"] for r in rows if r["skipped"]}
     assert skipped == {
@@ -152,7 +162,13 @@ def test_maps_with_too_few_relevant_pixels_are_skipped_with_a_reason(tmp_path):
     )
     stored = read_rankings(tmp_path / "r.parquet", "l")["x"]
     again = occlude_pairs(
-        frames, {("s", "l"): stored}, {"mean_colour": tiny_model()}, identity="x", sizes=(1, 10), seed=0
+        frames,
+        {("s", "l"): stored},
+        {"mean_colour": tiny_model()},
+        identity="x",
+        sizes=(1, 10),
+        seed=0,
+        positives_per_anchor=None,
     )
     assert again == rows
     # a file out of the writer's (identity, anchor, positive) order is an error naming it, not a wrong lookup
@@ -244,7 +260,9 @@ def test_random_pixels_are_drawn_inside_each_target_models_window():
     arc = FaceModel("arc", MeanColour().eval(), (40, 40), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), {}, alignment="arcface")
     win = arc.window(40)
     assert win != (0, 0, 40, 40)
-    rows = occlude_pairs(frames, sources, {"chip": chip, "arc": arc}, identity="x", sizes=(5,), seed=0)
+    rows = occlude_pairs(
+        frames, sources, {"chip": chip, "arc": arc}, identity="x", sizes=(5,), seed=0, positives_per_anchor=None
+    )
     for r in (r for r in rows if r["method"] == "random"):
         model, window = (chip, None) if r["model"] == "chip" else (arc, win)
         mask = random_mask((40, 40), r["n_occluded"], (0, "x", r["anchor"], 5.0), window)

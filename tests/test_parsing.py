@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import stage_options
 
 from leam.core.classes import CLASS_NAMES, FARL_TAGS, N_CLASSES, UNPARSED, visible_classes
 from leam.core.io import read_parquet
@@ -25,9 +26,11 @@ def test_farl_class_table():
 @pytest.fixture(scope="module")
 def parsed(sample_entries, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parse")
-    faces = detect_shard(sample_entries, tmp / "faces.parquet")
-    align_shard(faces, tmp / "aligned.parquet", size=150, padding=0.25, seed=0)
-    parse_shard(tmp / "aligned.parquet", tmp / "labels.parquet")  # from the file, streamed, as the rule does
+    faces = detect_shard(sample_entries, tmp / "faces.parquet", options=stage_options("detect"))
+    align_shard(faces, tmp / "aligned.parquet", options=stage_options("align"))
+    parse_shard(
+        tmp / "aligned.parquet", tmp / "labels.parquet", options=stage_options("parse")
+    )  # from the file, streamed, as the rule does
     return read_parquet(tmp / "aligned.parquet"), read_parquet(tmp / "labels.parquet")
 
 
@@ -154,7 +157,10 @@ def test_farl_parser_through_pyfacer(parsed, tmp_path):
         torch.jit.save(torch.jit.script(_FakeFarl()), str(weights))
     aligned, _ = parsed
     cfg = {"name": "farl", "weights": {"path": str(weights), "sha256": None, "url": None}}
-    assert parse_shard(aligned, tmp_path / "labels.parquet", parser=cfg, batch=4) == aligned.num_rows  # 4: batches
+    assert (
+        parse_shard(aligned, tmp_path / "labels.parquet", options=stage_options("parse", parser=cfg, batch=4))
+        == aligned.num_rows
+    )  # 4: batches
     labels = read_parquet(tmp_path / "labels.parquet")
     assert labels.column("parser").to_pylist() == ["farl"] * aligned.num_rows
     for a, row in zip(aligned.to_pylist(), labels.to_pylist(), strict=True):
@@ -178,4 +184,4 @@ def test_farl_weights_missing_is_a_clear_error(parsed, tmp_path):
         match=r"parser: weight file not found: .*none.pt. Download it from "
         r"https://example.org/farl.pt, then set parser.weights.path",
     ):
-        parse_shard(aligned, tmp_path / "labels.parquet", parser=cfg)
+        parse_shard(aligned, tmp_path / "labels.parquet", options=stage_options("parse", parser=cfg))

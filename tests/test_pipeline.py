@@ -21,9 +21,9 @@ from PIL import Image
 from test_counting import naive_counts
 
 from leam.core.classes import CLASS_COLUMNS, visible_classes
-from leam.core.counting import LEVELS
 from leam.core.io import read_parquet
 from leam.core.maps import to_frame
+from leam.core.paper import LEVELS
 from leam.core.selection import selection_names
 from leam.core.window import input_window
 

@@ -8,13 +8,13 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from conftest import write_sub_shard
+from conftest import stage_options, write_sub_shard
 from test_counting import naive_counts
 
 from leam.core.classes import CLASS_COLUMNS, visible_classes
-from leam.core.counting import LEVELS
 from leam.core.io import read_parquet
 from leam.core.maps import decode_map, to_frame
+from leam.core.paper import LEVELS
 from leam.core.selection import selection_names
 from leam.stages.extract import extract_shard
 from leam.stages.occlude import n_occluded
@@ -35,19 +35,18 @@ def run_extract(shard, spec, store_maps: str, tag: str, layers=None) -> dict[str
         spec["layers"] = {k: spec["layers"][k] for k in layers}
     out = {k: str(shard / tag / f"{k}.parquet") for k in OUTPUTS}
     rank_layer = next(iter(spec["layers"]))
-    extract_shard(
-        str(shard / "aligned.parquet"),
-        str(shard / "labels.parquet"),
+    options = stage_options(
+        "extract",
         "dlib_resnet",
-        spec,
-        out=out,
+        spec=spec,
         device="cpu",
-        threads=2,
+        levels=LEVELS,
         selections=("top1", "full"),
         rank_layer=rank_layer,
         rank_pixels=n_occluded(max(SIZES), 150 * 150),
         store_maps=store_maps,
     )
+    extract_shard(str(shard / "aligned.parquet"), str(shard / "labels.parquet"), out=out, options=options, threads=2)
     return out
 
 

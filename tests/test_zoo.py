@@ -12,7 +12,7 @@ import copy
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, stage_options
 
 from leam.core.frames import iter_identities
 from leam.models.checkpoint import load_state_dict_file
@@ -92,10 +92,10 @@ def _spec(name: str, path) -> dict:
 def frames(sample_entries, tmp_path_factory):
     """{size: (n, size, size, 3) uint8 aligned frames of Obama} at 112, 160 and 224 px."""
     tmp = tmp_path_factory.mktemp("zoo")
-    faces = detect_shard(sample_entries, tmp / "faces.parquet")
+    faces = detect_shard(sample_entries, tmp / "faces.parquet", options=stage_options("detect"))
     out = {}
     for size in (112, 160, 224):
-        align_shard(faces, tmp / f"aligned{size}.parquet", size=size, padding=0.25, seed=0)
+        align_shard(faces, tmp / f"aligned{size}.parquet", options=stage_options("align", size=size))
         out[size] = {n: f for n, _, f in iter_identities(tmp / f"aligned{size}.parquet")}["obama"]
     return out
 

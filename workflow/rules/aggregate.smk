@@ -31,22 +31,6 @@ rule aggregate:
         mem_mb=16000,
         runtime=120,
     params:
-        db=lambda wildcards, output: output.manifest.removesuffix(".json"),
-        models={m: config["models"][m] for m in MODELS},
-        levels=config["count"]["levels"],
-        size=config["align"]["size"],
-        seed=config["seed"],  # the findings' bootstrap and permutations
-        unplanned=UNPLANNED,  # files of models or shards no longer in the run: listed, not read
-        settings={  # what the report states beside the numbers
-            "compare.emd_grid": config["compare"]["emd_grid"],
-            "compare.selections": ", ".join(config["compare"]["selections"]),
-            "count.topk_of": config["count"]["topk_of"],
-            "count.full_threshold": config["count"]["full_threshold"],
-            "occlude.positives_per_anchor": config["occlude"]["positives_per_anchor"],
-        },
-        metadata=config["metadata"],
-        # DuckDB's buffer pool: table blocks go to the database file, so memory stays flat with the
-        # study's size (benchmarks/scale.py); more only speeds up very large joins
-        duckdb_memory_mb=128,
+        options=OPTIONS.aggregate,
     script:
         "../scripts/aggregate.py"

@@ -17,9 +17,6 @@ rule align:
         mem_mb=4000,
         runtime=60,
     params:
-        size=config["align"]["size"],
-        padding=config["align"]["padding"],
-        seed=config["seed"],
-        max_side=config["detect"]["max_side"],
+        options=OPTIONS.align,
     script:
         "../scripts/align.py"

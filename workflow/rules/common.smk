@@ -6,7 +6,7 @@ from snakemake.logging import logger
 
 from leam.config import apply_overrides, occlusion_sources, photo_dir, resolve_models, run_name, validate_config
 from leam.stages.dataset import MANIFEST_NAME, count_identities, input_problem, list_inputs, sample_caveats, shard_of
-from leam.plan import rank_pixels
+from leam.plan import run_options
 from leam.models.weights import builder_problem, check_weights, missing_file_message, weights_path
 from leam.core.codeversion import PACKAGE, script_modules
 from leam.core.resultsdir import damaged_outputs, killed_temporaries, unplanned_outputs
@@ -115,9 +115,7 @@ if config["parser"]["name"] == "farl" and (
 OCCLUDE_SOURCES, _warnings = occlusion_sources(config, MODELS)
 for _msg in _warnings:
     logger.warning(f"leam: {_msg}")
-OCCLUDE_SOURCE, OCCLUDE_LAYER = OCCLUDE_SOURCES[0]
-# pixels of each source pair's ranking that extract keeps: those of the largest occlusion size
-RANK_PIXELS = rank_pixels(config)
+OCCLUDE_SOURCE = OCCLUDE_SOURCES[0][0]
 
 
 # What the results folder holds that this run must not trust or must not pass off as its own
@@ -134,6 +132,11 @@ if UNPLANNED:
         f"in the config; kept, listed in the database's unplanned_outputs table): {', '.join(UNPLANNED[:5])}"
         + (" ..." if len(UNPLANNED) > 5 else "")
     )
+
+
+# every stage's options (leam.options), built once from the validated config: a rule passes its
+# stage's as params.options, so a changed option reruns exactly the jobs that read it
+OPTIONS = run_options(config, models=MODELS, sources=OCCLUDE_SOURCES, unplanned=UNPLANNED)
 
 
 onstart:

@@ -18,10 +18,6 @@ rule compare:
         mem_mb=8000,
         runtime=240,
     params:
-        size=config["align"]["size"],
-        selections=config["compare"]["selections"],
-        grid=config["compare"]["emd_grid"],
-        different_per_image=config["compare"]["different_per_image"],
-        seed=config["seed"],
+        options=lambda wildcards: OPTIONS.compare[wildcards.model],
     script:
         "../scripts/compare.py"

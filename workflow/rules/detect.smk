@@ -18,10 +18,7 @@ rule detect:
         mem_mb=4000,
         runtime=120,
     params:
-        upsample=config["detect"]["upsample"],
-        min_score=config["detect"]["min_score"],
-        near_duplicate_mad=config["detect"]["near_duplicate_mad"],
-        max_side=config["detect"]["max_side"],
+        options=OPTIONS.detect,
         unusable=shard_unusable,
     script:
         "../scripts/detect.py"

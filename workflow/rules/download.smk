@@ -11,7 +11,7 @@ checkpoint sample_photos:
     conda:
         "../envs/leam.yaml"
     params:
-        sample=config["input"]["sample"],
+        options=OPTIONS.sample,
     script:
         "../scripts/sample_photos.py"
 
@@ -27,7 +27,6 @@ checkpoint download:
     conda:
         "../envs/leam.yaml"
     params:
-        download=config["download"],
-        seed=config["seed"],
+        options=OPTIONS.download,
     script:
         "../scripts/download.py"

@@ -56,16 +56,6 @@ rule extract:
         mem_mb=16000,
         runtime=240,  # minutes, for a shard of ~10 identities on one GPU
     params:
-        spec=lambda wildcards: config["models"][wildcards.model],
-        device=DEVICE,
-        memory_budget_mb=config["extract"]["memory_budget_mb"],
-        store_maps=config["extract"]["store_maps"],
-        frame_padding=config["align"]["padding"],
-        levels=config["count"]["levels"],
-        full_threshold=config["count"]["full_threshold"],
-        topk_of=config["count"]["topk_of"],
-        selections=config["compare"]["selections"],
-        rank_layer=lambda wildcards: dict(OCCLUDE_SOURCES).get(wildcards.model),
-        rank_pixels=RANK_PIXELS,
+        options=lambda wildcards: OPTIONS.extract[wildcards.model],
     script:
         "../scripts/extract.py"

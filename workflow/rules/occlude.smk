@@ -17,8 +17,7 @@ rule population_atlas:
     conda:
         "../envs/leam.yaml"
     params:
-        layer=OCCLUDE_LAYER,
-        size=config["align"]["size"],
+        options=OPTIONS.population,
     script:
         "../scripts/population_atlas.py"
 
@@ -46,13 +45,6 @@ rule occlude:
         mem_mb=16000,
         runtime=240,
     params:
-        models=lambda wildcards: {wildcards.model: config["models"][wildcards.model]},
-        sources=OCCLUDE_SOURCES,
-        positives_per_anchor=config["occlude"]["positives_per_anchor"],
-        sizes=config["occlude"]["sizes"],
-        atlas_sizes=config["occlude"]["atlas_sizes"],
-        seed=config["seed"],
-        device=DEVICE,
-        frame_padding=config["align"]["padding"],
+        options=lambda wildcards: OPTIONS.occlude[wildcards.model],
     script:
         "../scripts/occlude.py"

@@ -18,7 +18,6 @@ rule parse:
         mem_mb=8000,
         runtime=60,
     params:
-        parser=config["parser"],
-        device=DEVICE,
+        options=OPTIONS.parse,
     script:
         "../scripts/parse.py"

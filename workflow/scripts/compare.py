@@ -1,15 +1,5 @@
 from leam.core.runlog import log_to
-from leam.stages.compare import compare_model
+from leam.stages.compare import run
 
 log_to(snakemake.log[0])
-compare_model(
-    snakemake.input.image_maps,
-    snakemake.output.compare,
-    model=snakemake.wildcards.model,
-    size=snakemake.params.size,
-    selections=snakemake.params.selections,
-    grid=snakemake.params.grid,
-    different_per_image=snakemake.params.different_per_image,
-    seed=snakemake.params.seed,
-    aligned_paths=snakemake.input.aligned,
-)
+run(inputs=snakemake.input, outputs=snakemake.output, options=snakemake.params.options)

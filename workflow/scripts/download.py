@@ -1,14 +1,5 @@
-from pathlib import Path
-
 from leam.core.runlog import log_to
-from leam.stages.download import download_list
+from leam.stages.download import run
 
 log_to(snakemake.log[0])
-download_list(
-    snakemake.input.urls,
-    Path(snakemake.output.manifest).parent,
-    snakemake.output.table,
-    snakemake.output.manifest,
-    options=dict(snakemake.params.download),
-    seed=snakemake.params.seed,
-)
+run(inputs=snakemake.input, outputs=snakemake.output, options=snakemake.params.options)

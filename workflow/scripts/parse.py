@@ -1,10 +1,5 @@
 from leam.core.runlog import log_to
-from leam.stages.parse import parse_shard
+from leam.stages.parse import run
 
 log_to(snakemake.log[0])
-parse_shard(
-    snakemake.input.aligned,  # streamed: a batch of frames in memory at a time
-    snakemake.output.labels,
-    parser=dict(snakemake.params.parser),
-    device=snakemake.params.device,
-)
+run(inputs=snakemake.input, outputs=snakemake.output, options=snakemake.params.options)

@@ -1,5 +1,5 @@
 from leam.core.runlog import log_to
-from leam.stages.occlude import write_population
+from leam.stages.occlude import run_population
 
 log_to(snakemake.log[0])
-write_population(snakemake.input.image_maps, snakemake.params.layer, snakemake.params.size, snakemake.output.population)
+run_population(inputs=snakemake.input, outputs=snakemake.output, options=snakemake.params.options)

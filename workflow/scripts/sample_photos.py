@@ -1,7 +1,5 @@
-from pathlib import Path
-
 from leam.core.runlog import log_to
-from leam.stages.dataset import fetch_sample_photos
+from leam.stages.dataset import run_sample
 
 log_to(snakemake.log[0])
-fetch_sample_photos(snakemake.params.sample, Path(snakemake.output.manifest).parent)
+run_sample(outputs=snakemake.output, options=snakemake.params.options)

@@ -25,10 +25,7 @@ from leam.core.classes import N_CLASSES
 from leam.core.maps import Ranking, rank_below
 from leam.core.selection import hundredths
 
-__all__ = ["LEVELS", "selection_sizes", "select", "count_classes"]
-
-#: the paper's relevance levels, % of pixels (section 4.6)
-LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 3, 5, 10, 100)
+__all__ = ["selection_sizes", "select", "count_classes"]
 
 
 def selection_sizes(n_active: torch.Tensor, n_pixels: int, levels: Sequence[float], topk_of: str) -> torch.Tensor:
@@ -68,9 +65,9 @@ def count_classes(
     maps: torch.Tensor,
     labels: torch.Tensor,
     *,
-    levels: Sequence[float] = LEVELS,
-    full_threshold: float = 0.01,
-    topk_of: str = "active",
+    levels: Sequence[float],
+    full_threshold: float,
+    topk_of: str,
     n_classes: int = N_CLASSES,
     ranking: Ranking | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:

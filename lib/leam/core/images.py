@@ -14,6 +14,7 @@ import io
 import math
 import os
 import re
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageRejected", "LoadedImage", "load_rgb", "MAX_PIXELS", "MAX_BYTES", "IMAGE_SUFFIXES"]
+__all__ = [
+    "ImageRejected",
+    "LoadedImage",
+    "load_rgb",
+    "MAX_PIXELS",
+    "MAX_BYTES",
+    "IMAGE_SUFFIXES",
+    "ImageEntry",
+    "entries_from_paths",
+]
 
 #: Largest accepted image, in pixels (a 12k x 8k photo). Larger files are rejected as bombs.
 MAX_PIXELS = 100_000_000
@@ -188,3 +198,10 @@ class ImageEntry:
     identity: str
     image: str
     path: str
+
+
+def entries_from_paths(paths) -> list[ImageEntry]:
+    """``.../{identity}/{image}`` paths -> :class:`ImageEntry` list sorted by (identity, image); the
+    identity in Unicode NFC, as :func:`leam.stages.dataset.list_inputs` names it."""
+    out = [ImageEntry(unicodedata.normalize("NFC", Path(p).parent.name), Path(p).name, str(p)) for p in paths]
+    return sorted(out, key=lambda e: (e.identity, e.image))

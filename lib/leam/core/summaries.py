@@ -32,7 +32,7 @@ import pyarrow as pa
 import torch
 
 from leam.core.classes import CLASS_COLUMNS
-from leam.core.counting import LEVELS, count_classes, select
+from leam.core.counting import count_classes, select
 from leam.core.maps import Ranking, encode_maps, to_frame
 from leam.core.selection import selection_names
 from leam.core.similarity import to_distribution
@@ -103,13 +103,13 @@ class IdentitySummaries:
         labels: torch.Tensor,
         window: tuple[int, int, int, int],
         *,
-        levels: Sequence[float] = LEVELS,
-        full_threshold: float = 0.01,
-        topk_of: str = "active",
-        selections: Sequence[str] = ("top1",),
+        levels: Sequence[float],
+        full_threshold: float,
+        topk_of: str,
+        selections: Sequence[str],
+        store_maps: str,
         rank_layer: str | None = None,
         k_max: int = 0,
-        store_maps: str = "raw",
     ):
         if store_maps not in STORE_MAPS:
             raise ValueError(f"store_maps must be one of {STORE_MAPS}, not {store_maps!r}")

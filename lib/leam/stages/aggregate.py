@@ -52,6 +52,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pandas as pd
@@ -61,10 +62,11 @@ from leam.core.baselines import centre_baseline
 from leam.core.classes import CLASSES, PARSER_CANNOT_SEE, class_column, visible_classes
 from leam.core.codeversion import code_version
 from leam.core.io import checked_code_versions
+from leam.options import AggregateOptions
 from leam.outputs.catalog import comment_database
 from leam.outputs.database import building, scalar
 
-__all__ = ["build_database", "create_views", "level_column", "safe_names"]
+__all__ = ["run", "AggregateInputs", "build_database", "create_views", "level_column", "safe_names"]
 
 log = logging.getLogger(__name__)
 
@@ -408,44 +410,55 @@ def _load_metadata(con, metadata: dict | None) -> bool:
     return have
 
 
+class AggregateInputs(NamedTuple):
+    """The Parquet files the database is built from (paths; each a list over shards and models)."""
+
+    counts: Sequence[str]
+    pairs: Sequence[str]
+    embeddings: Sequence[str]
+    faces: Sequence[str]
+    aligned: Sequence[str]
+    labels: Sequence[str] = ()  # the parse stage's: the centre baseline of the central-face finding
+    compare: Sequence[str] = ()
+    occlusion: Sequence[str] = ()
+    atlas: Sequence[str] = ()
+    downloads: Sequence[str] | str = ()  # the download stage's table, when the run downloads
+
+
+def run(*, inputs, outputs, options: AggregateOptions, threads: int | None = None) -> None:
+    """The workflow's entry point (rule ``aggregate``): ``inputs`` has the fields of
+    :class:`AggregateInputs` (and others, ignored); ``outputs.manifest`` is ``<database>.json``."""
+    files = AggregateInputs(**{k: v for k, v in inputs.items() if k in AggregateInputs._fields})
+    build_database(outputs.manifest.removesuffix(".json"), inputs=files, options=options, threads=threads)
+
+
 def build_database(
-    db_path: str | os.PathLike,
-    *,
-    counts: Sequence[str],
-    pairs: Sequence[str],
-    embeddings: Sequence[str],
-    faces: Sequence[str],
-    aligned: Sequence[str],
-    models: dict,
-    levels: Sequence[float],
-    compare: Sequence[str] = (),
-    occlusion: Sequence[str] = (),
-    atlas: Sequence[str] = (),
-    metadata: dict | None = None,
-    downloads: Sequence[str] | str = (),
-    memory_mb: float | None = None,
-    threads: int | None = None,
-    labels: Sequence[str] = (),
-    size: int | None = None,
-    seed: int = 0,
-    settings: dict | None = None,
-    unplanned: Sequence[str] = (),
+    db_path: str | os.PathLike, *, inputs: AggregateInputs, options: AggregateOptions, threads: int | None = None
 ) -> None:
     """Write ``db_path`` afresh from the Parquet outputs of the earlier stages, and its manifest
     ``<db_path>.json``: built beside the previous database, which stays readable until the new one
     replaces it (:func:`leam.outputs.database.building`).
 
-    ``memory_mb``: DuckDB's memory limit: it writes table blocks to the database file and spills
-    beyond it (None: DuckDB's default, 80 % of the machine); ``threads``: DuckDB's threads (None:
-    every core). With 1 thread and 128 MB, the job's peak RSS went 253 -> 267 MB from 5 to 20
-    people; with every core and DuckDB's default, 264 -> 358 MB. ``labels``/``size``: the parse
-    stage's label files and the frame size, for the centre baseline (:mod:`leam.core.baselines`);
-    ``seed``: seeds the findings' bootstrap and permutations (:mod:`leam.outputs.findings`); ``settings``:
-    {config key: value} the report states (table ``settings``: e.g. ``compare.emd_grid``);
-    ``unplanned``: files in the results folder that the run does not write (leam.core.resultsdir), listed
-    in table ``unplanned_outputs`` and named by the report. Every Parquet input is checked first
+    ``options.memory_mb``: DuckDB's memory limit: it writes table blocks to the database file and
+    spills beyond it; ``threads``: DuckDB's threads (None: every core). With 1 thread and 128 MB, the
+    job's peak RSS went 253 -> 267 MB from 5 to 20 people; with every core and DuckDB's default,
+    264 -> 358 MB. ``inputs.labels``/``options.size``: the parse stage's label files and the frame
+    size, for the centre baseline (:mod:`leam.core.baselines`); ``options.seed``: seeds the findings'
+    bootstrap and permutations (:mod:`leam.outputs.findings`); ``options.settings``: {config key:
+    value} the report states (table ``settings``: e.g. ``compare.emd_grid``); ``options.unplanned``:
+    files in the results folder that the run does not write (leam.core.resultsdir), listed in table
+    ``unplanned_outputs`` and named by the report. Every Parquet input is checked first
     (:func:`leam.core.io.checked_code_versions`) and its code version recorded (table ``code_versions``).
     """
+    counts, pairs, embeddings, faces, aligned = (
+        inputs.counts,
+        inputs.pairs,
+        inputs.embeddings,
+        inputs.faces,
+        inputs.aligned,
+    )
+    labels, compare, occlusion, atlas = inputs.labels, inputs.compare, inputs.occlusion, inputs.atlas
+    models, levels, size, seed = options.models, options.levels, options.size, options.seed
     db_path = Path(db_path)
     parquets = [*faces, *aligned, *labels, *counts, *pairs, *embeddings, *compare, *occlusion, *atlas]
     versions = checked_code_versions(parquets)  # a truncated file stops here, named, before any work
@@ -457,14 +470,13 @@ def build_database(
             "that wrote this database (first row) and each Parquet file it read'"
         )
         con.execute("CREATE TABLE unplanned_outputs (file VARCHAR)")
-        for f in unplanned:
+        for f in options.unplanned:
             con.execute("INSERT INTO unplanned_outputs VALUES (?)", [f])
         con.execute(
             "COMMENT ON TABLE unplanned_outputs IS 'files in the results folder of a model or shard that is no "
             "longer in the run: kept, not read'"
         )
-        if memory_mb:
-            con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
+        con.execute(f"SET memory_limit = '{int(options.memory_mb)}MB'")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         con.execute(f"CREATE TABLE images AS SELECT * FROM read_parquet({_files(faces)}) ORDER BY identity, image")
@@ -478,7 +490,7 @@ def build_database(
             "INSERT INTO classes VALUES (?, ?, ?, ?)", [(i, tag, name, class_column(i)) for i, tag, name in CLASSES]
         )
         con.execute("CREATE TABLE settings (key VARCHAR, value VARCHAR)")
-        for k, v in sorted((settings or {}).items()):
+        for k, v in sorted(options.settings.items()):
             con.execute("INSERT INTO settings VALUES (?, ?)", [k, str(v)])
         con.execute("CREATE TABLE parsers (parser VARCHAR, classes VARCHAR, cannot_see VARCHAR)")
         for (name,) in con.execute("SELECT DISTINCT parser FROM counts ORDER BY parser").fetchall():
@@ -513,13 +525,13 @@ def build_database(
             centre = centre_baseline(labels, wanted, size)  # noqa: F841 (used by duckdb)
             con.execute("CREATE TABLE centre_baseline AS SELECT * FROM centre")
         docs |= create_findings(con, seed=seed)
-        downloads = [downloads] if isinstance(downloads, (str, os.PathLike)) else list(downloads)
+        downloads = [inputs.downloads] if isinstance(inputs.downloads, (str, os.PathLike)) else list(inputs.downloads)
         if downloads:
             con.execute(f"CREATE TABLE downloads AS SELECT * FROM read_parquet({_files(downloads)})")
             con.execute("""CREATE VIEW download_summary AS
                            SELECT status, split_part(reason, ':', 1) AS reason, count(*) AS urls
                            FROM downloads GROUP BY ALL ORDER BY status, urls DESC""")
-        _load_metadata(con, metadata)
+        _load_metadata(con, options.metadata)
         comment_database(con, docs)
         n = scalar(con, "SELECT count(*) FROM counts")
         log.info("%s: %d count rows, %d models", db_path, n, len(models))

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 
 from leam.core.heap import map_large_buffers
 from leam.core.images import encode_png, load_rgb
-from leam.core.io import ParquetSink
+from leam.core.io import ParquetSink, read_parquet
 from leam.core.tables import ALIGNED_SCHEMA
+from leam.options import AlignOptions
 
 __all__ = [
     "umeyama",
@@ -40,6 +41,7 @@ __all__ = [
     "frame_transforms",
     "align_identity",
     "align_shard",
+    "run",
     "ALIGN_POINTS",
 ]
 
@@ -190,12 +192,16 @@ def align_identity(
     return out
 
 
-def align_shard(
-    faces: pa.Table, out_path: str, *, size: int, padding: float, seed: int, max_side: int | None = None
-) -> int:
+def run(*, inputs, outputs, options: AlignOptions) -> int:
+    """The workflow's entry point (rule ``align``): ``inputs.faces`` in, ``outputs.aligned`` out."""
+    return align_shard(read_parquet(inputs.faces), outputs.aligned, options=options)
+
+
+def align_shard(faces: pa.Table, out_path: str, *, options: AlignOptions) -> int:
     """Align stage for one shard: faces table in, aligned table (:data:`leam.core.tables.ALIGNED_SCHEMA`)
     written to ``out_path`` identity by identity (one identity's frames in memory at a time);
     returns the number of rows written."""
+    o = options
     map_large_buffers()  # decoded photos return to the system when freed: flat memory however many photos
     ok: dict[str, list[dict]] = {}
     for r in faces.select(["identity", "image", "path", "status", "landmarks"]).to_pylist():
@@ -203,5 +209,7 @@ def align_shard(
             ok.setdefault(r["identity"], []).append(r)
     with ParquetSink(out_path, ALIGNED_SCHEMA, row_group_size=256) as sink:
         for identity in sorted(ok):
-            sink.add(align_identity(identity, ok[identity], size=size, padding=padding, seed=seed, max_side=max_side))
+            sink.add(
+                align_identity(identity, ok[identity], size=o.size, padding=o.padding, seed=o.seed, max_side=o.max_side)
+            )
     return sink.rows

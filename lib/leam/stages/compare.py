@@ -32,8 +32,10 @@ from leam.core.frames import image_layers, read_image_maps
 from leam.core.io import ParquetSink
 from leam.core.similarity import bhattacharyya, coarsen, emd_exact, emd_sparse
 from leam.core.tables import COMPARE_SCHEMA
+from leam.options import CompareOptions
 
 __all__ = [
+    "run",
     "compare_model",
     "GEOMETRY",
 ]
@@ -99,8 +101,9 @@ def _emd(p: torch.Tensor, q: torch.Tensor, why: list, grid: int, size: int) -> l
     return [None if w else emd_exact(x, y, size) for x, y, w in zip(pc, qc, why, strict=True)]
 
 
-def _compare_layer(sink, images, maps, *, model, layer, li, selection, size, grid, different_per_image, seed, batch):
+def _compare_layer(sink, images, maps, *, layer, li, selection, options: CompareOptions):
     """Compare rows of one layer and selection: (n, S, S) ``maps`` of sorted ``images`` keys."""
+    model, size, grid, batch = options.model, options.size, options.grid, options.batch
     index = {k: i for i, k in enumerate(images)}
     empty = {images[i] for i in np.flatnonzero(maps.reshape(len(maps), -1).max(1) <= 0)}
     if empty:
@@ -112,7 +115,7 @@ def _compare_layer(sink, images, maps, *, model, layer, li, selection, size, gri
             len(empty),
             len(images),
         )
-    same, diff = _pairs(images, different_per_image, seed)
+    same, diff = _pairs(images, options.different_per_image, options.seed)
     for kind, pairs in (("same", same), ("different", diff)):
         for b0 in range(0, len(pairs), batch):
             part = pairs[b0 : b0 + batch]
@@ -143,34 +146,28 @@ def _compare_layer(sink, images, maps, *, model, layer, li, selection, size, gri
     log.info("%s %s %s: %d same-identity, %d different-identity pairs", model, layer, selection, len(same), len(diff))
 
 
-def compare_model(
-    image_maps_paths,
-    out_path: str,
-    *,
-    model: str,
-    size: int,
-    selections: Sequence[str] = ("top1",),
-    grid: int = 30,
-    different_per_image: int = 5,
-    seed: int = 0,
-    batch: int = 256,
-    aligned_paths=(),
-) -> int:
+def run(*, inputs, outputs, options: CompareOptions) -> int:
+    """The workflow's entry point (rule ``compare``): ``inputs.image_maps`` (the model's, every
+    shard) and ``inputs.aligned`` (every shard) in, ``outputs.compare`` out."""
+    return compare_model(inputs.image_maps, outputs.compare, options=options, aligned_paths=inputs.aligned)
+
+
+def compare_model(image_maps_paths, out_path: str, *, options: CompareOptions, aligned_paths=()) -> int:
     """Compare stage for one model: BC and EMD of same- and different-identity image maps.
 
     ``image_maps_paths``: the model's image-maps files (every shard; :mod:`leam.core.summaries`). One
     layer and selection is in memory at a time (n images x S x S float32) and pairs are compared
-    ``batch`` at a time. ``aligned_paths``: the align stage's files; when given, the same pairs are
-    also compared on model-free landmark maps exactly as sparse as each LEAM map
+    ``options.batch`` at a time. ``aligned_paths``: the align stage's files; when given, the same
+    pairs are also compared on model-free landmark maps exactly as sparse as each LEAM map
     (:func:`leam.core.baselines.landmark_maps`, :func:`leam.core.baselines.match_support`), rows with
     selection ``geometry:<selection>``: the geometry baseline of the BC/EMD finding.
     Returns the number of rows written.
     """
+    model, size = options.model, options.size
     layers = image_layers(image_maps_paths)
-    common = dict(model=model, size=size, grid=grid, different_per_image=different_per_image, seed=seed, batch=batch)
     free: tuple[list, np.ndarray] | None = None  # (images, landmark maps), made once
     with ParquetSink(out_path, COMPARE_SCHEMA, row_group_size=65536) as sink:
-        for selection in selections:
+        for selection in options.selections:
             for li, layer in layers:
                 images, maps = read_image_maps(image_maps_paths, layer, selection)
                 if not images:
@@ -178,10 +175,12 @@ def compare_model(
                         "%s %s: no %s image maps (was extract run with this selection?)", model, layer, selection
                     )
                     continue
-                _compare_layer(sink, images, maps, layer=layer, li=li, selection=selection, **common)
+                _compare_layer(sink, images, maps, layer=layer, li=li, selection=selection, options=options)
                 if aligned_paths:
                     if free is None or free[0] != images:
                         free = (images, landmark_maps(aligned_paths, images, size))
                     geo = match_support(free[1], maps)
-                    _compare_layer(sink, images, geo, layer=layer, li=li, selection=GEOMETRY + selection, **common)
+                    _compare_layer(
+                        sink, images, geo, layer=layer, li=li, selection=GEOMETRY + selection, options=options
+                    )
     return sink.rows

@@ -29,10 +29,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from leam.core.images import ImageEntry
+from leam.core.images import ImageEntry, entries_from_paths
 from leam.core.io import atomic_path, sha256_file, write_text
+from leam.options import SampleOptions
 
 __all__ = [
+    "run_sample",
     "SAMPLES",
     "count_identities",
     "InputError",
@@ -206,6 +208,12 @@ def _project_photos(sample: ProjectSample, root: Path) -> Iterator[tuple[str, st
         yield identity, image, data, digest
 
 
+def run_sample(*, outputs, options: SampleOptions) -> Path:
+    """The workflow's entry point (checkpoint ``sample_photos``): the sample sets of ``options``
+    into the folder of ``outputs.manifest`` (their sha256)."""
+    return fetch_sample_photos(list(options.sample), Path(outputs.manifest).parent)
+
+
 def fetch_sample_photos(
     names: str | list[str],
     raw_dir: str | os.PathLike,
@@ -373,10 +381,3 @@ def shard_of(identity: str, n_shards: int) -> int:
     Stable across runs and machines, so adding an identity never moves the others.
     """
     return zlib.crc32(identity.encode("utf-8")) % n_shards
-
-
-def entries_from_paths(paths) -> list[ImageEntry]:
-    """``.../{identity}/{image}`` paths -> :class:`ImageEntry` list sorted by (identity, image); the
-    identity in Unicode NFC, as :func:`list_inputs` names it."""
-    out = [ImageEntry(unicodedata.normalize("NFC", Path(p).parent.name), Path(p).name, str(p)) for p in paths]
-    return sorted(out, key=lambda e: (e.identity, e.image))

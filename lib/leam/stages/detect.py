@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from leam.core.images import MAX_BYTES, ImageEntry, ImageRejected, load_rgb
+from leam.core.images import MAX_BYTES, ImageEntry, ImageRejected, entries_from_paths, load_rgb
 from leam.core.io import sha256_bytes, write_parquet
 from leam.core.tables import FACES_SCHEMA
 from leam.models.resources import package_file
+from leam.options import DetectOptions
 
-__all__ = ["FaceDetector", "Detection", "detect_images", "find_duplicates", "detect_shard"]
+__all__ = ["FaceDetector", "Detection", "detect_images", "find_duplicates", "detect_shard", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -200,25 +201,30 @@ def faces_table(dets: Sequence[Detection]) -> pa.Table:
     )
 
 
+def run(*, inputs, outputs, options: DetectOptions, unusable: Sequence[tuple[str, str, str, str]] = ()) -> pa.Table:
+    """The workflow's entry point (rule ``detect``): ``inputs.images`` (``.../{identity}/{image}``
+    paths) in, ``outputs.faces`` out; ``unusable`` as :func:`detect_shard`."""
+    return detect_shard(entries_from_paths(inputs.images), outputs.faces, options=options, unusable=unusable)
+
+
 def detect_shard(
     entries: Sequence[ImageEntry],
     out_path: str,
     *,
-    upsample: int = 1,
-    min_score: float = 0.0,
-    near_duplicate_mad: float = 6.0,
-    max_side: int | None = None,
+    options: DetectOptions,
     unusable: Sequence[tuple[str, str, str, str]] = (),
 ) -> pa.Table:
     """Detect stage for one shard: write the faces table to ``out_path`` and return it.
 
-    ``max_side``: detect on copies reduced to this many pixels on the longer side (None: full size);
-    ``unusable``: (identity, image, path, reason) of the shard's inputs that are no files or have
-    unusable names (:func:`leam.stages.dataset.list_inputs`): rejected rows with that reason, not read.
+    ``options.max_side``: detect on copies reduced to this many pixels on the longer side (None:
+    full size); ``unusable``: (identity, image, path, reason) of the shard's inputs that are no files
+    or have unusable names (:func:`leam.stages.dataset.list_inputs`): rejected rows with that reason,
+    not read.
     """
-    detector = FaceDetector(upsample=upsample, min_score=min_score)
-    dets = detect_images(entries, detector, max_side=max_side)
-    find_duplicates(dets, near_duplicate_mad)
+    o = options
+    detector = FaceDetector(upsample=o.upsample, min_score=o.min_score)
+    dets = detect_images(entries, detector, max_side=o.max_side)
+    find_duplicates(dets, o.near_duplicate_mad)
     for identity, image, _path, reason in unusable:
         log.info("%s/%s: rejected (%s)", identity, image, reason)
     dets = sorted(

@@ -50,6 +50,7 @@ import urllib3
 from leam.core.images import ImageRejected, load_rgb
 from leam.core.io import write_parquet, write_text
 from leam.core.tables import DOWNLOADS_SCHEMA
+from leam.options import DownloadOptions
 
 __all__ = [
     "safe_name",
@@ -58,6 +59,7 @@ __all__ = [
     "DownloadConfig",
     "download_all",
     "download_list",
+    "run",
 ]
 
 log = logging.getLogger(__name__)
@@ -164,15 +166,31 @@ def sample_urls(
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    concurrency: int = 16
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    deadline: float = 60.0  # seconds per attempt, whole body included
-    retries: int = 3
+    """How URLs are fetched: the config's ``download`` keys (:meth:`from_options`; no defaults here:
+    the schema holds them) and the transport's own constants."""
+
+    concurrency: int
+    connect_timeout: float
+    read_timeout: float
+    deadline: float  # seconds per attempt, whole body included
+    retries: int
+    max_bytes: int
     backoff: float = 1.0  # seconds, doubled per retry, with jitter
-    max_bytes: int = 20 * 2**20
     max_redirects: int = 5
     user_agent: str = "leam/0.1 (face-recognition explainability research)"
+
+    @classmethod
+    def from_options(cls, o: DownloadOptions, **transport) -> DownloadConfig:
+        """From the stage's options; ``transport``: ``backoff``, ``max_redirects``, ``user_agent``."""
+        return cls(
+            concurrency=o.concurrency,
+            connect_timeout=o.connect_timeout,
+            read_timeout=o.read_timeout,
+            deadline=o.deadline,
+            retries=o.retries,
+            max_bytes=int(o.max_mb * 2**20),
+            **transport,
+        )
 
 
 @dataclass
@@ -323,8 +341,8 @@ def download_all(
     raw_dir: str | Path,
     table_out: str | Path,
     *,
-    cfg: DownloadConfig = DownloadConfig(),
-    seed: int = 0,
+    cfg: DownloadConfig,
+    seed: int,
     manifest: str | Path | None = None,
     skipped: Sequence[Outcome] = (),
 ) -> pa.Table:
@@ -386,24 +404,24 @@ def download_all(
     return table
 
 
+def run(*, inputs, outputs, options: DownloadOptions) -> pa.Table:
+    """The workflow's entry point (checkpoint ``download``): ``inputs.urls`` (the URL list) in;
+    the photos into the folder of ``outputs.manifest`` (their sha256), ``outputs.table`` out."""
+    return download_list(inputs.urls, Path(outputs.manifest).parent, outputs.table, outputs.manifest, options=options)
+
+
 def download_list(
-    urls_csv: str | Path,
-    raw_dir: str | Path,
-    table_out: str | Path,
-    manifest: str | Path,
-    *,
-    options: dict,
-    seed: int = 0,
+    urls_csv: str | Path, raw_dir: str | Path, table_out: str | Path, manifest: str | Path, *, options: DownloadOptions
 ) -> pa.Table:
     """Download stage: read, sample (config ``download``) and fetch a URL list into ``raw_dir``."""
     skipped: list[Outcome] = []
     entries = read_url_list(urls_csv, skipped)
     chosen = sample_urls(
         entries,
-        identities=options.get("identities", 0),
-        min_images=options.get("min_images", 1),
-        max_images=options.get("max_images", 0),
-        seed=seed,
+        identities=options.identities,
+        min_images=options.min_images,
+        max_images=options.max_images,
+        seed=options.seed,
     )
     log.info(
         "%s: %d URLs of %d identities; sampled %d URLs of %d identities",
@@ -413,12 +431,5 @@ def download_list(
         len(chosen),
         len({e.identity for e in chosen}),
     )
-    cfg = DownloadConfig(
-        concurrency=options.get("concurrency", 16),
-        connect_timeout=options.get("connect_timeout", 10),
-        read_timeout=options.get("read_timeout", 20),
-        deadline=options.get("deadline", 60),
-        retries=options.get("retries", 3),
-        max_bytes=int(options.get("max_mb", 20) * 2**20),
-    )
-    return download_all(chosen, raw_dir, table_out, cfg=cfg, seed=seed, manifest=manifest, skipped=skipped)
+    cfg = DownloadConfig.from_options(options)
+    return download_all(chosen, raw_dir, table_out, cfg=cfg, seed=options.seed, manifest=manifest, skipped=skipped)

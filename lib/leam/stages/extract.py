@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +26,6 @@ import torch
 
 from leam.cam import LEAM
 from leam.core.classes import visible_classes
-from leam.core.counting import LEVELS
 from leam.core.device import pick_device
 from leam.core.frames import identity_inputs, prefetch
 from leam.core.io import ParquetSink, iter_parquet
@@ -41,46 +39,52 @@ from leam.core.tables import (
     RANKINGS_SCHEMA,
 )
 from leam.models.loader import FaceModel, load_model
+from leam.options import ExtractOptions
 
-__all__ = ["extract_shard"]
+__all__ = ["run", "extract_shard", "OUTPUTS"]
 
 log = logging.getLogger(__name__)
+
+
+def run(*, inputs, outputs, options: ExtractOptions, threads: int | None = None) -> None:
+    """The workflow's entry point (rule ``extract``): ``inputs.aligned``, ``inputs.labels`` in;
+    ``outputs.pairs``, ``.embeddings``, ``.counts``, ``.image_maps``, ``.rankings``, ``.maps`` out."""
+    extract_shard(
+        inputs.aligned,
+        inputs.labels,
+        out={name: getattr(outputs, name) for name in OUTPUTS},
+        options=options,
+        threads=threads,
+    )
+
+
+#: the six files of an extract job
+OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
 
 
 def extract_shard(
     aligned,
     labels,
-    model_name: str,
-    model_spec: dict,
     *,
     out: dict[str, str],
-    device: str = "auto",
-    memory_budget_mb: float = 2048,
+    options: ExtractOptions,
     threads: int | None = None,
     base_dir: str | os.PathLike = ".",
-    frame_padding: float = 0.25,
-    levels: Sequence[float] = LEVELS,
-    full_threshold: float = 0.01,
-    topk_of: str = "active",
-    selections: Sequence[str] = ("top1",),
-    rank_layer: str | None = None,
-    rank_pixels: int = 0,
-    store_maps: str = "raw",
 ) -> None:
     """Run LEAM over every identity of a shard; write pairs, embeddings, counts, image maps,
-    rankings and maps (``out``: {name: path} for those six names).
+    rankings and maps (``out``: {name: path} for the names of :data:`OUTPUTS`).
 
     ``aligned``, ``labels``: the shard's aligned-frames and parser-labels Parquet paths, read one
-    identity at a time;
-    ``frame_padding``: ``align.padding`` of the frames (places the model's window); ``rank_layer``:
-    this model's occlusion source layer (None: not a source) and ``rank_pixels`` how many of its
-    top pixels per pair to keep (the pixel count of the largest occlusion size,
-    :func:`leam.core.selection.n_occluded`).
+    identity at a time; ``options``: the model, its layers, and what to count and keep
+    (:class:`leam.options.ExtractOptions`); ``threads``: torch's CPU threads (None: torch's choice);
+    ``base_dir``: what relative weight paths are relative to.
     """
+    o = options
+    model_name, rank_layer = o.model, o.rank_layer
     if threads:
         torch.set_num_threads(int(threads))
-    dev = pick_device(device)
-    model: FaceModel = load_model(model_name, model_spec, base_dir=base_dir, device=dev, frame_padding=frame_padding)
+    dev = pick_device(o.device)
+    model: FaceModel = load_model(model_name, o.spec, base_dir=base_dir, device=dev, frame_padding=o.frame_padding)
     layer_names = list(model.layers)
     if rank_layer is not None and rank_layer not in model.layers:
         raise ValueError(f"occlusion source layer {rank_layer!r} is not a layer of {model_name}")
@@ -99,7 +103,7 @@ def extract_shard(
             ("maps", MAPS_SCHEMA, 4096),
         )
     }
-    with contextlib.ExitStack() as stack, LEAM(model.module, model.layers, memory_budget_mb=memory_budget_mb) as leam:
+    with contextlib.ExitStack() as stack, LEAM(model.module, model.layers, memory_budget_mb=o.memory_budget_mb) as leam:
         for sink in sinks.values():
             stack.enter_context(sink)
         for i, (identity, images, frames, lab_np, parser) in enumerate(prefetch(identity_inputs(aligned, labels)), 1):
@@ -107,13 +111,13 @@ def extract_shard(
             summ = IdentitySummaries(
                 torch.from_numpy(lab_np).to(dev),
                 window,
-                levels=levels,
-                full_threshold=full_threshold,
-                topk_of=topk_of,
-                selections=selections,
+                levels=o.levels,
+                full_threshold=o.full_threshold,
+                topk_of=o.topk_of,
+                selections=o.selections,
                 rank_layer=rank_layer,
-                k_max=rank_pixels if rank_layer is not None else 0,
-                store_maps=store_maps,
+                k_max=o.rank_pixels if rank_layer is not None else 0,
+                store_maps=o.store_maps,
             )
             out_maps = leam.explain(model.preprocess(torch.from_numpy(frames)), keep_maps=False, consumer=summ)
             key = {"model": model_name, "identity": identity}
@@ -150,5 +154,5 @@ def extract_shard(
         dev,
         time.perf_counter() - t0,
         sinks["maps"].rows,
-        store_maps,
+        o.store_maps,
     )

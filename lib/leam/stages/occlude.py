@@ -41,9 +41,9 @@ from leam.core.maps import decode_maps, top_indices, top_mask
 from leam.core.selection import n_occluded
 from leam.core.tables import ATLAS_SCHEMA, OCCLUSION_SCHEMA, POPULATION_SCHEMA
 from leam.models.loader import FaceModel, load_model
+from leam.options import OccludeOptions, PopulationOptions
 
 __all__ = [
-    "SIZES",
     "n_occluded",
     "top_mask",
     "random_mask",
@@ -59,12 +59,11 @@ __all__ = [
     "write_population",
     "read_population",
     "occlude_stage",
+    "run",
+    "run_population",
 ]
 
 log = logging.getLogger(__name__)
-
-#: the paper's occlusion sizes, % of the image's pixels (Table 9)
-SIZES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 5, 10)
 
 
 def window_pixels(shape: tuple[int, int], window: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -127,9 +126,9 @@ def occlude_pairs(
     targets: dict[str, FaceModel],
     *,
     identity: str,
-    sizes: Sequence[float] = SIZES,
-    seed: int = 0,
-    positives_per_anchor: int | None = None,
+    sizes: Sequence[float],
+    seed: int,
+    positives_per_anchor: int | None,
 ) -> list[dict]:
     """Occlusion rows for one identity: every source's LEAM pixels and random pixels, every target.
 
@@ -240,8 +239,8 @@ def atlas_occlusion(
     *,
     population_sum: torch.Tensor | None = None,
     population_count: int = 0,
-    sizes: Sequence[float] = SIZES,
-    seed: int = 0,
+    sizes: Sequence[float],
+    seed: int,
 ) -> list[dict]:
     """Leave-one-image-out occlusion with own / identity / population atlases and random pixels.
 
@@ -403,35 +402,52 @@ def population_sum(image_maps_paths, layer: str, size: int) -> tuple[np.ndarray,
     return total, count
 
 
+def run(*, inputs, outputs, options: OccludeOptions, threads: int | None = None) -> None:
+    """The workflow's entry point (rule ``occlude``), one target model and shard. In:
+    ``inputs.aligned`` (the shard's frames), ``inputs.rankings`` (the shard's rankings file of each
+    of ``options.sources``, in that order), ``inputs.own_maps`` (the first source's image-maps file
+    of the shard: one path, or a one-path list), ``inputs.population`` (:func:`write_population`).
+    Out: ``outputs.occlusion``, ``outputs.atlas``. ``threads``: torch's CPU threads."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    own = inputs.own_maps if isinstance(inputs.own_maps, str) else inputs.own_maps[0]
+    occlude_stage(
+        inputs.aligned,
+        list(inputs.rankings),
+        occlusion_out=outputs.occlusion,
+        atlas_out=outputs.atlas,
+        own_maps_path=own,
+        population=read_population(inputs.population),
+        options=options,
+    )
+
+
 def occlude_stage(
     aligned,
-    sources: Sequence[tuple[str, str, str]],
-    models: dict[str, dict],
+    rankings_paths: Sequence[str],
     *,
     occlusion_out: str,
     atlas_out: str,
+    options: OccludeOptions,
     own_maps_path=None,
     population: tuple[np.ndarray, int] | None = None,
-    sizes: Sequence[float] = SIZES,
-    seed: int = 0,
-    device: str = "auto",
-    frame_padding: float = 0.25,
-    positives_per_anchor: int | None = None,
-    atlas_sizes: Sequence[float] | None = None,
 ) -> None:
     """Occlude stage for one shard: source rankings + frames in, occlusion and atlas tables out.
 
-    ``aligned``: the shard's aligned frames (path or table); ``sources``: (source model, source
-    layer, its rankings file of this shard), the first being the atlas's source, whose own maps are
-    read from ``own_maps_path`` (its image-maps file of this shard); ``models``: the target models;
-    ``population``: (sum, count) of the first source's own maps over the whole run
-    (:func:`population_sum`); ``frame_padding``: ``align.padding`` (places each target model's
-    window); ``positives_per_anchor``: see :func:`choose_pairs` (None: every pair, as the paper);
-    ``atlas_sizes``: the atlas's sizes (None: ``sizes``).
+    ``aligned``: the shard's aligned frames (path or table); ``rankings_paths``: the rankings file of
+    this shard of each of ``options.sources`` (source model, source layer), the first source being
+    the atlas's, whose own maps are read from ``own_maps_path`` (its image-maps file of this shard);
+    ``options.model``: the target model; ``population``: (sum, count) of the first source's own
+    maps over the whole run (:func:`population_sum`); ``options.positives_per_anchor``: see
+    :func:`choose_pairs` (None: every pair, as the paper); ``options.atlas_sizes``: the atlas's
+    sizes (None: ``options.sizes``).
     One identity's frames, rankings, own maps and result rows are in memory at a time.
     """
-    dev = pick_device(device)
-    targets = {name: load_model(name, spec, device=dev, frame_padding=frame_padding) for name, spec in models.items()}
+    o = options
+    sizes, seed = o.sizes, o.seed
+    sources = [(m, layer, path) for (m, layer), path in zip(o.sources, rankings_paths, strict=True)]
+    dev = pick_device(o.device)
+    targets = {o.model: load_model(o.model, o.spec, device=dev, frame_padding=o.frame_padding)}
     rankings = {(m, layer): _InOrder(iter_rankings(path, layer)) for m, layer, path in sources}
     own = _InOrder(iter_own_maps(own_maps_path, sources[0][1]) if sources and own_maps_path is not None else iter(()))
     pop_sum, pop_n = (torch.from_numpy(population[0]).float(), population[1]) if population else (None, 0)
@@ -459,7 +475,7 @@ def occlude_stage(
                     identity=identity,
                     sizes=sizes,
                     seed=seed,
-                    positives_per_anchor=positives_per_anchor,
+                    positives_per_anchor=o.positives_per_anchor,
                 )
                 occ_sink.add(part)
                 log.info(
@@ -480,13 +496,19 @@ def occlude_stage(
                     targets,
                     population_sum=pop_sum,
                     population_count=pop_n,
-                    sizes=sizes if atlas_sizes is None else atlas_sizes,
+                    sizes=sizes if o.atlas_sizes is None else o.atlas_sizes,
                     seed=seed,
                 )
                 for r in part:
                     r.update(source_model=sources[0][0], source_layer=sources[0][1])
                 atlas_sink.add(part)
     log.info("occlusion: %d rows; atlas: %d rows", occ_sink.rows, atlas_sink.rows)
+
+
+def run_population(*, inputs, outputs, options: PopulationOptions) -> None:
+    """The workflow's entry point of rule ``population_atlas``: ``inputs.image_maps`` (the first
+    occlusion source's, every shard) in, ``outputs.population`` out."""
+    write_population(inputs.image_maps, options.layer, options.size, outputs.population)
 
 
 def write_population(image_maps_paths, layer: str, size: int, out_path: str) -> None:

@@ -42,10 +42,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from leam.core.classes import FARL_TAGS, PARSER_CANNOT_SEE, PARSER_VISIBLE, UNPARSED
+from leam.core.device import pick_device
 from leam.core.frames import row_batches
 from leam.core.images import decode_png
 from leam.core.io import ParquetSink
 from leam.core.tables import LABELS_SCHEMA
+from leam.options import ParseOptions
 
 __all__ = [
     "LandmarkParser",
@@ -53,6 +55,7 @@ __all__ = [
     "PARSERS",
     "make_parser",
     "parse_shard",
+    "run",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,24 +170,30 @@ class FarlParser:
 PARSERS: dict[str, type[LandmarkParser] | type[FarlParser]] = {"landmarks": LandmarkParser, "farl": FarlParser}
 
 
-def make_parser(cfg: dict, *, base_dir: str | os.PathLike = ".", device: str = "cpu"):
-    """The parser of config section ``parser`` (``{name, weights}``)."""
+def make_parser(cfg: dict, *, device: str, base_dir: str | os.PathLike = "."):
+    """The parser of config section ``parser`` (``{name, weights}``); ``device``: config ``device``
+    (``auto``: CUDA when present), used by FaRL only."""
     if cfg["name"] == "landmarks":
         return LandmarkParser()
     from leam.models.weights import weights_path
 
-    return FarlParser(weights_path("parser", cfg["weights"], "parser.weights.path", base_dir), device=device)
+    return FarlParser(
+        weights_path("parser", cfg["weights"], "parser.weights.path", base_dir), device=pick_device(device)
+    )
 
 
-def parse_shard(aligned, out_path: str, *, parser: dict | None = None, device: str = "cpu", batch: int = 16) -> int:
+def run(*, inputs, outputs, options: ParseOptions) -> int:
+    """The workflow's entry point (rule ``parse``): ``inputs.aligned`` in (streamed), ``outputs.labels`` out."""
+    return parse_shard(inputs.aligned, outputs.labels, options=options)
+
+
+def parse_shard(aligned, out_path: str, *, options: ParseOptions) -> int:
     """Parse stage for one shard: aligned frames (a table or the path of one, streamed) in, label
-    table (:data:`leam.core.tables.LABELS_SCHEMA`) written to ``out_path`` in the same order, ``batch``
-    frames in memory at a time; returns the number of rows written.
-
-    ``parser``: the config section ``{name, weights}`` (default: the offline landmark parser).
+    table (:data:`leam.core.tables.LABELS_SCHEMA`) written to ``out_path`` in the same order,
+    ``options.batch`` frames in memory at a time; returns the number of rows written.
     """
-    cfg = parser or {"name": "landmarks"}
-    p = make_parser(cfg, device=device)
+    p = make_parser(options.parser, device=options.device)
+    batch = options.batch
     columns = ["identity", "image", "size", "landmarks"] + ([] if isinstance(p, LandmarkParser) else ["frame_png"])
     total = aligned.num_rows if isinstance(aligned, pa.Table) else pq.ParquetFile(aligned).metadata.num_rows
     with ParquetSink(out_path, LABELS_SCHEMA, row_group_size=256) as sink:
