@@ -27,6 +27,13 @@ lint: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
 	@# the CI configuration (.test/config/config.yaml) plans: a dry run, which needs no torch
 	$(BIN)/snakemake --directory .test --dry-run --cores 1 > .test/dry-run.log 2>&1 || (tail -30 .test/dry-run.log; exit 1)
+	@# the paper's study (config/paper.yaml) plans, in an empty folder: no photos, URL list or weights
+	@# there, so LEAM_PLAN_ONLY=1 plans every model all the same (a dry run only)
+	rm -rf .test/paper-plan && mkdir -p .test/paper-plan/config && cp config/config.yaml .test/paper-plan/config/
+	LEAM_PLAN_ONLY=1 $(BIN)/snakemake --snakefile workflow/Snakefile --directory .test/paper-plan \
+		--configfile $(CURDIR)/config/paper.yaml --dry-run --cores 1 > .test/paper-plan.log 2>&1 \
+		|| (tail -30 .test/paper-plan.log; exit 1)
+	rm -rf .test/paper-plan
 
 env: $(STAMP)
 

@@ -9,6 +9,7 @@ runs in a fresh interpreter where ``import torch`` fails.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -175,3 +176,35 @@ def test_snakemake_plans_the_default_without_torch(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert "torch is unimportable" not in out
     assert "sample_photos" in out  # the plan starts from the embedded photos' checkpoint
+
+
+def _paper_plan(tmp_path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """Snakemake on config/paper.yaml in an empty folder: no photos, URL list or weights there."""
+    (tmp_path / "config").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    cmd = snakemake_cmd(tmp_path, *args, cores="1")
+    cmd[cmd.index("--configfile") + 1] = str(REPO / "config" / "paper.yaml")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.pipeline
+def test_the_paper_study_plans_without_its_data_or_weights(tmp_path):
+    """`make lint`'s dry run of config/paper.yaml: with LEAM_PLAN_ONLY=1 the whole study plans (the
+    paper's 9 models x 100 shards), torch unimportable; without it, the missing weights are named;
+    and a run that would execute jobs refuses to start."""
+    env = {**_blocked_torch(tmp_path), "LEAM_PLAN_ONLY": "1"}
+    plan = _paper_plan(tmp_path / "a", env, "-n")
+    out = plan.stdout + plan.stderr
+    assert plan.returncode == 0, out[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert (jobs["preflight"], jobs["extract"], jobs["occlude"], jobs["download"]) == ("9", "900", "900", "1"), jobs
+    assert "planned all the same (LEAM_PLAN_ONLY): model 'IR_CASIA'" in out
+    del env["LEAM_PLAN_ONLY"]
+    refused = _paper_plan(tmp_path / "b", env, "-n")
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "no model can run" in out and "weight file not found" in out, out[-3000:]
+    env["LEAM_PLAN_ONLY"] = "1"
+    run = _paper_plan(tmp_path / "c", env, "--until", "download")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "use it with --dry-run (-n) only" in out, out[-3000:]
+    assert not (tmp_path / "c" / "data").exists()  # nothing was downloaded

@@ -38,6 +38,52 @@ class CliError(RuntimeError):
     pass
 
 
+def _one_face(path: str, detector) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB image, its one face's 68 landmarks) of a photo file; a folder, a missing or unreadable
+    file, or other than one face is a :class:`CliError` naming the file."""
+    from leam.core.images import ImageRejected, load_rgb
+
+    if Path(path).is_dir():
+        raise CliError(f"{path}: is a folder; give two photo files (anchor, positive)")
+    if not Path(path).exists():
+        raise CliError(f"{path}: no such file")
+    try:
+        rgb = load_rgb(path).rgb
+    except (ImageRejected, OSError) as e:
+        raise CliError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+    found = detector(rgb)
+    if len(found) != 1:
+        raise CliError(f"{path}: {len(found)} faces found (need exactly one)")
+    return rgb, found[0][2]
+
+
+def _layers_flag_message(msg: str, model_name: str, typed: list[str] | None, configured: list[str]) -> str:
+    """A model's load error about a layer the user typed with --layers, told as that flag's (with
+    where to look); any other message as it is."""
+    for name in typed or []:
+        key = f"models.{model_name}.layers.{name}: "
+        if msg.startswith(key):
+            return (
+                f"--layers {name}: neither a configured layer of {model_name} ({', '.join(configured)}) nor one of "
+                f"its modules (`leam layers {model_name}` lists them); {msg[len(key) :]}"
+            )
+    return msg
+
+
+def _pair_label(cosine: float, model_name: str, reference: tuple[float, float, str] | None) -> tuple[str, str]:
+    """The positive photo's label and the title's context: the pair's cosine beside the model's
+    same/different midpoint (mean same-person and different-person cosines of a run, ``reference``)."""
+    if reference is None:
+        return "photo B", "no same/different reference for this model (a run's verification table)"
+    same, different, source = reference
+    mid = (same + different) / 2
+    label = "photo B (same person?)" if cosine >= mid else "photo B: different person?"
+    return label, (
+        f"{model_name}'s same/different midpoint {mid:.3f} (same-person pairs average {same:.3f}, "
+        f"different {different:.3f}: {source})"
+    )
+
+
 def explain_pair(
     path_a: str,
     path_b: str,
@@ -54,7 +100,6 @@ def explain_pair(
     ``base_dir``: the folder the config's relative weight paths are relative to."""
     from leam.cam import LEAM
     from leam.core.device import pick_device
-    from leam.core.images import ImageRejected, load_rgb
     from leam.models.loader import load_model
     from leam.outputs.plots import explain_figures
     from leam.stages.align import frame_transforms, warp_image
@@ -67,20 +112,7 @@ def explain_pair(
     if layers:  # configured names, or module paths as `leam layers` lists them (as grad-cam and torchcam take)
         spec["layers"] = {name: spec["layers"].get(name, name) for name in layers}
     det = FaceDetector(upsample=config["detect"]["upsample"], min_score=config["detect"]["min_score"])
-    faces = []
-    for p in (path_a, path_b):
-        if Path(p).is_dir():
-            raise CliError(f"{p}: is a folder; give two photo files (anchor, positive)")
-        if not Path(p).exists():
-            raise CliError(f"{p}: no such file")
-        try:
-            rgb = load_rgb(p).rgb
-        except (ImageRejected, OSError) as e:
-            raise CliError(f"{p}: {e}" if str(p) not in str(e) else str(e)) from None
-        found = det(rgb)
-        if len(found) != 1:
-            raise CliError(f"{p}: {len(found)} faces found (need exactly one)")
-        faces.append((rgb, found[0][2]))
+    faces = [_one_face(p, det) for p in (path_a, path_b)]
     size, padding = config["align"]["size"], config["align"]["padding"]
     (rgb_a, lm_a), (rgb_b, lm_b) = faces
     transforms = frame_transforms({"a": lm_a, "b": lm_b}, "a", size, padding)  # B onto A, as the align stage
@@ -97,16 +129,8 @@ def explain_pair(
     try:
         model = load_model(model_name, spec, device=dev, frame_padding=padding, base_dir=base_dir)
     except ValueError as e:
-        msg = str(e)
-        for name in layers or []:  # a layer the user typed: name the flag, and where to look
-            key = f"models.{model_name}.layers.{name}: "
-            if msg.startswith(key):
-                configured = ", ".join(config["models"][model_name]["layers"])
-                msg = (
-                    f"--layers {name}: neither a configured layer of {model_name} ({configured}) nor one of its "
-                    f"modules (`leam layers {model_name}` lists them); {msg[len(key) :]}"
-                )
-        raise CliError(msg) from None
+        configured = list(config["models"][model_name]["layers"])
+        raise CliError(_layers_flag_message(str(e), model_name, layers, configured)) from None
     x = model.preprocess(torch.from_numpy(np.stack([frame_a, frame_b])))
     with LEAM(model.module, model.layers) as leam:
         out = leam.explain(x)
@@ -115,16 +139,7 @@ def explain_pair(
     prefix = f"{_stem(path_a)}_vs_{_stem(path_b)}_{model_name}_"
     cosine = float(out.cosine[0, 1])
     reference = same_different_reference(base_dir, model_name)
-    if reference is None:
-        label, context = "photo B", "no same/different reference for this model (a run's verification table)"
-    else:
-        same, different, source = reference
-        mid = (same + different) / 2
-        label = "photo B (same person?)" if cosine >= mid else "photo B: different person?"
-        context = (
-            f"{model_name}'s same/different midpoint {mid:.3f} (same-person pairs average {same:.3f}, "
-            f"different {different:.3f}: {source})"
-        )
+    label, context = _pair_label(cosine, model_name, reference)
     files = explain_figures(
         frame_a,
         frame_b,

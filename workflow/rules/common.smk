@@ -97,18 +97,26 @@ for _name, _spec in config["models"].items():
     if _msg := builder_problem(_spec["builder"]):
         raise ValueError(f"models.{_name}.builder: {_msg}")
 
+# LEAM_PLAN_ONLY=1 with --dry-run plans a config on a machine without its photos, URL list or
+# weights (make lint plans config/paper.yaml so): every model is planned, missing files are named
+# (a run that would execute jobs stops in onstart, which a dry run does not call)
+PLAN_ONLY = os.environ.get("LEAM_PLAN_ONLY") == "1"
+
 # Models whose weight file is absent are left out (loudly); the others run. A file that is present
 # but wrong (sha256) fails that model's extract job with the same kind of message.
-SKIPPED_MODELS = {m: msg for m, spec in config["models"].items() if (msg := check_weights(m, spec))}
+_absent = {m: msg for m, spec in config["models"].items() if (msg := check_weights(m, spec))}
+SKIPPED_MODELS = {} if PLAN_ONLY else _absent
 MODELS = [m for m in config["models"] if m not in SKIPPED_MODELS]
-for _msg in SKIPPED_MODELS.values():
-    logger.warning(f"leam: skipping {_msg}")
+for _msg in _absent.values():
+    logger.warning(f"leam: {'planned all the same (LEAM_PLAN_ONLY): ' if PLAN_ONLY else 'skipping '}{_msg}")
 if not MODELS:
     raise ValueError("no model can run:\n" + "\n".join(SKIPPED_MODELS.values()))
 if config["parser"]["name"] == "farl" and (
     _msg := missing_file_message("parser 'farl'", config["parser"]["weights"], "parser.weights.path")
 ):
-    raise ValueError(_msg)
+    if not PLAN_ONLY:
+        raise ValueError(_msg)
+    logger.warning(f"leam: planned all the same (LEAM_PLAN_ONLY): {_msg}")
 
 
 # the occlusion sources (the paper used IR_CASIA's first convolution); the first drives the atlas
@@ -140,6 +148,10 @@ OPTIONS = run_options(config, models=MODELS, sources=OCCLUDE_SOURCES, unplanned=
 
 
 onstart:
+    if PLAN_ONLY:
+        raise ValueError(
+            "LEAM_PLAN_ONLY=1 plans a run without its data and weights: use it with --dry-run (-n) only"
+        )
     # temporaries of killed jobs (leam.core.io.atomic_path) whose file a job of this run writes: removed now that
     # this run holds Snakemake's lock on those files
     _outputs = {os.path.abspath(f) for job in workflow.dag.jobs for f in job.output}
@@ -153,6 +165,12 @@ onstart:
 onsuccess:
     for _msg in SKIPPED_MODELS.values():
         logger.warning(f"leam: this run left out {_msg}")
+
+
+def url_list(wildcards):
+    """The download checkpoint's input: input.urls (with LEAM_PLAN_ONLY, nothing when it is absent)."""
+    urls = config["input"]["urls"]
+    return [] if not urls or (PLAN_ONLY and not os.path.exists(urls)) else urls
 
 
 def sample_manifest():
@@ -201,11 +219,14 @@ def weight_stamp(wildcards):
     """results/{run}/inputs/weights-{model}.json: the sha256 of the model's weight files (and a
     TF.js model's shards): replaced weights rerun the model's jobs, whatever their timestamps."""
     spec = config["models"][wildcards.model]
+    stamp = results(f"inputs/weights-{wildcards.model}.json")
+    if wildcards.model in _absent and PLAN_ONLY:  # planned without its weights: an empty stamp
+        update_stamp(stamp, {})
+        return stamp
     main = weights_path(wildcards.model, spec["weights"], f"models.{wildcards.model}.weights.path")
     files = {"weights": main}
     for shard in (spec.get("builder_args") or {}).get("shard_sha256") or {}:
         files[shard] = main.parent / shard
-    stamp = results(f"inputs/weights-{wildcards.model}.json")
     update_stamp(stamp, files)
     return stamp
 

@@ -18,7 +18,7 @@ checkpoint sample_photos:
 
 checkpoint download:
     input:
-        urls=config["input"]["urls"] or [],
+        urls=url_list,
     output:
         manifest=f"{RAW}/DOWNLOADS.sha256",
         table=results("downloads.parquet"),

@@ -283,6 +283,18 @@ class LEAM:
             out.append(maps[0] if len(maps) == 1 else torch.cat(maps))
         return out
 
+    def _calibrate_once(self, x1: torch.Tensor) -> None:
+        """Measure one image's graph (:meth:`calibrate`) before the first plan; warn when the
+        budget cannot hold two of them (one anchor at a time then runs above it)."""
+        graph = self.calibrate(x1)
+        if 2 * graph > self.budget:
+            log.warning(
+                "memory budget %.0f MiB is below two graphs of one image (%.0f MiB each): "
+                "running one anchor at a time, above the budget",
+                self.budget / 2**20,
+                graph / 2**20,
+            )
+
     def explain(
         self,
         x: torch.Tensor,
@@ -299,14 +311,7 @@ class LEAM:
         x = self._prepare(x)
         n = len(x)
         if self._bytes_per_image is None and n >= 2:
-            graph = self.calibrate(x[:1])
-            if 2 * graph > self.budget:
-                log.warning(
-                    "memory budget %.0f MiB is below two graphs of one image (%.0f MiB each): "
-                    "running one anchor at a time, above the budget",
-                    self.budget / 2**20,
-                    graph / 2**20,
-                )
+            self._calibrate_once(x[:1])
         emb = self.embed(x)
         unit = F.normalize(emb, dim=-1)
         cosine = unit @ unit.T

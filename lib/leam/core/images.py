@@ -113,58 +113,11 @@ def load_rgb(
             ``too-large``, ``too-small``, ``truncated`` or ``decode-error``.
     """
     path = Path(path)
-    if data is None:
-        n = path.stat().st_size
-        if n > max_bytes:
-            raise ImageRejected(path, "too-large-file", f"{n} bytes > {max_bytes} (not read)")
-        data = path.read_bytes()
-    elif len(data) > max_bytes:
-        raise ImageRejected(path, "too-large-file", f"{len(data)} bytes > {max_bytes}")
-    if not data:
-        raise ImageRejected(path, "empty-file", "0 bytes")
-    head = data[:512].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
-        raise ImageRejected(path, "not-an-image", "the file is HTML/XML/JSON text")
-    pil_limit = Image.MAX_IMAGE_PIXELS
-    try:
-        # PIL's own bomb check follows leam's limit (it warns above it; the warning is an error here)
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im: Image.Image = Image.open(io.BytesIO(data))
-            fmt = im.format or "?"
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageRejected(path, "too-large", f"{w}x{h} = {w * h} pixels > {max_pixels}")
-            s = min(1.0, max_side / max(w, h)) if max_side else 1.0
-            if s < 1.0:  # JPEG: decode at 1/2, 1/4 or 1/8 scale, no smaller than the target
-                im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
-            im.load()
-    except ImageRejected:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        # PIL's message quotes its own limit (twice leam's for the error): say leam's
-        claimed = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{claimed.group(1)} pixels" if claimed else "the header's size"
-        raise ImageRejected(path, "too-large", f"{size} > {max_pixels} (not decoded)") from None
-    except UnidentifiedImageError:
-        raise ImageRejected(path, "not-an-image", "no image format recognised") from None
-    except OSError as e:
-        reason = "truncated" if "truncated" in str(e).lower() else "decode-error"
-        raise ImageRejected(path, reason, str(e)) from None
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the file
-        raise ImageRejected(path, "decode-error", f"{type(e).__name__}: {e}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = pil_limit
+    data = _checked_bytes(path, data, max_bytes)
+    im, s, fmt, (w, h) = _decode(path, data, max_pixels, max_side)
     notes: list[str] = []
     source_mode = im.mode
-    orientation = im.getexif().get(0x0112, 1)
-    if orientation in (2, 3, 4, 5, 6, 7, 8):
-        im = ImageOps.exif_transpose(im)
-        notes.append(f"exif-orientation {orientation} applied")
-    elif orientation not in (1, None):
-        notes.append(f"exif-orientation {orientation!r} is not a valid value (1-8): ignored")
-        orientation = 1
+    im, orientation = _exif_upright(im, notes)
     upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # EXIF 5-8 swap the axes
     im = _to_rgb8(im, notes)
     if s < 1.0:
@@ -181,6 +134,76 @@ def load_rgb(
     return LoadedImage(
         rgb=rgb, source_mode=source_mode, source_format=fmt, notes=tuple(notes), size=upright, scale=scale
     )
+
+
+def _checked_bytes(path: Path, data: bytes | None, max_bytes: int) -> bytes:
+    """The file's bytes (read unless given), refused before decoding when too large, empty or text."""
+    if data is None:
+        n = path.stat().st_size
+        if n > max_bytes:
+            raise ImageRejected(path, "too-large-file", f"{n} bytes > {max_bytes} (not read)")
+        data = path.read_bytes()
+    elif len(data) > max_bytes:
+        raise ImageRejected(path, "too-large-file", f"{len(data)} bytes > {max_bytes}")
+    if not data:
+        raise ImageRejected(path, "empty-file", "0 bytes")
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
+        raise ImageRejected(path, "not-an-image", "the file is HTML/XML/JSON text")
+    return data
+
+
+def _decode(
+    path: Path, data: bytes, max_pixels: int, max_side: int | None
+) -> tuple[Image.Image, float, str, tuple[int, int]]:
+    """The decoded image (as stored: not yet upright), the scale ``max_side`` asks for (<= 1), the
+    file's format and its stored size (the header's, before any reduced decoding). The header's
+    size is checked before any pixel is decoded, and every decoder failure becomes an
+    :class:`ImageRejected` naming the file."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        # PIL's own bomb check follows leam's limit (it warns above it; the warning is an error here)
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im: Image.Image = Image.open(io.BytesIO(data))
+            fmt = im.format or "?"
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageRejected(path, "too-large", f"{w}x{h} = {w * h} pixels > {max_pixels}")
+            s = min(1.0, max_side / max(w, h)) if max_side else 1.0
+            if s < 1.0:  # JPEG: decode at 1/2, 1/4 or 1/8 scale, no smaller than the target
+                im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
+            im.load()
+        return im, s, fmt, (w, h)
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # PIL's message quotes its own limit (twice leam's for the error): say leam's
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{claimed.group(1)} pixels" if claimed else "the header's size"
+        raise ImageRejected(path, "too-large", f"{size} > {max_pixels} (not decoded)") from None
+    except UnidentifiedImageError:
+        raise ImageRejected(path, "not-an-image", "no image format recognised") from None
+    except OSError as e:
+        reason = "truncated" if "truncated" in str(e).lower() else "decode-error"
+        raise ImageRejected(path, reason, str(e)) from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the file
+        raise ImageRejected(path, "decode-error", f"{type(e).__name__}: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+
+
+def _exif_upright(im: Image.Image, notes: list[str]) -> tuple[Image.Image, int]:
+    """The image turned upright by its EXIF orientation, and that orientation (1 when none or
+    invalid: an invalid value is noted and ignored)."""
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        notes.append(f"exif-orientation {orientation} applied")
+        return ImageOps.exif_transpose(im), orientation
+    if orientation not in (1, None):
+        notes.append(f"exif-orientation {orientation!r} is not a valid value (1-8): ignored")
+    return im, 1
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

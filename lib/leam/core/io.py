@@ -10,6 +10,7 @@ complete file. Parquet is written without timestamps, so the same table gives th
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
@@ -169,29 +170,30 @@ def iter_parquet(
     need = list(columns) + [c for c, _, _ in filters if c not in columns] if columns is not None else None
     for p in paths:
         f = pq.ParquetFile(p)
-        names = f.schema_arrow.names
-        keep = []
-        for i in range(f.metadata.num_row_groups):
-            rg = f.metadata.row_group(i)
-            ok = True
-            for col, _, value in filters:
-                st = rg.column(names.index(col)).statistics
-                if st is not None and st.has_min_max and not (st.min <= value <= st.max):
-                    ok = False
-                    break
-            if ok:
-                keep.append(i)
-        for i in keep:  # one row group at a time: iter_batches over several read them all ahead
+        for i in _matching_row_groups(f, filters):  # one at a time: iter_batches over several read them all ahead
             for batch in f.read_row_group(i, columns=need, use_threads=False).to_batches(max_chunksize=batch_size):
                 if filters:
-                    mask = None
-                    for col, _, value in filters:
-                        m = pc.equal(batch.column(col), value)
-                        mask = m if mask is None else pc.and_(mask, m)
-                    batch = batch.filter(mask)
+                    masks = [pc.equal(batch.column(col), value) for col, _, value in filters]
+                    batch = batch.filter(functools.reduce(pc.and_, masks))
                     if batch.num_rows == 0:
                         continue
                 yield batch.select(columns) if columns is not None else batch
+
+
+def _matching_row_groups(f: pq.ParquetFile, filters: list[tuple[str, str, object]]) -> list[int]:
+    """The row groups of ``f`` whose min/max statistics admit every equality of ``filters`` (a row
+    group without statistics may match)."""
+    names = f.schema_arrow.names
+
+    def admits(rg, col: str, value) -> bool:
+        st = rg.column(names.index(col)).statistics
+        return st is None or not st.has_min_max or st.min <= value <= st.max
+
+    return [
+        i
+        for i in range(f.metadata.num_row_groups)
+        if all(admits(f.metadata.row_group(i), col, value) for col, _, value in filters)
+    ]
 
 
 def check_parquet(path: str | os.PathLike) -> str | None:

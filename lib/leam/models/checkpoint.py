@@ -42,26 +42,30 @@ def load_state_dict_file(path: str | Path, model: nn.Module | None = None) -> di
     for prefix in STRIP_PREFIXES:
         if obj and all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
-    if model is not None:
-        own = model.state_dict()
-        missing = sorted(set(own) - set(obj))
-        unexpected = sorted(set(obj) - set(own))
-        shapes = [
-            f"{k}: file {tuple(obj[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in own
-            if k in obj and obj[k].shape != own[k].shape
-        ]
-        if missing or unexpected or shapes:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:5])})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
-            if shapes:
-                parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
-            raise WeightsError(
-                f"{path} does not fit {type(model).__name__}: "
-                + "; ".join(parts)
-                + ". Is it the checkpoint of this architecture?"
-            )
+    if model is not None and (parts := _mismatches(obj, model.state_dict())):
+        raise WeightsError(
+            f"{path} does not fit {type(model).__name__}: "
+            + "; ".join(parts)
+            + ". Is it the checkpoint of this architecture?"
+        )
     return obj
+
+
+def _mismatches(obj: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> list[str]:
+    """How a state dict ``obj`` differs from a model's own ``own``: missing and unexpected keys,
+    shape mismatches (a few examples of each); empty when it fits."""
+    missing = sorted(set(own) - set(obj))
+    unexpected = sorted(set(obj) - set(own))
+    shapes = [
+        f"{k}: file {tuple(obj[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in obj and obj[k].shape != own[k].shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:5])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
+    return parts

@@ -149,6 +149,19 @@ def _read_layer(r: _Reader) -> DlibLayer:
     return DlibLayer(kind, version, f)
 
 
+def _wrapper_versions(r: _Reader) -> list[int]:
+    """One integer per layer wrapper from the outermost inward (2: ordinary layer, 1: tag or skip,
+    3: the layer on the input), read up to and including the 3."""
+    versions = []
+    while True:
+        v = r.int()
+        if v not in (1, 2, 3):
+            r.fail(f"unexpected wrapper version {v}")
+        versions.append(v)
+        if v == 3:
+            return versions
+
+
 def read_dlib_net(path: str | Path) -> DlibNetFile:
     """Parse a dlib ``loss_metric`` network file (e.g. dlib_face_recognition_resnet_model_v1.dat)."""
     path = Path(path)
@@ -159,14 +172,7 @@ def read_dlib_net(path: str | Path) -> DlibNetFile:
     if loss != "loss_metric_2":
         r.fail(f"unsupported loss {loss!r} (expected loss_metric_2)")
     loss_fields = {"margin": r.float(), "dist_thresh": r.float()}
-    versions = []
-    while True:
-        v = r.int()
-        if v not in (1, 2, 3):
-            r.fail(f"unexpected wrapper version {v}")
-        versions.append(v)
-        if v == 3:
-            break
+    versions = _wrapper_versions(r)
     input_layer = r.str()
     if input_layer != "input_rgb_image_sized":
         r.fail(f"unsupported input layer {input_layer!r}")

@@ -247,6 +247,43 @@ def _drop_panels(axes, df, models, methods, n_col: str) -> None:
         ax.grid(alpha=0.3)
 
 
+def _binned_drop_panel(ax2, pts, targets: list[str]) -> None:
+    """Paper Fig. 11: each pair's drop at 1 % against its unoccluded cosine, as means (± s.e.) in
+    sextile bins of the cosine, per target model and method (a scatter of every pair overplots)."""
+    for i, model in enumerate(targets):  # binned means: a scatter of every pair overplots
+        for method in ("leam", "random"):
+            p = pts[(pts["model"] == model) & (pts["method"] == method)]
+            if len(p) < 2:
+                continue
+            edges = np.unique(np.quantile(p["cosine_before"], np.linspace(0, 1, min(6, len(p)) + 1)))
+            which = np.clip(np.searchsorted(edges, p["cosine_before"], side="right") - 1, 0, len(edges) - 2)
+            g = p.assign(bin=which).groupby("bin")
+            mean, std, n = g["drop"].mean(), g["drop"].std().fillna(0), g["drop"].count()
+            x = g["cosine_before"].mean()
+            ax2.errorbar(
+                x,
+                mean,
+                yerr=std / np.sqrt(n),
+                color=f"C{i}",
+                ls=METHOD_STYLE[method]["ls"],
+                marker=METHOD_STYLE[method]["marker"],
+                ms=4,
+                capsize=2,
+                lw=1.2,
+            )
+    for i, model in enumerate(targets):
+        ax2.plot([], [], color=f"C{i}", lw=6, label=model)
+    for method in ("leam", "random"):
+        st = METHOD_STYLE[method]
+        ax2.plot([], [], color="0.3", ls=st["ls"], marker=st["marker"], label=st["label"])
+    ax2.set_title("drop at 1 % vs unoccluded cosine, binned by sextiles of the cosine (Fig. 11)", fontsize=9)
+    ax2.set_xlabel("cosine before occlusion (bin mean)")
+    ax2.set_ylabel("cosine drop (mean ± s.e. per bin)")
+    ax2.grid(alpha=0.3)
+    if len(pts):
+        ax2.legend(fontsize=7, ncol=2)
+
+
 def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None:
     """Paper Fig. 8: cosine drop vs occluded share, LEAM vs random pixels of ``source_model`` (default
     the first source by name), one panel per target model, mean with its standard error; Fig. 11:
@@ -280,39 +317,7 @@ def occlusion_figure(db_path, out_path, source_model: str | None = None) -> None
             fontsize=9,
         )
     low = bottom.subplots(1, 2 if len(sources) > 1 else 1, squeeze=False)[0]
-    ax2 = low[0]
-    for i, model in enumerate(targets):  # binned means: a scatter of every pair overplots
-        for method in ("leam", "random"):
-            p = pts[(pts["model"] == model) & (pts["method"] == method)]
-            if len(p) < 2:
-                continue
-            edges = np.unique(np.quantile(p["cosine_before"], np.linspace(0, 1, min(6, len(p)) + 1)))
-            which = np.clip(np.searchsorted(edges, p["cosine_before"], side="right") - 1, 0, len(edges) - 2)
-            g = p.assign(bin=which).groupby("bin")
-            mean, std, n = g["drop"].mean(), g["drop"].std().fillna(0), g["drop"].count()
-            x = g["cosine_before"].mean()
-            ax2.errorbar(
-                x,
-                mean,
-                yerr=std / np.sqrt(n),
-                color=f"C{i}",
-                ls=METHOD_STYLE[method]["ls"],
-                marker=METHOD_STYLE[method]["marker"],
-                ms=4,
-                capsize=2,
-                lw=1.2,
-            )
-    for i, model in enumerate(targets):
-        ax2.plot([], [], color=f"C{i}", lw=6, label=model)
-    for method in ("leam", "random"):
-        st = METHOD_STYLE[method]
-        ax2.plot([], [], color="0.3", ls=st["ls"], marker=st["marker"], label=st["label"])
-    ax2.set_title("drop at 1 % vs unoccluded cosine, binned by sextiles of the cosine (Fig. 11)", fontsize=9)
-    ax2.set_xlabel("cosine before occlusion (bin mean)")
-    ax2.set_ylabel("cosine drop (mean ± s.e. per bin)")
-    ax2.grid(alpha=0.3)
-    if len(pts):
-        ax2.legend(fontsize=7, ncol=2)
+    _binned_drop_panel(low[0], pts, targets)
     if len(sources) > 1:
         at1 = every[every["size_pct"] == 1].pivot_table(
             index=["source_model", "model"], columns="method", values="mean_drop"
@@ -445,6 +450,25 @@ def person_figure(db_path, out_path, size_pct: float = 1.0) -> None:
     log.info("wrote %s", out_path)
 
 
+def _compare_column(axes, g, model: str, *, first: bool) -> None:
+    """One model's column of the comparison figure: BC (top) and EMD (bottom) per layer, same vs
+    different identity; ``g``: its rows of ``compare_summary``."""
+    layers = g.drop_duplicates("layer_idx").sort_values("layer_idx")
+    pos = {li: k for k, li in enumerate(layers["layer_idx"])}
+    for i, (col, name) in enumerate((("bc", "BC"), ("emd", "EMD, frame px"))):
+        ax = axes[i]
+        for kind in ("same", "different"):
+            h = g[g["kind"] == kind]
+            if len(h) and h[f"mean_{col}"].notna().any():
+                _errorbar(ax, [pos[li] for li in h["layer_idx"]], h[f"mean_{col}"], h[f"std_{col}"], h["n_pairs"], kind)
+        ax.set_xticks(range(len(layers)), layers["layer"], rotation=45, ha="right", fontsize=7)
+        ax.grid(alpha=0.3)
+        if first:
+            ax.set_ylabel(f"{name} (mean ± s.e.)")
+        if i == 0:
+            ax.set_title(model, fontsize=9)
+
+
 def compare_figure(db_path, out_path, selection: str | None = None) -> None:
     """Bhattacharyya coefficient (BC) and earth mover's distance (EMD) of image maps per layer, same vs
     different identity (Tables 3-6): one column per model (its own layers), mean ± s.e.
@@ -463,23 +487,7 @@ def compare_figure(db_path, out_path, selection: str | None = None) -> None:
         for ax in axes.ravel():
             _empty(ax, "no map comparisons")
     for j, model in enumerate(models):
-        g = df[df["model"] == model]
-        layers = g.drop_duplicates("layer_idx").sort_values("layer_idx")
-        pos = {li: k for k, li in enumerate(layers["layer_idx"])}
-        for i, (col, name) in enumerate((("bc", "BC"), ("emd", "EMD, frame px"))):
-            ax = axes[i, j]
-            for kind in ("same", "different"):
-                h = g[g["kind"] == kind]
-                if len(h) and h[f"mean_{col}"].notna().any():
-                    _errorbar(
-                        ax, [pos[li] for li in h["layer_idx"]], h[f"mean_{col}"], h[f"std_{col}"], h["n_pairs"], kind
-                    )
-            ax.set_xticks(range(len(layers)), layers["layer"], rotation=45, ha="right", fontsize=7)
-            ax.grid(alpha=0.3)
-            if j == 0:
-                ax.set_ylabel(f"{name} (mean ± s.e.)")
-            if i == 0:
-                ax.set_title(model, fontsize=9)
+        _compare_column(axes[:, j], df[df["model"] == model], model, first=j == 0)
     if models:
         axes[0, 0].legend(fontsize=7)
         note = (

@@ -239,32 +239,34 @@ def _target(raw_dir: Path, e: UrlEntry) -> Path:
     return target
 
 
+def _body(r: requests.Response, cfg: DownloadConfig, start: float, out: Outcome) -> bytes:
+    """The response's body, refused by status (429 and 5xx: retried), size or the attempt's deadline."""
+    out.http_status = r.status_code
+    if r.status_code in (429,) or r.status_code >= 500:
+        raise _Retry(f"http-{r.status_code}")
+    if r.status_code >= 400:
+        raise _Fatal(f"http-{r.status_code}")
+    length = r.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > cfg.max_bytes:
+        raise _Fatal(f"too-large: Content-Length {length} > {cfg.max_bytes}")
+    chunks, size = [], 0
+    # read1 returns what has arrived (each wait bounded by the read timeout), so a slow drip meets
+    # the deadline check instead of blocking until a full chunk arrives
+    while chunk := r.raw.read1(65536, decode_content=True):
+        size += len(chunk)
+        if size > cfg.max_bytes:
+            raise _Fatal(f"too-large: more than {cfg.max_bytes} bytes")
+        if time.monotonic() - start > cfg.deadline:
+            raise _Retry(f"timeout: body not complete after {cfg.deadline:g} s")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _attempt(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, target: Path, out: Outcome) -> None:
     start = time.monotonic()
     try:
         with session.get(e.url, stream=True, timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
-            out.http_status = r.status_code
-            if r.status_code in (429,) or r.status_code >= 500:
-                raise _Retry(f"http-{r.status_code}")
-            if r.status_code >= 400:
-                raise _Fatal(f"http-{r.status_code}")
-            length = r.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > cfg.max_bytes:
-                raise _Fatal(f"too-large: Content-Length {length} > {cfg.max_bytes}")
-            chunks, size = [], 0
-            while True:
-                # read1 returns what has arrived (each wait bounded by the read timeout), so a slow
-                # drip meets the deadline check instead of blocking until a full chunk arrives
-                chunk = r.raw.read1(65536, decode_content=True)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > cfg.max_bytes:
-                    raise _Fatal(f"too-large: more than {cfg.max_bytes} bytes")
-                if time.monotonic() - start > cfg.deadline:
-                    raise _Retry(f"timeout: body not complete after {cfg.deadline:g} s")
-                chunks.append(chunk)
-            data = b"".join(chunks)
+            data = _body(r, cfg, start, out)
     except requests.exceptions.TooManyRedirects:
         raise _Fatal(f"redirect-loop: more than {cfg.max_redirects} redirects") from None
     except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as err:
@@ -279,9 +281,15 @@ def _attempt(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, target
         raise _Retry(f"connection-error: {type(err).__name__}") from None
     if not data:
         raise _Fatal("empty-file: 0 bytes")
-    why = sniff(data[:1024])
-    if why:
+    if why := sniff(data[:1024]):
         raise _Fatal(why)
+    _keep_if_decodable(data, target)
+    out.bytes, out.sha256 = len(data), hashlib.sha256(data).hexdigest()
+
+
+def _keep_if_decodable(data: bytes, target: Path) -> None:
+    """Write ``data`` to ``target`` (atomically) only if it decodes as a photo: a failed download
+    never replaces a file that was there."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
@@ -296,7 +304,6 @@ def _attempt(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, target
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    out.bytes, out.sha256 = len(data), hashlib.sha256(data).hexdigest()
 
 
 def _fetch(session: requests.Session, e: UrlEntry, cfg: DownloadConfig, raw_dir: Path, seed: int) -> Outcome:

@@ -189,31 +189,49 @@ def occlude_pairs(
             0 if why else (i if method == "leam" else rand[(windows[name], a, size)])
             for _, a, _, method, size, _, i, why in meta
         ]
-        needed = sorted(set(which))
-        slot = {j: n for n, j in enumerate(needed)}
-        unit = dict(zip(images, model.embed(intact), strict=True))
-        before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
-        u_occ = model.embed(occ[needed])  # (M, D)
-        after = (u_occ[[slot[j] for j in which]] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
-        for ((src_model, src_layer), a, p, method, size, k, _, why), c in zip(meta, after, strict=True):
-            cosine_after = None if why else c
-            rows.append(
-                {
-                    "source_model": src_model,
-                    "source_layer": src_layer,
-                    "model": name,
-                    "identity": identity,
-                    "anchor": a,
-                    "positive": p,
-                    "method": method,
-                    "size_pct": float(size),
-                    "n_occluded": k,
-                    "cosine_before": before[(a, p)],
-                    "cosine_after": cosine_after,
-                    "drop": None if cosine_after is None else before[(a, p)] - cosine_after,
-                    "skipped": why,
-                }
-            )
+        rows += _target_rows(name, model, dict(zip(images, intact, strict=True)), occ, which, meta, identity)
+    return rows
+
+
+def _target_rows(
+    name: str,
+    model: FaceModel,
+    intact: dict[str, torch.Tensor],
+    occ: torch.Tensor,
+    which: list[int],
+    meta: list[tuple],
+    identity: str,
+) -> list[dict]:
+    """One target model's occlusion rows: ``meta`` (source, anchor, positive, method, size, k, _,
+    skipped) each with the index in ``occ`` (the occluded anchor frames) of the frame it embeds."""
+    images = list(intact)
+    needed = sorted(set(which))
+    slot = {j: n for n, j in enumerate(needed)}
+    unit = dict(zip(images, model.embed(torch.stack([intact[i] for i in images])), strict=True))
+    pairs = sorted({(m[1], m[2]) for m in meta})
+    before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
+    u_occ = model.embed(occ[needed])  # (M, D)
+    after = (u_occ[[slot[j] for j in which]] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
+    rows = []
+    for ((src_model, src_layer), a, p, method, size, k, _, why), c in zip(meta, after, strict=True):
+        cosine_after = None if why else c
+        rows.append(
+            {
+                "source_model": src_model,
+                "source_layer": src_layer,
+                "model": name,
+                "identity": identity,
+                "anchor": a,
+                "positive": p,
+                "method": method,
+                "size_pct": float(size),
+                "n_occluded": k,
+                "cosine_before": before[(a, p)],
+                "cosine_after": cosine_after,
+                "drop": None if cosine_after is None else before[(a, p)] - cosine_after,
+                "skipped": why,
+            }
+        )
     return rows
 
 
@@ -230,6 +248,21 @@ def _ranking(v: torch.Tensor, k: int) -> torch.Tensor:
     flat = v.reshape(-1)
     top = top_indices(flat[None], k)[0]
     return torch.where(flat[top] > 0, top, -1)
+
+
+def _atlas_masks(candidates: dict[str, torch.Tensor | None], k: int, *, skipped: list[tuple], tag: float) -> dict:
+    """{atlas name: (S, S) mask of its top k pixels} of the atlases that exist; one with fewer than
+    k pixels above 0 (all-zero or sparse: no pixels to pick by value) is appended to ``skipped`` as
+    (name, ``tag`` (the size), k, why) instead."""
+    masks: dict = {}
+    for name, m in candidates.items():
+        if m is None:
+            continue
+        if (n_rel := int((m > 0).sum())) < k:
+            skipped.append((name, tag, k, f"the {name} map has {n_rel} pixels above 0, fewer than the {k} to occlude"))
+            continue
+        masks[name] = top_mask(m[None], k)[0]
+    return masks
 
 
 def atlas_occlusion(
@@ -275,16 +308,7 @@ def atlas_occlusion(
             skipped: list[tuple] = []
             for size in sizes:
                 k = n_occluded(size, s * s)
-                masks: dict = {}
-                for name, m in candidates.items():
-                    if m is None:
-                        continue
-                    if (n_rel := int((m > 0).sum())) < k:  # an all-zero or sparse atlas: no pixels to pick by value
-                        skipped.append(
-                            (name, size, k, f"the {name} map has {n_rel} pixels above 0, fewer than the {k} to occlude")
-                        )
-                        continue
-                    masks[name] = top_mask(m[None], k)[0]
+                masks = _atlas_masks(candidates, k, skipped=skipped, tag=size)
                 for w in sorted(set(windows.values())):  # random pixels inside each target's window
                     masks[("random", w)] = random_mask((s, s), k, (seed, identity, h, "atlas", size), w)
                 for method, mask in masks.items():
