@@ -619,7 +619,7 @@ def main_rule(args, device, log):
     from leam.core.tables import ALIGNED_SCHEMA, LABELS_SCHEMA
     from leam.models.loader import load_model
     from leam.options import ExtractOptions
-    from leam.stages.extract import extract_shard
+    from leam.stages.extract import OUTPUTS, extract_shard
 
     model, _, _, layers = setup(args.arch, args.images, device)
     n, L = args.images, len(layers)
@@ -679,10 +679,7 @@ def main_rule(args, device, log):
         plan = probe.plan(n)
 
     def rule(mode):
-        out = {
-            k: str(tmp / mode / f"{k}.parquet")
-            for k in ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
-        }
+        out = {k: str(tmp / mode / f"{k}.parquet") for k in OUTPUTS}
         options = ExtractOptions(
             model="r",
             spec=spec,

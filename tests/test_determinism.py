@@ -4,7 +4,6 @@ processes on the two cores, every output's sha256 equal (and equal to an idle ru
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -12,19 +11,19 @@ import sys
 import pytest
 from conftest import REPO, write_sub_shard
 
-OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
+from leam.stages.extract import OUTPUTS
 
 CHILD = """
-import json, sys
+import sys
 from leam.config import load_config
 from leam.options import ExtractOptions
-from leam.stages.extract import extract_shard
+from leam.stages.extract import OUTPUTS, extract_shard
 d, model = sys.argv[1], sys.argv[2]
 config = load_config(sys.argv[3])
 layer = next(iter(config["models"][model]["layers"]))
 options = ExtractOptions.from_config(config, model, sources=[(model, layer)])
 options = options._replace(device="cpu", selections=("top1",))
-out = {k: f"{d}/{k}.parquet" for k in json.loads(sys.argv[4])}
+out = {k: f"{d}/{k}.parquet" for k in OUTPUTS}
 extract_shard(f"{d}/../aligned.parquet", f"{d}/../labels.parquet", out=out, options=options, threads=2)
 """
 
@@ -40,7 +39,7 @@ def extract_digest(d, model: str) -> dict[str, str]:
     # the workflow's environment (workflow/rules/common.smk sets GOMP_SPINCOUNT for every job)
     env = {**os.environ, "GOMP_SPINCOUNT": "20000"}
     subprocess.run(
-        [sys.executable, "-c", CHILD, str(d), model, str(REPO / "config" / "config.yaml"), json.dumps(OUTPUTS)],
+        [sys.executable, "-c", CHILD, str(d), model, str(REPO / "config" / "config.yaml")],
         check=True,
         env=env,
         cwd=REPO,

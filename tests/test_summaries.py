@@ -16,10 +16,9 @@ from leam.core.io import read_parquet
 from leam.core.maps import decode_map, to_frame
 from leam.core.paper import LEVELS
 from leam.core.selection import selection_names
-from leam.stages.extract import extract_shard
+from leam.stages.extract import OUTPUTS, extract_shard
 from leam.stages.occlude import n_occluded
 
-OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
 SIZES = (1, 10)
 
 

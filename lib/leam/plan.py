@@ -20,10 +20,9 @@ from leam.options import (
     ParseOptions,
     PopulationOptions,
     SampleOptions,
-    rank_pixels,
 )
 
-__all__ = ["RunOptions", "run_options", "rank_pixels"]
+__all__ = ["RunOptions", "run_options"]
 
 
 class RunOptions(NamedTuple):

@@ -46,6 +46,10 @@ __all__ = ["run", "extract_shard", "OUTPUTS"]
 log = logging.getLogger(__name__)
 
 
+#: the six files of an extract job
+OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
+
+
 def run(*, inputs, outputs, options: ExtractOptions, threads: int | None = None) -> None:
     """The workflow's entry point (rule ``extract``): ``inputs.aligned``, ``inputs.labels`` in;
     ``outputs.pairs``, ``.embeddings``, ``.counts``, ``.image_maps``, ``.rankings``, ``.maps`` out."""
@@ -56,10 +60,6 @@ def run(*, inputs, outputs, options: ExtractOptions, threads: int | None = None)
         options=options,
         threads=threads,
     )
-
-
-#: the six files of an extract job
-OUTPUTS = ("pairs", "embeddings", "counts", "image_maps", "rankings", "maps")
 
 
 def extract_shard(

@@ -189,26 +189,31 @@ def occlude_pairs(
             0 if why else (i if method == "leam" else rand[(windows[name], a, size)])
             for _, a, _, method, size, _, i, why in meta
         ]
-        rows += _target_rows(name, model, dict(zip(images, intact, strict=True)), occ, which, meta, identity)
+        rows += _target_rows(
+            name, model, images=images, intact=intact, pairs=pairs, occ=occ, which=which, meta=meta, identity=identity
+        )
     return rows
 
 
 def _target_rows(
     name: str,
     model: FaceModel,
-    intact: dict[str, torch.Tensor],
+    *,
+    images: list[str],
+    intact: torch.Tensor,
+    pairs: list[tuple[str, str]],
     occ: torch.Tensor,
     which: list[int],
     meta: list[tuple],
     identity: str,
 ) -> list[dict]:
     """One target model's occlusion rows: ``meta`` (source, anchor, positive, method, size, k, _,
-    skipped) each with the index in ``occ`` (the occluded anchor frames) of the frame it embeds."""
-    images = list(intact)
+    skipped) each with the index in ``occ`` (the occluded anchor frames) of the frame it embeds;
+    ``intact``: the (n, S, S, 3) unoccluded frames of ``images``; ``pairs``: the (anchor, positive)
+    pairs of ``meta``."""
     needed = sorted(set(which))
     slot = {j: n for n, j in enumerate(needed)}
-    unit = dict(zip(images, model.embed(torch.stack([intact[i] for i in images])), strict=True))
-    pairs = sorted({(m[1], m[2]) for m in meta})
+    unit = dict(zip(images, model.embed(intact), strict=True))
     before = {(a, p): float((unit[a] * unit[p]).sum()) for a, p in pairs}
     u_occ = model.embed(occ[needed])  # (M, D)
     after = (u_occ[[slot[j] for j in which]] * torch.stack([unit[m[2]] for m in meta])).sum(-1).tolist()
